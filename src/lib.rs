@@ -1,0 +1,31 @@
+//! effistream classifies live camera streams with timm's pruned EfficientNets
+//! (`efficientnet_b1_pruned`, `efficientnet_b2_pruned`, `efficientnet_b3_pruned`) on plain
+//! CPUs, in Rust, and publishes the results over MQTT.
+//!
+//! This crate is the engine shared by the `effistream` command and the GStreamer plugin:
+//!
+//! - [`model`]: the network in candle, its weights (safetensors, PyTorch `.pth` in the zip
+//!   and legacy formats, the Hugging Face hub cache) and the ImageNet labels;
+//! - [`preprocess`]: timm's eval transform for image files and raw RGB frames.
+//!
+//! # Quick start
+//!
+//! ```no_run
+//! use effistream::model::{Classifier, Variant};
+//! use effistream::preprocess::RgbImage;
+//!
+//! let variant = Variant::by_name("efficientnet_b1_pruned")?;
+//! // `None` looks in $EFFISTREAM_WEIGHTS_DIR, then the Hugging Face cache, then downloads.
+//! let classifier = Classifier::load(variant, None)?;
+//! let image = RgbImage::open("cat.jpg".as_ref())?;
+//! for class in &classifier.classify(&[image], 5)?[0].top {
+//!     println!("{:.3} {}", class.score, class.label);
+//! }
+//! # Ok::<(), effistream::Error>(())
+//! ```
+
+pub mod error;
+pub mod model;
+pub mod preprocess;
+
+pub use error::{Error, Result};

@@ -1,0 +1,121 @@
+//! Images in, ranked classes out: weights location, preprocessing, batching, softmax.
+
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use serde::Serialize;
+
+use crate::error::Result;
+use crate::model::efficientnet::EfficientNet;
+use crate::model::labels;
+use crate::model::variants::Variant;
+use crate::model::weights::{self, Weights};
+use crate::preprocess::{Preprocess, RgbImage};
+
+/// One class with its softmax probability.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClassScore {
+    pub class_id: usize,
+    pub label: String,
+    pub score: f32,
+}
+
+/// The network's answer for one image.
+#[derive(Debug, Clone)]
+pub struct Prediction {
+    /// Raw logits, one per class.
+    pub logits: Vec<f32>,
+    /// The `top_k` most probable classes, most probable first.
+    pub top: Vec<ClassScore>,
+}
+
+/// A loaded variant with its eval transform.
+#[derive(Debug)]
+pub struct Classifier {
+    model: EfficientNet,
+    preprocess: Preprocess,
+}
+
+impl Classifier {
+    /// Loads `variant` from `weights`, or, when `None`, from the file [`weights::locate`]
+    /// finds (weights directory, hub cache, hub download).
+    pub fn load(variant: &'static Variant, weights: Option<&Path>) -> Result<Self> {
+        let path = match weights {
+            Some(path) => path.to_owned(),
+            None => weights::locate(variant)?,
+        };
+        tracing::info!(model = variant.name, weights = %path.display(), "Loading weights.");
+        Self::new(&Weights::from_file(variant, &path)?)
+    }
+
+    /// Builds the classifier from weights already checked for their variant.
+    pub fn new(weights: &Weights) -> Result<Self> {
+        Ok(Self {
+            model: EfficientNet::new(weights)?,
+            preprocess: Preprocess::for_variant(weights.variant),
+        })
+    }
+
+    pub fn variant(&self) -> &'static Variant {
+        self.model.variant()
+    }
+
+    pub fn preprocess(&self) -> &Preprocess {
+        &self.preprocess
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.model.num_classes()
+    }
+
+    /// Classifies a batch of images in one forward pass.
+    pub fn classify(&self, images: &[RgbImage], top_k: usize) -> Result<Vec<Prediction>> {
+        let len = self.preprocess.output_len();
+        let mut input = vec![0f32; images.len() * len];
+        for (image, out) in images.iter().zip(input.chunks_exact_mut(len)) {
+            self.preprocess.run(image, out)?;
+        }
+        self.classify_preprocessed(input, top_k)
+    }
+
+    /// Runs the network on `N` preprocessed CHW images laid end to end.
+    pub fn classify_preprocessed(&self, input: Vec<f32>, top_k: usize) -> Result<Vec<Prediction>> {
+        let logits = self.logits(input)?;
+        Ok(logits
+            .into_iter()
+            .map(|logits| {
+                let top = top_classes(&logits, top_k);
+                Prediction { logits, top }
+            })
+            .collect())
+    }
+
+    /// Raw logits for `N` preprocessed CHW images laid end to end.
+    pub fn logits(&self, input: Vec<f32>) -> Result<Vec<Vec<f32>>> {
+        let size = self.preprocess.input_size;
+        let n = input.len() / self.preprocess.output_len();
+        if n == 0 {
+            return Ok(Vec::new());
+        }
+        let x = Tensor::from_vec(input, (n, 3, size, size), &Device::Cpu)?;
+        Ok(self.model.forward(&x)?.to_vec2()?)
+    }
+}
+
+/// Softmax over `logits` (in f64), then the `k` most probable classes, ties by class id.
+pub fn top_classes(logits: &[f32], k: usize) -> Vec<ClassScore> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let exp: Vec<f64> = logits.iter().map(|&l| (l as f64 - max).exp()).collect();
+    let sum: f64 = exp.iter().sum();
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
+    order
+        .into_iter()
+        .take(k)
+        .map(|class_id| ClassScore {
+            class_id,
+            label: labels::label(class_id, logits.len()).into_owned(),
+            score: (exp[class_id] / sum) as f32,
+        })
+        .collect()
+}
