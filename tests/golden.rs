@@ -1,0 +1,93 @@
+//! Parity with timm: the pruned EfficientNets (and efficientnet_b0, for timm's symmetric
+//! padding) give timm's logits for the same weights and images (fixtures written by
+//! tests/golden/make_goldens.py).
+
+mod common;
+
+use common::{golden, max_abs_diff, top_k};
+use effistream::model::Classifier;
+use effistream::preprocess::RgbImage;
+
+/// Every logit within 1e-3 absolute, or 1e-4 relative to the largest |logit|.
+fn assert_matches_timm(variant: &str, image: &str, got: &[f32], want: &[f32]) -> f32 {
+    let (diff, scale) = max_abs_diff(got, want);
+    assert!(
+        diff <= 1e-3 || diff <= 1e-4 * scale,
+        "{variant} {image}: max logit difference {diff} (largest |logit| {scale})"
+    );
+    assert_eq!(top_k(got, 5), top_k(want, 5), "{variant} {image}: top-5");
+    diff
+}
+
+fn check_variant(name: &str) {
+    let golden = golden(name);
+    let classifier = Classifier::new(&golden.weights()).unwrap();
+    let images: Vec<RgbImage> = golden
+        .images
+        .iter()
+        .map(|p| RgbImage::open(p).unwrap())
+        .collect();
+
+    // Batch of 4.
+    let batch = classifier.classify(&images, 5).unwrap();
+    let mut worst = 0f32;
+    for ((prediction, want), path) in batch.iter().zip(&golden.logits).zip(&golden.images) {
+        let image = path.file_name().unwrap().to_string_lossy();
+        worst = worst.max(assert_matches_timm(name, &image, &prediction.logits, want));
+    }
+
+    // One at a time: the same answers as in the batch.
+    for (i, image) in images.iter().enumerate() {
+        let single = classifier.classify(std::slice::from_ref(image), 5).unwrap();
+        let path = golden.images[i].file_name().unwrap().to_string_lossy();
+        assert_matches_timm(name, &path, &single[0].logits, &golden.logits[i]);
+        let (diff, _) = max_abs_diff(&single[0].logits, &batch[i].logits);
+        assert!(
+            diff <= 1e-4,
+            "{name} {path}: batch vs single differ by {diff}"
+        );
+        let ids = |p: &effistream::model::Prediction| -> Vec<usize> {
+            p.top.iter().map(|c| c.class_id).collect()
+        };
+        assert_eq!(ids(&single[0]), ids(&batch[i]), "{name} {path}: top-5");
+    }
+    eprintln!("{name}: largest logit difference to timm {worst:.2e}");
+}
+
+#[test]
+fn efficientnet_b1_pruned_matches_timm_logits_at_batch_1_and_4() {
+    check_variant("efficientnet_b1_pruned");
+}
+
+#[test]
+fn efficientnet_b2_pruned_matches_timm_logits_at_batch_1_and_4() {
+    check_variant("efficientnet_b2_pruned");
+}
+
+#[test]
+fn efficientnet_b3_pruned_matches_timm_logits_at_batch_1_and_4() {
+    check_variant("efficientnet_b3_pruned");
+}
+
+#[test]
+fn efficientnet_b0_with_symmetric_padding_matches_timm_logits_at_batch_1_and_4() {
+    check_variant("efficientnet_b0");
+}
+
+#[test]
+fn golden_outputs_depend_on_the_image() {
+    // Guards the fixtures themselves: calibrated BatchNorm keeps outputs image-dependent.
+    for name in [
+        "efficientnet_b1_pruned",
+        "efficientnet_b2_pruned",
+        "efficientnet_b3_pruned",
+        "efficientnet_b0",
+    ] {
+        let golden = golden(name);
+        let (diff, _) = max_abs_diff(&golden.logits[0], &golden.logits[1]);
+        assert!(
+            diff > 0.1,
+            "{name}: logits of two images differ by only {diff}"
+        );
+    }
+}
