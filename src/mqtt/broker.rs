@@ -1,0 +1,202 @@
+//! The embedded broker: rumqttd in this process, so that `effistream run` publishes
+//! somewhere without any setup.
+//!
+//! rumqttd has no shutdown API: once started, the broker's threads (`effistream-broker`,
+//! rumqttd's router `router-0` and server `effistream-broker-v4`) live until the process
+//! exits. Start it once per process.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+use tracing::{error, info};
+
+use crate::mqtt::{MAX_PACKET_SIZE, MqttError};
+
+/// How long [`EmbeddedBroker::start`] waits for the broker to answer.
+const START_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A running in-process MQTT 3.1.1 broker.
+///
+/// ```no_run
+/// use effistream::mqtt::EmbeddedBroker;
+///
+/// let broker = EmbeddedBroker::start("127.0.0.1:1883".parse().unwrap())?;
+/// println!("mosquitto_sub -h 127.0.0.1 -p {} -t 'effistream/#' -v", broker.addr().port());
+/// # Ok::<(), effistream::mqtt::MqttError>(())
+/// ```
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    addr: SocketAddr,
+    thread: JoinHandle<()>,
+}
+
+impl EmbeddedBroker {
+    /// Starts the broker listening on `listen` only (port 0 picks a free port) and
+    /// returns once it answers MQTT there. Fails with [`MqttError::BrokerListen`] when the
+    /// address cannot be bound (port taken, address not local).
+    ///
+    /// Limits: packets up to [`MAX_PACKET_SIZE`], 100 messages in flight per client, 1000
+    /// clients; retained messages are kept in memory.
+    pub fn start(listen: SocketAddr) -> Result<Self, MqttError> {
+        // rumqttd only logs a failed bind: bind here first to report it.
+        let addr = TcpListener::bind(listen)
+            .and_then(|listener| listener.local_addr())
+            .map_err(|error| MqttError::BrokerListen {
+                addr: listen,
+                error,
+            })?;
+
+        let config = broker_config(addr);
+        let thread = std::thread::Builder::new()
+            .name("effistream-broker".to_owned())
+            .spawn(move || {
+                let mut broker = rumqttd::Broker::new(config);
+                // Returns only when the server threads have ended.
+                match broker.start() {
+                    Ok(()) => error!(%addr, "Embedded MQTT broker stopped."),
+                    Err(e) => error!(%addr, error = %e, "Embedded MQTT broker failed."),
+                }
+            })
+            .map_err(|error| MqttError::Thread {
+                name: "effistream-broker",
+                error,
+            })?;
+
+        let deadline = Instant::now() + START_TIMEOUT;
+        let probe_addr = reachable(addr);
+        loop {
+            if thread.is_finished() {
+                return Err(MqttError::BrokerStart {
+                    addr,
+                    reason: "the broker thread ended (see the log)".into(),
+                });
+            }
+            match probe(probe_addr) {
+                Ok(()) => break,
+                Err(e) if Instant::now() >= deadline => {
+                    return Err(MqttError::BrokerStart {
+                        addr,
+                        reason: format!("no MQTT answer within {START_TIMEOUT:?}: {e}"),
+                    });
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        }
+        info!(%addr, "Embedded MQTT broker listening.");
+        Ok(Self { addr, thread })
+    }
+
+    /// The address the broker listens on (with the real port when started with port 0).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `mqtt://host:port` of the broker, for `mqtt.url` (an unspecified listen address
+    /// becomes the loopback address).
+    pub fn url(&self) -> String {
+        let addr = reachable(self.addr);
+        format!("mqtt://{addr}")
+    }
+
+    /// Whether the broker still runs (rumqttd's server stops only on fatal errors).
+    pub fn is_running(&self) -> bool {
+        !self.thread.is_finished()
+    }
+}
+
+fn broker_config(addr: SocketAddr) -> Config {
+    let server = ServerSettings {
+        name: "effistream-broker-v4".to_owned(),
+        listen: addr,
+        tls: None,
+        next_connection_delay_ms: 1,
+        connections: ConnectionSettings {
+            connection_timeout_ms: 10_000,
+            max_payload_size: MAX_PACKET_SIZE,
+            max_inflight_count: 100,
+            auth: None,
+            external_auth: None,
+            dynamic_filters: true,
+        },
+    };
+    Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: 1000,
+            max_outgoing_packet_count: 200,
+            // The in-memory log of each topic filter: at most 4 segments of 1 MiB.
+            max_segment_size: 1024 * 1024,
+            max_segment_count: 4,
+            ..RouterConfig::default()
+        },
+        v4: Some(HashMap::from([("1".to_owned(), server)])),
+        ..Config::default()
+    }
+}
+
+/// `addr` with an unspecified IP replaced by the loopback address.
+fn reachable(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+/// One MQTT 3.1.1 CONNECT / CONNACK / DISCONNECT exchange.
+fn probe(addr: SocketAddr) -> std::io::Result<()> {
+    const CLIENT_ID: &[u8] = b"effistream-broker-probe";
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_millis(500))?;
+    stream.set_read_timeout(Some(Duration::from_millis(500)))?;
+    stream.set_write_timeout(Some(Duration::from_millis(500)))?;
+    // Protocol name "MQTT", level 4, clean session, keep-alive 10 s, then the client id.
+    let mut variable = vec![0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0];
+    variable.push(CLIENT_ID.len() as u8);
+    variable.extend_from_slice(CLIENT_ID);
+    let mut connect = vec![0x10, variable.len() as u8];
+    connect.extend_from_slice(&variable);
+    stream.write_all(&connect)?;
+    let mut connack = [0u8; 4];
+    stream.read_exact(&mut connack)?;
+    if connack[0] != 0x20 || connack[3] != 0 {
+        return Err(std::io::Error::other(format!(
+            "unexpected answer to CONNECT: {connack:02x?}"
+        )));
+    }
+    stream.write_all(&[0xe0, 0x00])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_taken_port_is_a_clear_error() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = EmbeddedBroker::start(addr).unwrap_err().to_string();
+        assert!(err.contains(&addr.to_string()), "{err}");
+        assert!(err.contains("in use"), "{err}");
+        assert!(err.contains("mqtt.embedded_listen"), "{err}");
+    }
+
+    #[test]
+    fn port_zero_picks_a_free_port_that_answers_mqtt() {
+        let broker = EmbeddedBroker::start("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_ne!(broker.addr().port(), 0);
+        assert!(broker.is_running());
+        assert_eq!(
+            broker.url(),
+            format!("mqtt://127.0.0.1:{}", broker.addr().port())
+        );
+        probe(broker.addr()).unwrap();
+    }
+}

@@ -1,0 +1,214 @@
+//! The `effistream-mqtt` thread: polls rumqttc's connection forever, reconnecting with
+//! exponential backoff, and counts what the broker confirmed.
+
+use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use rumqttc::{Connection, Event, Outgoing, Packet, RecvTimeoutError, Request};
+use tracing::{debug, info, warn};
+
+use super::{CONNECT_TIMEOUT, LoopEvent, Shared};
+
+/// The `effistream-mqtt` thread: polls rumqttc's connection forever, reconnecting with
+/// exponential backoff.
+pub(super) struct EventLoopThread {
+    pub(super) connection: Connection,
+    pub(super) shared: Arc<Shared>,
+    pub(super) events: Sender<LoopEvent>,
+    /// Ends a backoff pause early (shutdown).
+    pub(super) wake: Receiver<()>,
+    pub(super) broker: String,
+    pub(super) initial: Duration,
+    pub(super) max: Duration,
+}
+
+impl EventLoopThread {
+    pub(super) fn run(mut self) {
+        let mut failures: u32 = 0;
+        let mut connected = false;
+        // Publications rumqttc would discard on a new session (see the `publisher` docs).
+        let mut carried: Vec<Request> = Vec::new();
+        while !self.shared.abandon.load(Ordering::Acquire) {
+            let polled = if self.connection.eventloop.network.is_none() {
+                carried.extend(self.connection.eventloop.pending.drain(..));
+                let mut limit = CONNECT_TIMEOUT;
+                if let Some(deadline) = self.shared.deadline() {
+                    limit = limit.min(deadline.saturating_duration_since(Instant::now()));
+                    if limit.is_zero() {
+                        break;
+                    }
+                }
+                match self.connection.recv_timeout(limit) {
+                    Ok(polled) => Some(polled),
+                    Err(RecvTimeoutError::Timeout) => None,
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else {
+                match self.connection.recv() {
+                    Ok(polled) => Some(polled),
+                    Err(_) => break,
+                }
+            };
+            let error = match polled {
+                Some(Ok(event)) => {
+                    if let Event::Incoming(Packet::ConnAck(ack)) = &event {
+                        failures = 0;
+                        connected = true;
+                        self.restore(&mut carried, ack.session_present);
+                        self.shared.connected.store(true, Ordering::Release);
+                        info!(
+                            broker = %self.broker,
+                            session_present = ack.session_present,
+                            "MQTT connected."
+                        );
+                        let _ = self.events.send(LoopEvent::Connected);
+                    } else if self.confirm(&event) {
+                        info!(broker = %self.broker, "MQTT disconnected.");
+                        break;
+                    }
+                    continue;
+                }
+                Some(Err(e)) => e.to_string(),
+                None => format!("no answer within {CONNECT_TIMEOUT:?}"),
+            };
+            failures = failures.saturating_add(1);
+            let delay = self.backoff(failures);
+            let retry_in_ms = delay.as_millis() as u64;
+            if connected {
+                connected = false;
+                self.shared.connected.store(false, Ordering::Release);
+                let _ = self.events.send(LoopEvent::Disconnected);
+                warn!(broker = %self.broker, retry_in_ms, error = %error, "MQTT connection lost.");
+            } else {
+                warn!(
+                    broker = %self.broker,
+                    attempt = failures,
+                    retry_in_ms,
+                    error = %error,
+                    "MQTT connection failed."
+                );
+            }
+            let _ = self.wake.recv_timeout(delay);
+        }
+        self.shared.connected.store(false, Ordering::Release);
+        let _ = self.events.send(LoopEvent::Exited);
+    }
+
+    /// Counts confirmations; returns `true` once the clean DISCONNECT went out.
+    fn confirm(&self, event: &Event) -> bool {
+        match event {
+            // QoS 0 publications carry packet id 0; they are confirmed once written.
+            Event::Outgoing(Outgoing::Publish(0))
+            | Event::Incoming(Packet::PubAck(_))
+            | Event::Incoming(Packet::PubComp(_)) => {
+                self.shared.published.fetch_add(1, Ordering::AcqRel);
+                false
+            }
+            Event::Outgoing(Outgoing::Disconnect) => true,
+            _ => false,
+        }
+    }
+
+    /// Puts the publications taken out before connecting back in rumqttc's pending list:
+    /// as they were if the broker resumed the session, as new publications otherwise.
+    fn restore(&mut self, carried: &mut Vec<Request>, session_present: bool) {
+        if carried.is_empty() {
+            return;
+        }
+        let pending = &mut self.connection.eventloop.pending;
+        let mut resent = 0usize;
+        // Anything rumqttc put back in `pending` during this connection attempt goes
+        // after the older requests.
+        let newer: Vec<Request> = pending.drain(..).collect();
+        for request in carried.drain(..) {
+            match request {
+                Request::Publish(mut publish) if !session_present => {
+                    publish.pkid = 0;
+                    publish.dup = false;
+                    pending.push_back(Request::Publish(publish));
+                    resent += 1;
+                }
+                // A QoS 2 message the broker had received (PUBREC): done.
+                Request::PubRel(_) if !session_present => {
+                    self.shared.published.fetch_add(1, Ordering::AcqRel);
+                }
+                Request::Publish(_) | Request::PubRel(_) | Request::Disconnect(_) => {
+                    resent += usize::from(matches!(request, Request::Publish(_)));
+                    pending.push_back(request);
+                }
+                // Pings and acks of a previous connection mean nothing now.
+                _ => {}
+            }
+        }
+        pending.extend(newer);
+        debug!(
+            resent,
+            session_present, "Re-sending publications from the previous connection."
+        );
+    }
+
+    fn backoff(&self, failures: u32) -> Duration {
+        let mut delay = self
+            .initial
+            .saturating_mul(1 << failures.saturating_sub(1).min(20))
+            .min(self.max);
+        if self.shared.deadline().is_some() {
+            // Shutting down: keep trying often until the deadline.
+            delay = delay.min(self.initial);
+        }
+        let jitter = 0.75 + 0.5 * random_unit();
+        delay.mul_f64(jitter).min(self.max)
+    }
+}
+
+/// A number in [0, 1) good enough for jitter.
+fn random_unit() -> f64 {
+    let bits = RandomState::new().hash_one(Instant::now());
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use rumqttc::{Client, MqttOptions};
+
+    use super::*;
+    use crate::mqtt::publisher::lock;
+
+    #[test]
+    fn backoff_doubles_with_jitter_up_to_the_cap() {
+        let (_client, connection) = Client::new(MqttOptions::new("backoff", "127.0.0.1", 1), 1);
+        let (events, _rx) = crossbeam_channel::unbounded();
+        let (_wake_tx, wake) = crossbeam_channel::bounded(1);
+        let thread = EventLoopThread {
+            connection,
+            shared: Arc::new(Shared::new()),
+            events,
+            wake,
+            broker: String::new(),
+            initial: Duration::from_millis(250),
+            max: Duration::from_secs(10),
+        };
+        for (failures, nominal) in [
+            (1, 250),
+            (2, 500),
+            (3, 1000),
+            (6, 8000),
+            (7, 10_000),
+            (40, 10_000),
+        ] {
+            for _ in 0..20 {
+                let d = thread.backoff(failures).as_secs_f64() * 1000.0;
+                assert!(d >= nominal as f64 * 0.75 - 1e-6, "{failures}: {d}");
+                assert!(
+                    d <= (nominal as f64 * 1.25).min(10_000.0) + 1e-6,
+                    "{failures}: {d}"
+                );
+            }
+        }
+        *lock(&thread.shared.deadline) = Some(Instant::now());
+        assert!(thread.backoff(10) <= Duration::from_millis(313));
+    }
+}

@@ -1,0 +1,704 @@
+//! The publisher: a cloneable handle, a thread that turns requests into publications
+//! (`effistream-publisher`), and a thread that drives rumqttc's connection
+//! (`effistream-mqtt`).
+//!
+//! # Queues
+//!
+//! ```text
+//! classification() ─┐                     effistream-publisher             effistream-mqtt
+//! stats()          ─┴─► data queue ──────► stamps, serializes,  ──────────► polls rumqttc,
+//!                       (max_queued,       runs the hysteresis,  rumqttc    reconnects,  ──► broker
+//!                        try_send)         remembers statuses    channel    counts acks
+//! set_online()     ─┬─► control queue ───►         ▲             (64)           │
+//! camera_status()  ─┘   (unbounded, rare)          └──── connected / disconnected ┘
+//! ```
+//!
+//! Messages wait in the data queue, the one bounded by `mqtt.max_queued`, while the broker
+//! is away: the publisher thread takes from it only while connected. The rumqttc channel
+//! is kept small on purpose: rumqttc moves its contents into an unbounded list on every
+//! disconnect, out of reach of the drop policy and the counters.
+//!
+//! # Nothing lost uncounted across reconnects
+//!
+//! On a disconnect rumqttc keeps the unacknowledged publications and whatever was in its
+//! channel, and re-sends them if the broker resumes the session. If the session is new
+//! (clean session, or a broker that lost it) rumqttc would discard them; the event-loop
+//! thread takes them out before each connection attempt and puts them back after the
+//! CONNACK (with fresh packet ids when the session is new), so they are re-sent either way.
+//!
+//! # Counters
+//!
+//! `published` counts confirmations: a QoS 0 publication once rumqttc has written it,
+//! QoS 1 on PUBACK, QoS 2 on PUBCOMP. `queued` is what was accepted and is not confirmed
+//! yet; `dropped` is what a full queue refused, what a shutdown could not deliver in time,
+//! and what could not be published at all.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use rumqttc::{Client, LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
+use serde::{Deserialize, Serialize};
+use tracing::{debug, info, warn};
+
+use crate::config::{MqttConfig, MqttEndpoint, StateConfig};
+use crate::model::ClassScore;
+use crate::mqtt::payload::{MqttCounters, StatsPayload};
+use crate::mqtt::state::StateTracker;
+use crate::mqtt::topics::Topics;
+use crate::mqtt::{MAX_PACKET_SIZE, MqttError, tls};
+
+mod event_loop;
+mod worker;
+
+use event_loop::EventLoopThread;
+use worker::Worker;
+
+/// Capacity of rumqttc's request channel (see the module docs for why it is small).
+const CLIENT_CHANNEL_CAPACITY: usize = 64;
+/// QoS ≥ 1 publications awaiting acknowledgement. mosquitto accepts at most 20 incoming
+/// QoS 2 messages in flight per client (`max_inflight_messages`) and silently discards the
+/// rest under MQTT 3.1.1 (PUBREC with a reason code that 3.1.1 cannot carry); rumqttc's
+/// default of 100 loses messages there.
+const MAX_INFLIGHT: u16 = 20;
+/// Longest wait for one connection attempt (TCP, TLS and CONNACK).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Pause of the publisher thread while rumqttc's channel is full.
+const CLIENT_FULL_PAUSE: Duration = Duration::from_millis(2);
+/// Shutdown time allowed when the last handle is dropped without [`Publisher::shutdown`].
+const DROP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
+/// Extra time [`Publisher::shutdown`] gives the threads to report after the deadline.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(100);
+/// At most one "queue full" warning per this interval.
+const DROP_WARN_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Payload of `{prefix}/status` while the daemon serves.
+const ONLINE: &str = "online";
+/// Payload of `{prefix}/status` after shutdown, and the Last Will.
+const OFFLINE: &str = "offline";
+
+/// A camera's retained `{prefix}/{camera}/status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraStatus {
+    /// Frames are flowing.
+    Online,
+    /// The pipeline failed or stalled and is being rebuilt.
+    Reconnecting,
+    /// The camera is stopped.
+    Offline,
+}
+
+impl CameraStatus {
+    /// The payload: `online`, `reconnecting` or `offline`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Reconnecting => "reconnecting",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+impl fmt::Display for CameraStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One inferred frame, as handed to [`Publisher::classification`]. The publisher adds
+/// `published_at` and `latency_ms` when it publishes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    pub camera: Arc<str>,
+    /// Frame number within the camera's stream.
+    pub seq: u64,
+    /// Presentation timestamp in the stream, nanoseconds.
+    pub pts_ns: Option<u64>,
+    /// Wall-clock capture time.
+    pub captured_at: SystemTime,
+    pub model: &'static str,
+    /// Frames in the batch this frame was inferred in.
+    pub batch_size: usize,
+    /// Time the batch took in the network, milliseconds.
+    pub inference_ms: f64,
+    /// Most probable classes first.
+    pub top: Vec<ClassScore>,
+}
+
+/// What a full data queue drops.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Overflow {
+    /// Refuse the new message ([`Publisher::classification`] returns `false`).
+    #[default]
+    DropNewest,
+    /// Drop the oldest queued message to make room for the new one.
+    DropOldest,
+}
+
+/// Settings of the publisher that `[mqtt]` does not (yet) expose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PublisherOptions {
+    /// Ask the broker to keep the session across reconnects (`clean_session = false`),
+    /// so that QoS ≥ 1 messages in flight survive a broker restart that keeps sessions.
+    pub persistent_session: bool,
+    /// What a full queue drops.
+    pub overflow: Overflow,
+    /// First delay between connection attempts; doubles up to `reconnect_max` (±25 %
+    /// jitter).
+    pub reconnect_initial: Duration,
+    pub reconnect_max: Duration,
+}
+
+impl Default for PublisherOptions {
+    fn default() -> Self {
+        Self {
+            persistent_session: false,
+            overflow: Overflow::DropNewest,
+            reconnect_initial: Duration::from_millis(250),
+            reconnect_max: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Handle to the MQTT publisher: cheap to clone, never blocks. See the [module
+/// docs](crate::mqtt) for the threads behind it.
+#[derive(Clone)]
+pub struct Publisher {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    data_tx: Sender<Data>,
+    /// For [`Overflow::DropOldest`] and the queue length.
+    data_rx: Receiver<Data>,
+    control_tx: Sender<Control>,
+    overflow: Overflow,
+    shared: Arc<Shared>,
+    threads: Mutex<Option<Threads>>,
+    broker: String,
+}
+
+struct Threads {
+    publisher: JoinHandle<()>,
+    event_loop: JoinHandle<()>,
+}
+
+/// State shared by the handle and both threads.
+struct Shared {
+    connected: AtomicBool,
+    /// Shutdown has begun: the handle accepts nothing more.
+    closed: AtomicBool,
+    /// The event-loop thread must stop now, without a clean disconnect.
+    abandon: AtomicBool,
+    /// Deadline of the shutdown in progress.
+    deadline: Mutex<Option<Instant>>,
+    /// Publications handed to rumqttc.
+    handed: AtomicU64,
+    /// Publications confirmed.
+    published: AtomicU64,
+    dropped: AtomicU64,
+    /// Publications in the publisher thread's outbox.
+    staged: AtomicUsize,
+    /// Milliseconds since `started` of the last "queue full" warning, plus one.
+    last_drop_warning: AtomicU64,
+    started: Instant,
+}
+
+impl Shared {
+    fn new() -> Self {
+        Self {
+            connected: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            abandon: AtomicBool::new(false),
+            deadline: Mutex::new(None),
+            handed: AtomicU64::new(0),
+            published: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            staged: AtomicUsize::new(0),
+            last_drop_warning: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// The counters, with `waiting` messages not yet handed to rumqttc.
+    fn counters(&self, waiting: usize) -> MqttCounters {
+        let queued = waiting as u64 + self.unconfirmed();
+        MqttCounters {
+            connected: self.connected.load(Ordering::Acquire),
+            published: self.published.load(Ordering::Acquire),
+            dropped: self.dropped.load(Ordering::Acquire),
+            queued: usize::try_from(queued).unwrap_or(usize::MAX),
+        }
+    }
+
+    fn unconfirmed(&self) -> u64 {
+        let published = self.published.load(Ordering::Acquire);
+        self.handed
+            .load(Ordering::Acquire)
+            .saturating_sub(published)
+    }
+
+    fn deadline(&self) -> Option<Instant> {
+        *lock(&self.deadline)
+    }
+
+    fn count_drop(&self, what: &str) {
+        let total = self.dropped.fetch_add(1, Ordering::AcqRel) + 1;
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let last = self.last_drop_warning.load(Ordering::Acquire);
+        if (last == 0 || now - last >= DROP_WARN_INTERVAL.as_millis() as u64)
+            && self
+                .last_drop_warning
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            warn!(
+                dropped_total = total,
+                "MQTT queue full or closed: dropping {what} messages."
+            );
+        }
+    }
+}
+
+enum Data {
+    Classification(Classification),
+    Stats(Box<StatsPayload>),
+}
+
+enum Control {
+    SetOnline,
+    CameraStatus(Arc<str>, CameraStatus),
+    Shutdown {
+        deadline: Instant,
+        timeout: Duration,
+        reply: Sender<Result<(), MqttError>>,
+    },
+}
+
+/// What the event-loop thread tells the publisher thread.
+enum LoopEvent {
+    Connected,
+    Disconnected,
+    Exited,
+}
+
+impl Publisher {
+    /// Starts the publisher for `cfg` with the hysteresis `state` and default
+    /// [`PublisherOptions`]. A broker that is down is not an error: the connection is
+    /// retried in the background while messages queue. Errors are configuration errors
+    /// (URL, TLS files, settings) and thread creation.
+    ///
+    /// With `url = "embedded"` this connects to `embedded_listen`; start the
+    /// [`EmbeddedBroker`](crate::mqtt::EmbeddedBroker) there first.
+    pub fn start(cfg: &MqttConfig, state: &StateConfig) -> Result<Self, MqttError> {
+        Self::start_with(cfg, state, PublisherOptions::default())
+    }
+
+    /// [`Publisher::start`] with explicit options.
+    pub fn start_with(
+        cfg: &MqttConfig,
+        state: &StateConfig,
+        options: PublisherOptions,
+    ) -> Result<Self, MqttError> {
+        let endpoint = cfg.endpoint().map_err(MqttError::Url)?;
+        let topics = Topics::new(&cfg.topic_prefix)?;
+        let qos = qos(cfg.qos)?;
+        let (mqtt_options, broker) = mqtt_options(cfg, &endpoint, &topics, qos, &options)?;
+        info!(
+            broker = %broker,
+            client_id = %cfg.client_id,
+            qos = cfg.qos,
+            persistent_session = options.persistent_session,
+            "Starting the MQTT publisher."
+        );
+        let (client, mut connection) = Client::new(mqtt_options, CLIENT_CHANNEL_CAPACITY);
+        // Small messages, latency matters: no Nagle delay.
+        let network = &mut connection.eventloop.network_options;
+        network.set_tcp_nodelay(true);
+        network.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
+
+        let (data_tx, data_rx) = crossbeam_channel::bounded(cfg.max_queued.max(1));
+        let (control_tx, control_rx) = crossbeam_channel::unbounded();
+        let (loop_tx, loop_rx) = crossbeam_channel::unbounded();
+        let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
+        let shared = Arc::new(Shared::new());
+
+        let event_loop = EventLoopThread {
+            connection,
+            shared: shared.clone(),
+            events: loop_tx,
+            wake: wake_rx,
+            broker: broker.clone(),
+            initial: options.reconnect_initial.max(Duration::from_millis(1)),
+            max: options.reconnect_max.max(options.reconnect_initial),
+        };
+        let event_loop = spawn("effistream-mqtt", move || event_loop.run())?;
+
+        let worker = Worker {
+            client,
+            shared: shared.clone(),
+            topics,
+            qos,
+            data_rx: data_rx.clone(),
+            control_rx,
+            loop_rx,
+            wake: wake_tx,
+            tracker: StateTracker::new(state),
+            online: false,
+            cameras: BTreeMap::new(),
+            states: BTreeMap::new(),
+            outbox: VecDeque::new(),
+            connected: false,
+            event_loop_exited: false,
+        };
+        let publisher = match spawn("effistream-publisher", move || worker.run()) {
+            Ok(handle) => handle,
+            Err(e) => {
+                // Without the publisher thread nobody drives the event loop to its end.
+                shared.abandon.store(true, Ordering::Release);
+                return Err(e);
+            }
+        };
+
+        Ok(Self {
+            inner: Arc::new(Inner {
+                data_tx,
+                data_rx,
+                control_tx,
+                overflow: options.overflow,
+                shared,
+                threads: Mutex::new(Some(Threads {
+                    publisher,
+                    event_loop,
+                })),
+                broker,
+            }),
+        })
+    }
+
+    /// Publishes retained `online` on `{prefix}/status`, now and after every reconnect.
+    /// Call it once the daemon is ready (after warm-up).
+    pub fn set_online(&self) {
+        let _ = self.inner.control_tx.send(Control::SetOnline);
+    }
+
+    /// Publishes `status` retained on `{prefix}/{camera}/status` and remembers it for
+    /// re-publication after reconnects.
+    pub fn camera_status(&self, camera: &str, status: CameraStatus) {
+        let _ = self
+            .inner
+            .control_tx
+            .send(Control::CameraStatus(Arc::from(camera), status));
+    }
+
+    /// Queues one classification; never blocks. Returns `false` when the message was
+    /// dropped (queue full with [`Overflow::DropNewest`], or shutting down), which is
+    /// counted. The publisher thread stamps `published_at`, publishes it on
+    /// `{prefix}/{camera}/classification` and feeds the state hysteresis.
+    pub fn classification(&self, classification: Classification) -> bool {
+        self.enqueue(Data::Classification(classification), "classification")
+    }
+
+    /// Queues a stats message for `{prefix}/stats`; never blocks, drops when full. Its
+    /// `mqtt` field is replaced by [`Publisher::counters`] when it is published.
+    pub fn stats(&self, stats: StatsPayload) {
+        self.enqueue(Data::Stats(Box::new(stats)), "stats");
+    }
+
+    /// The publisher's counters, for the stats.
+    pub fn counters(&self) -> MqttCounters {
+        let shared = &self.inner.shared;
+        shared.counters(self.inner.data_rx.len() + shared.staged.load(Ordering::Acquire))
+    }
+
+    /// Publishes what is still queued, then retained `offline` on `{prefix}/status` and on
+    /// every camera's status, waits until the broker confirmed them, disconnects cleanly
+    /// and joins the threads, all within `timeout`. Call it after the last
+    /// classification was handed over: from then on the handle (and its clones) drop
+    /// everything.
+    ///
+    /// When time runs out (broker down or too slow), the messages not confirmed are
+    /// counted as dropped, the connection is dropped without DISCONNECT (so the broker
+    /// publishes the Last Will `offline`), a thread still blocked is left to end with the
+    /// process, and [`MqttError::ShutdownTimeout`] says how many messages were lost.
+    pub fn shutdown(self, timeout: Duration) -> Result<(), MqttError> {
+        let deadline = Instant::now() + timeout;
+        let Some(threads) = lock(&self.inner.threads).take() else {
+            return Err(MqttError::AlreadyShutDown);
+        };
+        let shared = &self.inner.shared;
+        shared.closed.store(true, Ordering::Release);
+        let (reply_tx, reply_rx) = crossbeam_channel::bounded(1);
+        let sent = self.inner.control_tx.send(Control::Shutdown {
+            deadline,
+            timeout,
+            reply: reply_tx,
+        });
+        let result = match sent
+            .ok()
+            .and_then(|()| reply_rx.recv_deadline(deadline + SHUTDOWN_GRACE).ok())
+        {
+            Some(result) => result,
+            None => {
+                // The publisher thread did not answer (it cannot normally happen: it
+                // watches the deadline itself).
+                shared.abandon.store(true, Ordering::Release);
+                Err(MqttError::ShutdownTimeout {
+                    timeout,
+                    unconfirmed: shared.unconfirmed(),
+                    connected: shared.connected.load(Ordering::Acquire),
+                })
+            }
+        };
+        join_until(threads.publisher, deadline + SHUTDOWN_GRACE);
+        join_until(threads.event_loop, deadline + SHUTDOWN_GRACE);
+        result
+    }
+
+    fn enqueue(&self, data: Data, what: &str) -> bool {
+        let inner = &self.inner;
+        if inner.shared.closed.load(Ordering::Acquire) {
+            inner.shared.count_drop(what);
+            return false;
+        }
+        match inner.data_tx.try_send(data) {
+            Ok(()) => true,
+            Err(TrySendError::Full(data)) if inner.overflow == Overflow::DropOldest => {
+                if inner.data_rx.try_recv().is_ok() {
+                    inner.shared.count_drop(what);
+                }
+                match inner.data_tx.try_send(data) {
+                    Ok(()) => true,
+                    Err(_) => {
+                        inner.shared.count_drop(what);
+                        false
+                    }
+                }
+            }
+            Err(_) => {
+                inner.shared.count_drop(what);
+                false
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Publisher")
+            .field("broker", &self.inner.broker)
+            .field("counters", &self.counters())
+            .finish()
+    }
+}
+
+fn qos(qos: u8) -> Result<QoS, MqttError> {
+    match qos {
+        0 => Ok(QoS::AtMostOnce),
+        1 => Ok(QoS::AtLeastOnce),
+        2 => Ok(QoS::ExactlyOnce),
+        other => Err(MqttError::Setting {
+            key: "mqtt.qos",
+            value: other.to_string(),
+            reason: "must be 0, 1 or 2",
+        }),
+    }
+}
+
+/// rumqttc's options, and the broker address for log lines (never with credentials).
+fn mqtt_options(
+    cfg: &MqttConfig,
+    endpoint: &MqttEndpoint,
+    topics: &Topics,
+    qos: QoS,
+    options: &PublisherOptions,
+) -> Result<(MqttOptions, String), MqttError> {
+    let (host, port, tls) = match endpoint {
+        MqttEndpoint::Embedded(addr) => {
+            let ip = match addr.ip() {
+                IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+                IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+                ip => ip,
+            };
+            (bracketed(&ip.to_string()), addr.port(), false)
+        }
+        MqttEndpoint::Tcp { host, port } => (bracketed(host), *port, false),
+        MqttEndpoint::Tls { host, port } => {
+            if host.parse::<Ipv6Addr>().is_ok() {
+                return Err(MqttError::Setting {
+                    key: "mqtt.url",
+                    value: format!("mqtts://[{host}]"),
+                    reason: "TLS to an IPv6 address literal is not supported; use a host name",
+                });
+            }
+            (host.clone(), *port, true)
+        }
+    };
+    let broker = if tls {
+        format!("mqtts://{host}:{port}")
+    } else {
+        format!("mqtt://{host}:{port}")
+    };
+
+    let keep_alive = u16::try_from(cfg.keep_alive_s).map_err(|_| MqttError::Setting {
+        key: "mqtt.keep_alive_s",
+        value: cfg.keep_alive_s.to_string(),
+        reason: "must be at most 65535",
+    })?;
+    if options.persistent_session && cfg.client_id.is_empty() {
+        return Err(MqttError::Setting {
+            key: "mqtt.client_id",
+            value: "\"\"".into(),
+            reason: "a persistent session needs a client id",
+        });
+    }
+
+    let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
+    o.set_keep_alive(Duration::from_secs(keep_alive.into()))
+        .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE)
+        .set_inflight(MAX_INFLIGHT)
+        .set_clean_session(!options.persistent_session)
+        .set_last_will(LastWill::new(topics.status(), OFFLINE, qos, true));
+    match (&cfg.username, &cfg.password) {
+        (Some(user), password) => {
+            o.set_credentials(user.clone(), password.clone().unwrap_or_default());
+        }
+        (None, Some(_)) => {
+            return Err(MqttError::Setting {
+                key: "mqtt.password",
+                value: "\"***\"".into(),
+                reason: "set without mqtt.username",
+            });
+        }
+        (None, None) => {}
+    }
+    if tls {
+        let config = tls::client_config(cfg)?;
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
+            Arc::new(config),
+        )));
+    }
+    Ok((o, broker))
+}
+
+/// IPv6 literals in brackets, as rumqttc joins host and port with a colon.
+fn bracketed(host: &str) -> String {
+    if host.parse::<Ipv6Addr>().is_ok() {
+        format!("[{host}]")
+    } else {
+        host.to_owned()
+    }
+}
+
+fn spawn(
+    name: &'static str,
+    f: impl FnOnce() + Send + 'static,
+) -> Result<JoinHandle<()>, MqttError> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map_err(|error| MqttError::Thread { name, error })
+}
+
+/// Joins `handle` if it finishes before `deadline`; otherwise leaves it detached.
+fn join_until(handle: JoinHandle<()>, deadline: Instant) {
+    while !handle.is_finished() {
+        if Instant::now() >= deadline {
+            debug!(
+                thread = handle.thread().name().unwrap_or("?"),
+                "MQTT thread still busy at the shutdown deadline; leaving it detached."
+            );
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = handle.join();
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(url: &str) -> MqttConfig {
+        MqttConfig {
+            url: url.into(),
+            ..MqttConfig::default()
+        }
+    }
+
+    fn options(cfg: &MqttConfig) -> Result<(MqttOptions, String), MqttError> {
+        let endpoint = cfg.endpoint().map_err(MqttError::Url)?;
+        let topics = Topics::new(&cfg.topic_prefix)?;
+        mqtt_options(
+            cfg,
+            &endpoint,
+            &topics,
+            QoS::AtLeastOnce,
+            &PublisherOptions::default(),
+        )
+    }
+
+    #[test]
+    fn options_carry_the_will_keep_alive_and_packet_size() {
+        let (o, broker) = options(&config("mqtt://broker.lan:1884")).unwrap();
+        assert_eq!(broker, "mqtt://broker.lan:1884");
+        assert_eq!(o.broker_address(), ("broker.lan".to_owned(), 1884));
+        let will = o.last_will().unwrap();
+        assert_eq!(will.topic, "effistream/status");
+        assert_eq!(&will.message[..], b"offline");
+        assert!(will.retain);
+        assert_eq!(will.qos, QoS::AtLeastOnce);
+        assert_eq!(o.keep_alive(), Duration::from_secs(30));
+        assert_eq!(o.max_packet_size(), MAX_PACKET_SIZE);
+        assert!(o.clean_session());
+    }
+
+    #[test]
+    fn embedded_and_ipv6_addresses_are_reachable_host_strings() {
+        let mut cfg = config("embedded");
+        cfg.embedded_listen = "0.0.0.0:1999".into();
+        assert_eq!(
+            options(&cfg).unwrap().0.broker_address(),
+            ("127.0.0.1".to_owned(), 1999)
+        );
+        assert_eq!(
+            options(&config("mqtt://[::1]:1885"))
+                .unwrap()
+                .0
+                .broker_address(),
+            ("[::1]".to_owned(), 1885)
+        );
+        let err = options(&config("mqtts://[::1]")).unwrap_err().to_string();
+        assert!(err.contains("IPv6"), "{err}");
+    }
+
+    #[test]
+    fn settings_out_of_range_are_refused() {
+        let mut cfg = config("mqtt://broker");
+        cfg.keep_alive_s = 70_000;
+        assert!(
+            options(&cfg)
+                .unwrap_err()
+                .to_string()
+                .starts_with("mqtt.keep_alive_s")
+        );
+        assert!(qos(3).unwrap_err().to_string().starts_with("mqtt.qos"));
+        let mut cfg = config("mqtt://broker");
+        cfg.password = Some("hunter2".into());
+        let err = options(&cfg).unwrap_err().to_string();
+        assert!(
+            err.starts_with("mqtt.password") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+}

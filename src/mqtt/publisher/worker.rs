@@ -1,0 +1,356 @@
+//! The `effistream-publisher` thread: turns the handle's requests into publications.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender, never, select};
+use rumqttc::{Client, ClientError, QoS, Request};
+use tracing::{debug, error, warn};
+
+use super::{
+    CLIENT_FULL_PAUSE, CameraStatus, Control, DROP_SHUTDOWN_TIMEOUT, Data, LoopEvent, OFFLINE,
+    ONLINE, Shared, lock,
+};
+use crate::mqtt::MqttError;
+use crate::mqtt::payload::{ClassificationPayload, MqttCounters};
+use crate::mqtt::state::StateTracker;
+use crate::mqtt::topics::{Topics, publishable};
+
+/// One publication waiting in the publisher thread.
+pub(super) struct Publication {
+    topic: String,
+    payload: Vec<u8>,
+    retain: bool,
+}
+
+/// The `effistream-publisher` thread.
+pub(super) struct Worker {
+    pub(super) client: Client,
+    pub(super) shared: Arc<Shared>,
+    pub(super) topics: Topics,
+    pub(super) qos: QoS,
+    pub(super) data_rx: Receiver<Data>,
+    pub(super) control_rx: Receiver<Control>,
+    pub(super) loop_rx: Receiver<LoopEvent>,
+    pub(super) wake: Sender<()>,
+    pub(super) tracker: StateTracker,
+    /// `set_online` was called (and no shutdown since).
+    pub(super) online: bool,
+    /// Last status of every camera.
+    pub(super) cameras: BTreeMap<Arc<str>, CameraStatus>,
+    /// Last retained state payload of every camera.
+    pub(super) states: BTreeMap<Arc<str>, Vec<u8>>,
+    /// Publications not yet accepted by rumqttc.
+    pub(super) outbox: VecDeque<Publication>,
+    pub(super) connected: bool,
+    pub(super) event_loop_exited: bool,
+}
+
+impl Worker {
+    pub(super) fn run(mut self) {
+        loop {
+            if self.connected {
+                self.flush();
+            }
+            let data = if self.connected && self.outbox.is_empty() {
+                self.data_rx.clone()
+            } else {
+                never()
+            };
+            let pause = if self.connected && !self.outbox.is_empty() {
+                CLIENT_FULL_PAUSE
+            } else {
+                Duration::from_secs(1)
+            };
+            let events = if self.event_loop_exited {
+                never()
+            } else {
+                self.loop_rx.clone()
+            };
+            select! {
+                recv(self.control_rx) -> control => match control {
+                    Ok(Control::Shutdown { deadline, timeout, reply }) => {
+                        let result = self.shutdown(deadline, timeout);
+                        let _ = reply.send(result);
+                        return;
+                    }
+                    Ok(control) => self.control(control),
+                    Err(_) => {
+                        // Every handle is gone without a shutdown: do it now.
+                        self.shared.closed.store(true, Ordering::Release);
+                        let timeout = DROP_SHUTDOWN_TIMEOUT;
+                        if let Err(e) = self.shutdown(Instant::now() + timeout, timeout) {
+                            warn!("{e}");
+                        }
+                        return;
+                    }
+                },
+                recv(events) -> event => match event {
+                    Ok(event) => self.loop_event(event),
+                    // The event-loop thread is gone without a word: it panicked.
+                    Err(_) => self.loop_event(LoopEvent::Exited),
+                },
+                recv(data) -> data => {
+                    if let Ok(data) = data {
+                        self.data(data);
+                    }
+                }
+                default(pause) => {}
+            }
+        }
+    }
+
+    fn control(&mut self, control: Control) {
+        match control {
+            Control::SetOnline => {
+                self.online = true;
+                if self.connected {
+                    self.stage(self.topics.status(), ONLINE.into(), true);
+                }
+            }
+            Control::CameraStatus(camera, status) => {
+                if self.connected {
+                    self.stage(
+                        self.topics.camera_status(&camera),
+                        status.as_str().into(),
+                        true,
+                    );
+                }
+                self.cameras.insert(camera, status);
+            }
+            Control::Shutdown { .. } => {}
+        }
+    }
+
+    fn loop_event(&mut self, event: LoopEvent) {
+        match event {
+            LoopEvent::Connected => {
+                self.connected = true;
+                // The broker may have restarted without its retained messages, or
+                // published the Will: say again what holds.
+                self.stage_statuses();
+            }
+            LoopEvent::Disconnected => self.connected = false,
+            LoopEvent::Exited => {
+                if !self.shared.closed.load(Ordering::Acquire) {
+                    error!("The MQTT event loop stopped; nothing more will be published.");
+                }
+                self.connected = false;
+                self.event_loop_exited = true;
+            }
+        }
+    }
+
+    fn data(&mut self, data: Data) {
+        match data {
+            Data::Classification(mut c) => {
+                for class in &mut c.top {
+                    if !class.score.is_finite() {
+                        class.score = 0.0;
+                    }
+                }
+                let payload = ClassificationPayload::new(&c, SystemTime::now());
+                match serde_json::to_vec(&payload) {
+                    Ok(bytes) => self.stage(self.topics.classification(&c.camera), bytes, false),
+                    Err(e) => self.unpublishable("classification", &e.to_string()),
+                }
+                if let Some(state) = self
+                    .tracker
+                    .observe(&c.camera, c.top.first(), c.captured_at)
+                {
+                    match serde_json::to_vec(&state) {
+                        Ok(bytes) => {
+                            self.states.insert(c.camera.clone(), bytes.clone());
+                            self.stage(self.topics.state(&c.camera), bytes, true);
+                        }
+                        Err(e) => self.unpublishable("state", &e.to_string()),
+                    }
+                }
+            }
+            Data::Stats(mut stats) => {
+                stats.mqtt = self.counters();
+                stats.sanitize();
+                match serde_json::to_vec(&stats) {
+                    Ok(bytes) => self.stage(self.topics.stats(), bytes, false),
+                    Err(e) => self.unpublishable("stats", &e.to_string()),
+                }
+            }
+        }
+    }
+
+    fn counters(&self) -> MqttCounters {
+        self.shared.counters(self.data_rx.len() + self.outbox.len())
+    }
+
+    fn unpublishable(&self, what: &str, reason: &str) {
+        self.shared.dropped.fetch_add(1, Ordering::AcqRel);
+        warn!(reason, "Cannot publish a {what} message; dropped.");
+    }
+
+    /// The global status (if online, or `offline` once shutting down), every camera's
+    /// status and every camera's last state.
+    fn stage_statuses(&mut self) {
+        let closing = self.shared.closed.load(Ordering::Acquire);
+        if self.online || closing {
+            let status = if self.online && !closing {
+                ONLINE
+            } else {
+                OFFLINE
+            };
+            self.stage(self.topics.status(), status.into(), true);
+        }
+        let cameras: Vec<(String, CameraStatus)> = self
+            .cameras
+            .iter()
+            .map(|(camera, status)| (self.topics.camera_status(camera), *status))
+            .collect();
+        for (topic, status) in cameras {
+            self.stage(topic, status.as_str().into(), true);
+        }
+        let states: Vec<(String, Vec<u8>)> = self
+            .states
+            .iter()
+            .map(|(camera, state)| (self.topics.state(camera), state.clone()))
+            .collect();
+        for (topic, state) in states {
+            self.stage(topic, state, true);
+        }
+    }
+
+    fn stage(&mut self, topic: String, payload: Vec<u8>, retain: bool) {
+        if !publishable(&topic) {
+            self.unpublishable("message", &format!("invalid topic {topic:?}"));
+            return;
+        }
+        self.outbox.push_back(Publication {
+            topic,
+            payload,
+            retain,
+        });
+        self.shared
+            .staged
+            .store(self.outbox.len(), Ordering::Release);
+    }
+
+    /// Hands the outbox to rumqttc until its channel is full.
+    fn flush(&mut self) {
+        while let Some(p) = self.outbox.pop_front() {
+            self.shared.handed.fetch_add(1, Ordering::AcqRel);
+            match self
+                .client
+                .try_publish(p.topic, self.qos, p.retain, p.payload)
+            {
+                Ok(()) => {}
+                Err(ClientError::TryRequest(Request::Publish(back)))
+                | Err(ClientError::Request(Request::Publish(back))) => {
+                    self.shared.handed.fetch_sub(1, Ordering::AcqRel);
+                    self.outbox.push_front(Publication {
+                        topic: back.topic,
+                        payload: back.payload.to_vec(),
+                        retain: back.retain,
+                    });
+                    break;
+                }
+                Err(_) => {
+                    // Not a publish coming back: cannot happen; count it rather than loop.
+                    self.shared.handed.fetch_sub(1, Ordering::AcqRel);
+                    self.shared.dropped.fetch_add(1, Ordering::AcqRel);
+                }
+            }
+        }
+        self.shared
+            .staged
+            .store(self.outbox.len(), Ordering::Release);
+    }
+
+    /// See [`Publisher::shutdown`].
+    fn shutdown(&mut self, deadline: Instant, timeout: Duration) -> Result<(), MqttError> {
+        *lock(&self.shared.deadline) = Some(deadline);
+        self.online = false;
+        for status in self.cameras.values_mut() {
+            *status = CameraStatus::Offline;
+        }
+        // Retry the connection now rather than at the end of a long backoff.
+        let _ = self.wake.try_send(());
+        let mut offline_staged = false;
+        loop {
+            if self.connected {
+                self.flush();
+                // What was queued first, then the offline statuses.
+                while self.outbox.is_empty() {
+                    match self.data_rx.try_recv() {
+                        Ok(data) => {
+                            self.data(data);
+                            self.flush();
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if !offline_staged && self.outbox.is_empty() && self.data_rx.is_empty() {
+                    self.stage_statuses();
+                    offline_staged = true;
+                    self.flush();
+                }
+                if offline_staged && self.outbox.is_empty() && self.shared.unconfirmed() == 0 {
+                    break;
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline || self.event_loop_exited {
+                return Err(self.give_up(timeout));
+            }
+            let pause = if self.connected {
+                CLIENT_FULL_PAUSE
+            } else {
+                Duration::from_millis(20)
+            };
+            match self.loop_rx.recv_timeout(pause.min(deadline - now)) {
+                Ok(LoopEvent::Connected) => {
+                    // Data first, then the statuses again (the broker may have lost them,
+                    // or fired the Will).
+                    self.connected = true;
+                    offline_staged = false;
+                }
+                Ok(event) => self.loop_event(event),
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    self.loop_event(LoopEvent::Exited);
+                }
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+            }
+        }
+
+        // Everything confirmed: disconnect cleanly so that the broker discards the Will.
+        if self.client.try_disconnect().is_ok() {
+            while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+                match self.loop_rx.recv_timeout(left) {
+                    Ok(LoopEvent::Exited) => return Ok(()),
+                    Ok(_) => {}
+                    Err(_) => break,
+                }
+            }
+        }
+        // All was published; only the clean disconnect did not happen in time.
+        self.shared.abandon.store(true, Ordering::Release);
+        debug!("MQTT disconnect not confirmed before the shutdown deadline.");
+        Ok(())
+    }
+
+    /// Counts what is left as dropped and lets the event loop go without DISCONNECT.
+    fn give_up(&mut self, timeout: Duration) -> MqttError {
+        let unconfirmed =
+            self.data_rx.len() as u64 + self.outbox.len() as u64 + self.shared.unconfirmed();
+        self.outbox.clear();
+        self.shared.staged.store(0, Ordering::Release);
+        while self.data_rx.try_recv().is_ok() {}
+        self.shared.dropped.fetch_add(unconfirmed, Ordering::AcqRel);
+        self.shared.abandon.store(true, Ordering::Release);
+        let _ = self.wake.try_send(());
+        MqttError::ShutdownTimeout {
+            timeout,
+            unconfirmed,
+            connected: self.connected,
+        }
+    }
+}

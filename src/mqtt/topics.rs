@@ -1,0 +1,98 @@
+//! Topic names of the contract, built from `mqtt.topic_prefix`.
+
+use crate::config::check_topic_prefix;
+use crate::mqtt::MqttError;
+
+/// The topics of one prefix.
+///
+/// ```
+/// use effistream::mqtt::Topics;
+///
+/// let topics = Topics::new("effistream")?;
+/// assert_eq!(topics.status(), "effistream/status");
+/// assert_eq!(topics.camera_status("door"), "effistream/door/status");
+/// assert_eq!(topics.classification("door"), "effistream/door/classification");
+/// assert_eq!(topics.state("door"), "effistream/door/state");
+/// assert_eq!(topics.stats(), "effistream/stats");
+/// # Ok::<(), effistream::mqtt::MqttError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    prefix: String,
+}
+
+impl Topics {
+    /// Checks `prefix` (no wildcards, no control characters, no empty level, not `$...`).
+    pub fn new(prefix: &str) -> Result<Self, MqttError> {
+        check_topic_prefix(prefix).map_err(|reason| MqttError::TopicPrefix {
+            prefix: prefix.to_owned(),
+            reason,
+        })?;
+        Ok(Self {
+            prefix: prefix.to_owned(),
+        })
+    }
+
+    /// The first level(s) of every topic.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// `{prefix}/status`: `online` / `offline`, retained, also the Last Will.
+    pub fn status(&self) -> String {
+        format!("{}/status", self.prefix)
+    }
+
+    /// `{prefix}/stats`: periodic statistics, not retained.
+    pub fn stats(&self) -> String {
+        format!("{}/stats", self.prefix)
+    }
+
+    /// `{prefix}/{camera}/status`: `online` / `reconnecting` / `offline`, retained.
+    pub fn camera_status(&self, camera: &str) -> String {
+        format!("{}/{camera}/status", self.prefix)
+    }
+
+    /// `{prefix}/{camera}/classification`: one message per inferred frame, not retained.
+    pub fn classification(&self, camera: &str) -> String {
+        format!("{}/{camera}/classification", self.prefix)
+    }
+
+    /// `{prefix}/{camera}/state`: the label that holds, retained.
+    pub fn state(&self, camera: &str) -> String {
+        format!("{}/{camera}/state", self.prefix)
+    }
+}
+
+/// Whether `topic` can be published to: not empty, no wildcard, no NUL.
+pub(crate) fn publishable(topic: &str) -> bool {
+    !topic.is_empty() && !topic.contains(['+', '#', '\0'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_level_prefix_is_kept_as_is() {
+        let topics = Topics::new("site/a/effistream").unwrap();
+        assert_eq!(topics.status(), "site/a/effistream/status");
+        assert_eq!(topics.state("cam"), "site/a/effistream/cam/state");
+    }
+
+    #[test]
+    fn bad_prefixes_are_refused_with_the_reason() {
+        for prefix in ["", "a/+", "a/#", "/a", "a/", "a//b", "$SYS", "a\u{7}"] {
+            let err = Topics::new(prefix).unwrap_err().to_string();
+            assert!(err.starts_with("mqtt.topic_prefix"), "{prefix:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn wildcards_are_not_publishable() {
+        assert!(publishable("a/b"));
+        assert!(!publishable("a/+/b"));
+        assert!(!publishable("a/#"));
+        assert!(!publishable(""));
+    }
+}
