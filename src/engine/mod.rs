@@ -1,0 +1,370 @@
+//! The batched inference service shared by the daemon and the GStreamer plugin.
+//!
+//! Streams submit frames without ever blocking ([`Stream::try_submit`]); one batcher thread
+//! groups them into batches that close at `max_size` frames or `max_wait` after their first
+//! frame, dropping frames older than `max_frame_age`; `workers` threads each run the model
+//! on whole batches, preprocessing included, and hand every result to the callback of the
+//! stream the frame came from.
+//!
+//! ```text
+//! Stream::try_submit ─► bounded channel ─► batcher ─► worker 1..K ─► Stream's on_result
+//!   (per-stream limit,     (crossbeam)      (waits for an idle
+//!    drops counted)                          worker, then forms
+//!                                            the batch)
+//! ```
+//!
+//! **Fairness.** Each stream may have at most `ceil(max_size / streams)` frames waiting in
+//! the channel; past that its frames are dropped (and counted) at submission, so a fast
+//! camera cannot crowd out a slow one and every stream keeps an equal share under
+//! overload. **Latency.** The batcher waits for an idle worker before it forms a batch, so
+//! a batch never waits behind another; a frame waits at most about one batch time in the
+//! channel, and frames older than `max_frame_age` when the batch forms are dropped.
+
+mod batcher;
+mod stats;
+mod worker;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+
+use crate::error::Result;
+use crate::model::{ClassScore, Classifier};
+use crate::preprocess::RgbImage;
+
+pub use stats::{EngineSnapshot, LatencyHistogram};
+
+/// One video frame to classify.
+#[derive(Debug, Clone)]
+pub struct Frame {
+    /// Frame number within its stream, from 0.
+    pub seq: u64,
+    /// Presentation timestamp from the source, if it has one.
+    pub pts_ns: Option<u64>,
+    /// Wall-clock time the frame was captured (received from the source).
+    pub captured_at: SystemTime,
+    /// Monotonic twin of `captured_at`, for ages.
+    pub captured: Instant,
+    /// The picture, packed RGB.
+    pub image: RgbImage,
+}
+
+/// The engine's answer for one frame.
+#[derive(Debug, Clone)]
+pub struct Classified {
+    pub stream: Arc<str>,
+    pub seq: u64,
+    pub pts_ns: Option<u64>,
+    pub captured_at: SystemTime,
+    pub captured: Instant,
+    /// Frames in the batch this frame was inferred in.
+    pub batch_size: usize,
+    /// Time the batch took, preprocessing and network.
+    pub inference_ms: f64,
+    /// Classes above the threshold, most probable first, at most `top_k`.
+    pub top: Vec<ClassScore>,
+}
+
+/// Why a frame was not inferred.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The stream already had its share of frames waiting, or the channel was full.
+    ChannelFull,
+    /// Older than `max_frame_age` when its batch formed.
+    TooOld,
+    /// Still waiting when the engine shut down.
+    Shutdown,
+    /// Preprocessing or inference failed (logged).
+    Failed,
+}
+
+impl DropReason {
+    /// Name used in stats payloads and metrics.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::ChannelFull => "channel_full",
+            DropReason::TooOld => "too_old",
+            DropReason::Shutdown => "shutdown",
+            DropReason::Failed => "failed",
+        }
+    }
+}
+
+/// Per-stream counters, updated lock-free.
+#[derive(Debug, Default)]
+pub struct StreamCounters {
+    pub submitted: AtomicU64,
+    pub processed: AtomicU64,
+    pub dropped_channel_full: AtomicU64,
+    pub dropped_too_old: AtomicU64,
+    pub dropped_shutdown: AtomicU64,
+    pub dropped_failed: AtomicU64,
+    /// Frames of this stream waiting in the channel.
+    waiting: AtomicUsize,
+}
+
+impl StreamCounters {
+    pub(crate) fn count_drop(&self, reason: DropReason) {
+        let counter = match reason {
+            DropReason::ChannelFull => &self.dropped_channel_full,
+            DropReason::TooOld => &self.dropped_too_old,
+            DropReason::Shutdown => &self.dropped_shutdown,
+            DropReason::Failed => &self.dropped_failed,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Drops by reason name, for stats.
+    pub fn dropped(&self) -> [(&'static str, u64); 4] {
+        [
+            (DropReason::ChannelFull, &self.dropped_channel_full),
+            (DropReason::TooOld, &self.dropped_too_old),
+            (DropReason::Shutdown, &self.dropped_shutdown),
+            (DropReason::Failed, &self.dropped_failed),
+        ]
+        .map(|(r, c)| (r.name(), c.load(Ordering::Relaxed)))
+    }
+}
+
+/// Called by a worker thread with each result of a stream; must not block for long.
+pub type ResultCallback = Arc<dyn Fn(Classified) + Send + Sync>;
+
+/// What the batcher and workers need to know about the stream a frame came from.
+struct StreamShared {
+    name: Arc<str>,
+    counters: Arc<StreamCounters>,
+    on_result: ResultCallback,
+}
+
+/// A frame in the channel, with its stream.
+struct Queued {
+    frame: Frame,
+    stream: Arc<StreamShared>,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub max_batch: usize,
+    pub max_wait: Duration,
+    pub max_frame_age: Duration,
+    pub workers: usize,
+    /// Compute threads per worker (at least 1).
+    pub threads: usize,
+    pub top_k: usize,
+    pub threshold: f32,
+}
+
+/// The running engine: a batcher thread and worker threads around one shared model.
+pub struct Engine {
+    classifier: Arc<Classifier>,
+    config: EngineConfig,
+    frames_tx: Mutex<Option<Sender<Queued>>>,
+    frames_rx: Receiver<Queued>,
+    streams: Arc<AtomicUsize>,
+    stats: Arc<stats::EngineStats>,
+    stopping: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// A stream's submission handle. Dropping it unregisters the stream.
+pub struct Stream {
+    shared: Arc<StreamShared>,
+    tx: Sender<Queued>,
+    streams: Arc<AtomicUsize>,
+    max_batch: usize,
+}
+
+impl Engine {
+    /// Starts the batcher and the workers, each worker running one warm-up batch of
+    /// `max_batch` frames first; returns once they are warm.
+    pub fn start(classifier: Arc<Classifier>, config: EngineConfig) -> Result<Self> {
+        let config = EngineConfig {
+            max_batch: config.max_batch.max(1),
+            workers: config.workers.max(1),
+            threads: config.threads.max(1),
+            ..config
+        };
+        // The per-stream limits bound what is waiting; the channel bound is a backstop.
+        let (frames_tx, frames_rx) = crossbeam_channel::bounded(config.max_batch * 4 + 64);
+        let (idle_tx, idle_rx) = crossbeam_channel::unbounded();
+        let (batch_tx, batch_rx) = crossbeam_channel::bounded(config.workers);
+        let stats = Arc::new(stats::EngineStats::default());
+        let stopping = Arc::new(AtomicBool::new(false));
+        let mut threads = Vec::new();
+        let (warm_tx, warm_rx) = crossbeam_channel::bounded(config.workers);
+        for id in 0..config.workers {
+            let worker = worker::Worker {
+                id,
+                classifier: classifier.clone(),
+                config: config.clone(),
+                stats: stats.clone(),
+            };
+            let (idle_tx, batch_rx, warm_tx) = (idle_tx.clone(), batch_rx.clone(), warm_tx.clone());
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("effistream-worker-{id}"))
+                    .spawn(move || worker.run(idle_tx, batch_rx, warm_tx))
+                    .map_err(|e| crate::Error::Thread(e.to_string()))?,
+            );
+        }
+        drop((warm_tx, batch_rx));
+        for _ in 0..config.workers {
+            match warm_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(crate::Error::Thread("a worker died during warm-up".into())),
+            }
+        }
+        let batcher = batcher::Batcher {
+            config: config.clone(),
+            frames: frames_rx.clone(),
+            idle: idle_rx,
+            batches: batch_tx,
+            stopping: stopping.clone(),
+            stats: stats.clone(),
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name("effistream-batcher".into())
+                .spawn(move || batcher.run())
+                .map_err(|e| crate::Error::Thread(e.to_string()))?,
+        );
+        Ok(Self {
+            classifier,
+            config,
+            frames_tx: Mutex::new(Some(frames_tx)),
+            frames_rx,
+            streams: Arc::new(AtomicUsize::new(0)),
+            stats,
+            stopping,
+            threads,
+        })
+    }
+
+    /// Registers a stream; its results go to `on_result`, on a worker thread.
+    pub fn stream(&self, name: &str, on_result: ResultCallback) -> Result<Stream> {
+        let tx = self
+            .frames_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or_else(|| crate::Error::Thread("the engine is shut down".into()))?;
+        self.streams.fetch_add(1, Ordering::SeqCst);
+        Ok(Stream {
+            shared: Arc::new(StreamShared {
+                name: name.into(),
+                counters: Arc::new(StreamCounters::default()),
+                on_result,
+            }),
+            tx,
+            streams: self.streams.clone(),
+            max_batch: self.config.max_batch,
+        })
+    }
+
+    pub fn classifier(&self) -> &Arc<Classifier> {
+        &self.classifier
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// Frames waiting in the channel.
+    pub fn queue_depth(&self) -> usize {
+        self.frames_rx.len()
+    }
+
+    /// Inference time and batch size statistics since the last snapshot.
+    pub fn take_snapshot(&self) -> EngineSnapshot {
+        self.stats.take_snapshot()
+    }
+
+    /// Stops: frames still waiting are dropped (counted as `shutdown`), batches already
+    /// formed are finished and their results delivered, then the threads end. Streams
+    /// still registered can no longer submit. Waits at most `timeout` for the threads;
+    /// returns the statistics gathered since the last snapshot.
+    pub fn shutdown(mut self, timeout: Duration) -> EngineSnapshot {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.frames_tx
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let deadline = Instant::now() + timeout;
+        for handle in self.threads.drain(..) {
+            while !handle.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if handle.is_finished() {
+                let _ = handle.join();
+            } else {
+                tracing::warn!(thread = ?handle.thread().name(), "Engine thread still busy at shutdown.");
+            }
+        }
+        self.stats.take_snapshot()
+    }
+}
+
+impl Stream {
+    /// Whether [`Stream::try_submit`] would accept a frame now. Sources call it before
+    /// copying a frame out of their pipeline, and [`Stream::count_full`] when it is false,
+    /// so that frames that would be dropped cost no copy.
+    pub fn has_room(&self) -> bool {
+        self.shared.counters.waiting.load(Ordering::Acquire) < self.share()
+    }
+
+    /// Counts a frame the source did not submit because [`Stream::has_room`] was false.
+    pub fn count_full(&self) {
+        let c = &self.shared.counters;
+        c.submitted.fetch_add(1, Ordering::Relaxed);
+        c.count_drop(DropReason::ChannelFull);
+    }
+
+    /// Frames this stream may have waiting: `ceil(max_batch / streams)`.
+    fn share(&self) -> usize {
+        let streams = self.streams.load(Ordering::Relaxed).max(1);
+        self.max_batch.div_ceil(streams).max(1)
+    }
+
+    /// Offers a frame; never blocks. Returns false if the frame was dropped (counted as
+    /// `channel_full`) because this stream already has its share of frames waiting.
+    pub fn try_submit(&self, frame: Frame) -> bool {
+        let c = &self.shared.counters;
+        c.submitted.fetch_add(1, Ordering::Relaxed);
+        if c.waiting.load(Ordering::Acquire) >= self.share() {
+            c.count_drop(DropReason::ChannelFull);
+            return false;
+        }
+        c.waiting.fetch_add(1, Ordering::AcqRel);
+        let queued = Queued {
+            frame,
+            stream: self.shared.clone(),
+        };
+        match self.tx.try_send(queued) {
+            Ok(()) => true,
+            Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
+                c.waiting.fetch_sub(1, Ordering::AcqRel);
+                c.count_drop(DropReason::ChannelFull);
+                false
+            }
+        }
+    }
+
+    pub fn name(&self) -> &Arc<str> {
+        &self.shared.name
+    }
+
+    pub fn counters(&self) -> &Arc<StreamCounters> {
+        &self.shared.counters
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.streams.fetch_sub(1, Ordering::SeqCst);
+    }
+}

@@ -1,0 +1,97 @@
+//! Inference time and batch size statistics, reset at each snapshot.
+
+use std::sync::Mutex;
+
+/// Statistics gathered since the previous snapshot.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EngineSnapshot {
+    pub batches: u64,
+    pub frames: u64,
+    pub inference_ms: LatencyHistogram,
+}
+
+impl EngineSnapshot {
+    /// Mean frames per batch, 0 without batches.
+    pub fn mean_batch_size(&self) -> f64 {
+        if self.batches == 0 {
+            0.0
+        } else {
+            self.frames as f64 / self.batches as f64
+        }
+    }
+}
+
+/// Durations in milliseconds, kept whole (a stats interval holds at most a few thousand).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LatencyHistogram {
+    values: Vec<f64>,
+}
+
+impl LatencyHistogram {
+    pub fn record(&mut self, ms: f64) {
+        self.values.push(ms);
+    }
+
+    pub fn count(&self) -> usize {
+        self.values.len()
+    }
+
+    pub fn mean(&self) -> f64 {
+        if self.values.is_empty() {
+            0.0
+        } else {
+            self.values.iter().sum::<f64>() / self.values.len() as f64
+        }
+    }
+
+    /// The `q` quantile (0..=1) by nearest rank; 0 when empty.
+    pub fn quantile(&self, q: f64) -> f64 {
+        if self.values.is_empty() {
+            return 0.0;
+        }
+        let mut sorted = self.values.clone();
+        sorted.sort_by(f64::total_cmp);
+        let rank = ((q * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+        sorted[rank - 1]
+    }
+}
+
+#[derive(Debug, Default)]
+pub(super) struct EngineStats {
+    current: Mutex<EngineSnapshot>,
+}
+
+impl EngineStats {
+    pub fn batch_formed(&self, frames: usize) {
+        let mut s = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        s.batches += 1;
+        s.frames += frames as u64;
+    }
+
+    pub fn batch_done(&self, inference_ms: f64) {
+        let mut s = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        s.inference_ms.record(inference_ms);
+    }
+
+    pub fn take_snapshot(&self) -> EngineSnapshot {
+        std::mem::take(&mut *self.current.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_use_nearest_rank() {
+        let mut h = LatencyHistogram::default();
+        for v in 1..=100 {
+            h.record(v as f64);
+        }
+        assert_eq!(h.quantile(0.5), 50.0);
+        assert_eq!(h.quantile(0.99), 99.0);
+        assert_eq!(h.quantile(1.0), 100.0);
+        assert_eq!(h.mean(), 50.5);
+        assert_eq!(LatencyHistogram::default().quantile(0.5), 0.0);
+    }
+}

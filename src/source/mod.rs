@@ -1,0 +1,484 @@
+//! Camera sources: one GStreamer pipeline per camera, watched and rebuilt when it fails.
+//!
+//! A source thread (`effistream-cam-<id>`) builds the camera's pipeline (see
+//! [`pipeline::describe`]), hands every decoded RGB frame to its engine stream with a
+//! non-blocking submit, and watches the pipeline: an error, an end of stream on a live
+//! source, or no frame for `stall_timeout_s` tears the pipeline down and rebuilds it after
+//! an exponential backoff (capped, with jitter). `file://` sources end at their end, or
+//! start again with `loop = true`. The camera's state ([`SourceState`]) is reported
+//! through a callback: `Online` at the first frame of each pipeline, `Reconnecting` while
+//! it waits to rebuild, `Offline` when it stops. GStreamer's `rtspsrc` does not reconnect
+//! by itself, hence this supervisor.
+
+pub mod pipeline;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime};
+
+use gst::prelude::*;
+use gst_video::prelude::*;
+
+use crate::config::{CameraConfig, ReconnectConfig, SourceSpec};
+use crate::engine::{Frame, Stream};
+use crate::error::{Error, Result};
+use crate::preprocess::RgbImage;
+
+/// A camera's state, as its status topic shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceState {
+    Online,
+    Reconnecting,
+    Offline,
+}
+
+/// Called on every state change, from the source thread.
+pub type StateCallback = Arc<dyn Fn(&str, SourceState) + Send + Sync>;
+
+/// Counters of one source, across pipeline rebuilds.
+#[derive(Debug, Default)]
+pub struct SourceCounters {
+    /// Frames that came out of the pipeline (offered to the engine).
+    pub frames: AtomicU64,
+    /// Pipeline rebuilds after a failure.
+    pub reconnects: AtomicU64,
+}
+
+/// A running source thread.
+pub struct Source {
+    id: String,
+    stop: Arc<AtomicBool>,
+    counters: Arc<SourceCounters>,
+    state: Arc<Mutex<Option<SourceState>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Source {
+    /// Starts the camera's thread. GStreamer must be initialised.
+    pub fn spawn(
+        camera: &CameraConfig,
+        reconnect: &ReconnectConfig,
+        stream: Stream,
+        on_state: StateCallback,
+    ) -> Result<Self> {
+        let spec = camera
+            .source()
+            .map_err(|e| Error::Source(format!("camera {}: {e}", camera.id)))?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let counters = Arc::new(SourceCounters::default());
+        let state = Arc::new(Mutex::new(None));
+        let last_state = state.clone();
+        let on_state: StateCallback = Arc::new(move |id, s| {
+            if let Ok(mut last) = last_state.lock() {
+                *last = Some(s);
+            }
+            on_state(id, s);
+        });
+        let supervisor = Supervisor {
+            id: camera.id.clone(),
+            spec,
+            fps: camera.fps,
+            looping: camera.loop_,
+            stall_timeout: Duration::from_secs(camera.stall_timeout_s.max(1)),
+            backoff: Backoff::new(
+                Duration::from_millis(reconnect.initial_ms),
+                Duration::from_millis(reconnect.max_ms),
+            ),
+            stream: Arc::new(stream),
+            on_state,
+            stop: stop.clone(),
+            counters: counters.clone(),
+            seq: Arc::new(AtomicU64::new(0)),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("effistream-cam-{}", camera.id))
+            .spawn(move || supervisor.run())
+            .map_err(|e| Error::Thread(e.to_string()))?;
+        Ok(Self {
+            id: camera.id.clone(),
+            stop,
+            counters,
+            state,
+            thread: Some(thread),
+        })
+    }
+
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The last state reported, `None` before the first.
+    pub fn state(&self) -> Option<SourceState> {
+        self.state.lock().ok().and_then(|s| *s)
+    }
+
+    /// Whether the thread has ended (stopped, or a file without `loop` reached its end).
+    pub fn is_finished(&self) -> bool {
+        self.thread.as_ref().is_none_or(JoinHandle::is_finished)
+    }
+
+    pub fn counters(&self) -> &Arc<SourceCounters> {
+        &self.counters
+    }
+
+    /// Asks the thread to stop its pipeline; [`Source::join`] waits for it.
+    pub fn request_stop(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits up to `timeout` for the thread to end; true if it did.
+    pub fn join(&mut self, timeout: Duration) -> bool {
+        self.request_stop();
+        let deadline = Instant::now() + timeout;
+        let Some(thread) = self.thread.take() else {
+            return true;
+        };
+        while !thread.is_finished() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        if thread.is_finished() {
+            let _ = thread.join();
+            true
+        } else {
+            tracing::warn!(camera = %self.id, "Source thread did not stop in time.");
+            false
+        }
+    }
+}
+
+impl Drop for Source {
+    fn drop(&mut self) {
+        self.request_stop();
+    }
+}
+
+/// Exponential backoff with jitter: each delay is drawn from [d/2, d] where d doubles from
+/// `initial` up to `max`.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+    seed: u64,
+}
+
+impl Backoff {
+    pub fn new(initial: Duration, max: Duration) -> Self {
+        let initial = initial.max(Duration::from_millis(1));
+        let seed = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64);
+        Self {
+            initial,
+            max: max.max(initial),
+            next: initial,
+            seed,
+        }
+    }
+
+    /// The next delay.
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        // xorshift64 for the jitter: no need for a crate.
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let fraction = 0.5 + (self.seed % 1000) as f64 / 2000.0;
+        d.mul_f64(fraction)
+    }
+
+    /// Back to the initial delay, after a pipeline that worked.
+    pub fn reset(&mut self) {
+        self.next = self.initial;
+    }
+}
+
+/// How one pipeline run ended.
+enum Outcome {
+    /// Asked to stop.
+    Stopped,
+    /// A file reached its end without `loop`.
+    Finished,
+    /// Failed; rebuild after a backoff.
+    Failed(String),
+}
+
+struct Supervisor {
+    id: String,
+    spec: SourceSpec,
+    fps: f64,
+    looping: bool,
+    stall_timeout: Duration,
+    backoff: Backoff,
+    stream: Arc<Stream>,
+    on_state: StateCallback,
+    stop: Arc<AtomicBool>,
+    counters: Arc<SourceCounters>,
+    seq: Arc<AtomicU64>,
+}
+
+impl Supervisor {
+    fn run(mut self) {
+        let mut state = None;
+        loop {
+            let delivered = Arc::new(Mutex::new(None::<Instant>));
+            let outcome = self.run_pipeline(&delivered, &mut state);
+            let got_frames = delivered.lock().map(|d| d.is_some()).unwrap_or(false);
+            match outcome {
+                Outcome::Stopped => break,
+                Outcome::Finished => {
+                    tracing::info!(camera = %self.id, "End of file; camera finished.");
+                    break;
+                }
+                Outcome::Failed(reason) => {
+                    if got_frames {
+                        self.backoff.reset();
+                    }
+                    self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                    let delay = self.backoff.next_delay();
+                    tracing::warn!(
+                        camera = %self.id,
+                        reason = %self.redact(&reason).replace('\n', " "),
+                        retry_in_ms = delay.as_millis() as u64,
+                        "Camera pipeline failed; reconnecting."
+                    );
+                    self.set_state(&mut state, SourceState::Reconnecting);
+                    if self.sleep(delay) {
+                        break;
+                    }
+                }
+            }
+        }
+        self.set_state(&mut state, SourceState::Offline);
+    }
+
+    fn set_state(&self, current: &mut Option<SourceState>, new: SourceState) {
+        if *current != Some(new) {
+            *current = Some(new);
+            (self.on_state)(&self.id, new);
+        }
+    }
+
+    /// Sleeps up to `delay`; true if asked to stop meanwhile.
+    fn sleep(&self, delay: Duration) -> bool {
+        let deadline = Instant::now() + delay;
+        while Instant::now() < deadline {
+            if self.stop.load(Ordering::SeqCst) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20).min(deadline - Instant::now()));
+        }
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Replaces the password of the source URL, wherever it appears, by `***`.
+    fn redact(&self, text: &str) -> String {
+        let url = match &self.spec {
+            SourceSpec::Rtsp(url) | SourceSpec::Http(url) => url,
+            _ => return text.to_owned(),
+        };
+        let Some(userinfo) = url
+            .split_once("://")
+            .and_then(|(_, rest)| rest.split('/').next())
+            .and_then(|authority| authority.rsplit_once('@'))
+            .map(|(userinfo, _)| userinfo)
+        else {
+            return text.to_owned();
+        };
+        match userinfo.split_once(':') {
+            Some((_, password)) if !password.is_empty() => text.replace(password, "***"),
+            _ => text.to_owned(),
+        }
+    }
+
+    fn build(&self, delivered: &Arc<Mutex<Option<Instant>>>) -> Result<gst::Pipeline> {
+        let description = pipeline::describe(&self.spec, self.fps);
+        tracing::debug!(camera = %self.id, %description, "Building pipeline.");
+        let pipeline = gst::parse::launch(&description)
+            .map_err(|e| Error::Source(format!("camera {}: invalid pipeline: {e}", self.id)))?
+            .downcast::<gst::Pipeline>()
+            .map_err(|_| Error::Source(format!("camera {}: not a pipeline", self.id)))?;
+        if let Some(src) = pipeline.by_name(pipeline::SOURCE_NAME) {
+            match &self.spec {
+                SourceSpec::Rtsp(url) | SourceSpec::Http(url) => src.set_property("uri", url),
+                SourceSpec::File { uri, .. } => src.set_property("uri", uri),
+                SourceSpec::V4l2(device) => {
+                    src.set_property("device", device.to_string_lossy().as_ref())
+                }
+                SourceSpec::Test { .. } | SourceSpec::Pipeline(_) => {}
+            }
+            if matches!(self.spec, SourceSpec::Rtsp(_)) {
+                src.connect("source-setup", false, |args| {
+                    if let Some(Ok(source)) = args.get(1).map(|v| v.get::<gst::Element>()) {
+                        // TCP: no lost packets (smeared frames) behind firewalls or NAT.
+                        if source.find_property("protocols").is_some() {
+                            source.set_property_from_str("protocols", "tcp");
+                        }
+                        if source.find_property("latency").is_some() {
+                            source.set_property("latency", 200u32);
+                        }
+                    }
+                    None
+                });
+            }
+        }
+        let sink = pipeline
+            .by_name(pipeline::SINK_NAME)
+            .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
+            .ok_or_else(|| Error::Source(format!("camera {}: no appsink", self.id)))?;
+        let stream = self.stream.clone();
+        let counters = self.counters.clone();
+        let seq = self.seq.clone();
+        let delivered = delivered.clone();
+        let id = self.id.clone();
+        sink.set_callbacks(
+            gst_app::AppSinkCallbacks::builder()
+                .new_sample(move |sink| {
+                    let sample = sink.pull_sample().map_err(|_| gst::FlowError::Eos)?;
+                    if let Ok(mut d) = delivered.lock() {
+                        *d = Some(Instant::now());
+                    }
+                    counters.frames.fetch_add(1, Ordering::Relaxed);
+                    if !stream.has_room() {
+                        // Dropped anyway: skip the copy.
+                        seq.fetch_add(1, Ordering::Relaxed);
+                        stream.count_full();
+                        return Ok(gst::FlowSuccess::Ok);
+                    }
+                    match frame_from_sample(&sample, &seq) {
+                        Ok(frame) => {
+                            stream.try_submit(frame);
+                        }
+                        Err(e) => {
+                            tracing::warn!(camera = %id, error = %e, "Unreadable frame skipped.")
+                        }
+                    }
+                    Ok(gst::FlowSuccess::Ok)
+                })
+                .build(),
+        );
+        Ok(pipeline)
+    }
+
+    fn run_pipeline(
+        &self,
+        delivered: &Arc<Mutex<Option<Instant>>>,
+        state: &mut Option<SourceState>,
+    ) -> Outcome {
+        if self.stop.load(Ordering::SeqCst) {
+            return Outcome::Stopped;
+        }
+        let pipeline = match self.build(delivered) {
+            Ok(p) => p,
+            Err(e) => return Outcome::Failed(e.to_string()),
+        };
+        let outcome = self.watch(&pipeline, delivered, state);
+        let _ = pipeline.set_state(gst::State::Null);
+        outcome
+    }
+
+    fn watch(
+        &self,
+        pipeline: &gst::Pipeline,
+        delivered: &Arc<Mutex<Option<Instant>>>,
+        state: &mut Option<SourceState>,
+    ) -> Outcome {
+        if let Err(e) = pipeline.set_state(gst::State::Playing) {
+            return Outcome::Failed(format!("cannot start the pipeline: {e}"));
+        }
+        let Some(bus) = pipeline.bus() else {
+            return Outcome::Failed("pipeline without bus".into());
+        };
+        let started = Instant::now();
+        loop {
+            if self.stop.load(Ordering::SeqCst) {
+                return Outcome::Stopped;
+            }
+            let last_frame = delivered.lock().ok().and_then(|d| *d);
+            if last_frame.is_some() {
+                self.set_state(state, SourceState::Online);
+            }
+            let since = last_frame.unwrap_or(started).elapsed();
+            if since > self.stall_timeout {
+                return Outcome::Failed(format!("no frame for {} s", since.as_secs()));
+            }
+            let Some(msg) = bus.timed_pop(gst::ClockTime::from_mseconds(100)) else {
+                continue;
+            };
+            match msg.view() {
+                gst::MessageView::Error(err) => {
+                    let debug = err.debug().map(|d| format!(" ({d})")).unwrap_or_default();
+                    return Outcome::Failed(format!(
+                        "{}: {}{debug}",
+                        err.src().map(|s| s.name().to_string()).unwrap_or_default(),
+                        err.error()
+                    ));
+                }
+                gst::MessageView::Eos(_) => match &self.spec {
+                    SourceSpec::File { .. } if self.looping => {
+                        if let Err(e) = pipeline.seek_simple(
+                            gst::SeekFlags::FLUSH | gst::SeekFlags::KEY_UNIT,
+                            gst::ClockTime::ZERO,
+                        ) {
+                            return Outcome::Failed(format!("cannot loop: {e}"));
+                        }
+                    }
+                    SourceSpec::File { .. } => return Outcome::Finished,
+                    _ => return Outcome::Failed("end of stream".into()),
+                },
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Copies an RGB sample into a frame, honouring the row stride.
+fn frame_from_sample(sample: &gst::Sample, seq: &AtomicU64) -> Result<Frame> {
+    let buffer = sample
+        .buffer()
+        .ok_or_else(|| Error::Frame("sample without buffer".into()))?;
+    let caps = sample
+        .caps()
+        .ok_or_else(|| Error::Frame("sample without caps".into()))?;
+    let info = gst_video::VideoInfo::from_caps(caps)
+        .map_err(|e| Error::Frame(format!("caps {caps}: {e}")))?;
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
+        .map_err(|e| Error::Frame(format!("cannot map buffer: {e}")))?;
+    let stride = usize::try_from(frame.plane_stride()[0])
+        .map_err(|_| Error::Frame("negative stride".into()))?;
+    let data = frame
+        .plane_data(0)
+        .map_err(|e| Error::Frame(format!("cannot read plane: {e}")))?;
+    let image = RgbImage::from_frame(
+        data,
+        frame.width() as usize,
+        frame.height() as usize,
+        stride,
+    )?;
+    Ok(Frame {
+        seq: seq.fetch_add(1, Ordering::Relaxed),
+        pts_ns: buffer.pts().map(|t| t.nseconds()),
+        captured_at: SystemTime::now(),
+        captured: Instant::now(),
+        image,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_jitter() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
+        let delays: Vec<u128> = (0..6).map(|_| b.next_delay().as_millis()).collect();
+        let caps = [100, 200, 400, 800, 800, 800];
+        for (d, cap) in delays.iter().zip(caps) {
+            assert!(*d >= cap / 2 && *d <= cap, "{delays:?}");
+        }
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}
