@@ -98,6 +98,14 @@ pub enum Error {
     #[error("invalid frame: {0}")]
     Frame(String),
 
+    /// A thread could not be started or died.
+    #[error("thread: {0}")]
+    Thread(String),
+
+    /// A GStreamer pipeline could not be built or run.
+    #[error("{0}")]
+    Source(String),
+
     /// An error inside candle while running the network.
     #[error("inference failed: {0}")]
     Candle(candle_core::Error),

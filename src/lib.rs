@@ -6,7 +6,13 @@
 //!
 //! - [`model`]: the network in candle, its weights (safetensors, PyTorch `.pth` in the zip
 //!   and legacy formats, the Hugging Face hub cache) and the ImageNet labels;
-//! - [`preprocess`]: timm's eval transform for image files and raw RGB frames.
+//! - [`preprocess`]: timm's eval transform for image files and raw RGB frames;
+//! - [`engine`]: the batched inference service (fair per-stream submission, a batcher,
+//!   worker threads);
+//! - [`source`]: camera pipelines in GStreamer, watched and rebuilt when they fail;
+//! - [`mqtt`]: the topics, payloads and JSON Schemas of the MQTT contract, the publisher
+//!   and an embedded broker;
+//! - [`config`] and [`daemon`]: the configuration file and `effistream run`.
 //!
 //! # Quick start
 //!
@@ -24,8 +30,13 @@
 //! # Ok::<(), effistream::Error>(())
 //! ```
 
+pub mod config;
+pub mod daemon;
+pub mod engine;
 pub mod error;
 pub mod model;
+pub mod mqtt;
 pub mod preprocess;
+pub mod source;
 
 pub use error::{Error, Result};

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use effistream::config::Config;
 use effistream::model::{Classifier, Variant};
 use effistream::preprocess::RgbImage;
 use serde::Serialize;
@@ -24,10 +25,44 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Run the daemon: cameras → batched inference → MQTT, until SIGINT/SIGTERM. Without
+    /// --config: one test://ball camera, efficientnet_b1_pruned, the embedded broker on
+    /// 127.0.0.1:1883.
+    Run(RunArgs),
     /// Classify image files (JPEG, PNG) and print the top-k classes of each.
     Classify(ClassifyArgs),
     /// List the model variants with their input size, preprocessing and hub id.
     Models,
+    /// Load and validate a configuration file; print a summary or the first error.
+    CheckConfig(CheckConfigArgs),
+    /// Print the effective configuration (defaults filled in, passwords masked) as TOML.
+    PrintConfig(PrintConfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Configuration file (TOML, see config/effistream.toml); without it, the built-in
+    /// configuration that `effistream print-config` shows.
+    #[arg(long, short, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Weights file for the configured model; overrides `[model] weights`.
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct CheckConfigArgs {
+    /// Configuration file (TOML).
+    #[arg(value_name = "FILE")]
+    file: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+struct PrintConfigArgs {
+    /// Configuration file (TOML); without it, the built-in configuration of
+    /// `effistream run`.
+    #[arg(value_name = "FILE")]
+    file: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -63,13 +98,17 @@ fn main() -> ExitCode {
         .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "warn,effistream=info".into()),
+                // rumqttd (the embedded broker) logs ordinary disconnections as errors.
+                .unwrap_or_else(|_| "warn,effistream=info,rumqttd=off".into()),
         )
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Classify(args) => classify(args),
         Command::Models => models(),
+        Command::Run(args) => run(args),
+        Command::CheckConfig(args) => check_config(args),
+        Command::PrintConfig(args) => print_config(args),
     };
     match result {
         Ok(code) => code,
@@ -176,5 +215,63 @@ fn models() -> anyhow::Result<ExitCode> {
             v.hub_id
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let config = match &args.config {
+        Some(path) => Config::load(path)?,
+        None => Config::builtin(),
+    };
+    effistream::daemon::run(
+        config,
+        effistream::daemon::RunOptions {
+            weights: args.weights,
+        },
+    )?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `effistream check-config FILE`: one summary line on stdout, warnings on stderr.
+fn check_config(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(&args.file)?;
+    for warning in config.warnings() {
+        eprintln!("warning: {}: {warning}", args.file.display());
+    }
+    let cameras = config.cameras.len();
+    let mqtt = config
+        .mqtt
+        .endpoint()
+        .map_or_else(|_| config.redacted().mqtt.url, |e| e.to_string());
+    println!(
+        "{}: ok ({cameras} camera{}, {} enabled; model {}; mqtt {mqtt})",
+        args.file.display(),
+        if cameras == 1 { "" } else { "s" },
+        config.enabled_cameras().count(),
+        config.model.name,
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `effistream print-config [FILE]`: the effective configuration as TOML, redacted.
+fn print_config(args: PrintConfigArgs) -> anyhow::Result<ExitCode> {
+    let (config, origin) = match &args.file {
+        // One comment line, whatever the file name holds.
+        Some(file) => (
+            Config::load(file)?,
+            file.display().to_string().replace(char::is_control, "?"),
+        ),
+        None => (Config::builtin(), "the built-in configuration".to_owned()),
+    };
+    let text = config.redacted().to_toml()?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(
+        stdout,
+        "# effistream configuration: {origin}, defaults filled in, passwords masked."
+    )?;
+    writeln!(stdout, "# config/effistream.toml documents every key.")?;
+    writeln!(stdout)?;
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush().context("writing the configuration")?;
     Ok(ExitCode::SUCCESS)
 }

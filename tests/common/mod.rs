@@ -2,6 +2,9 @@
 //! golden fixtures, and the real-world assets fetched by `scripts/fetch-test-assets`.
 #![allow(dead_code)]
 
+pub mod mosquitto;
+pub mod rtsp;
+
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 

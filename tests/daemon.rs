@@ -1,0 +1,443 @@
+//! The daemon end to end, as a process: a real RTSP server (gst-rtsp-server, H.264 from
+//! x264enc) and a real mosquitto on 127.0.0.1, ports chosen at run time; signals; overload.
+//! The tests run one at a time: they measure timings and share two cores.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use common::mosquitto::{
+    Message, Mosquitto, Subscriber, assert_valid, schema_validator as validator,
+};
+use serde_json::Value;
+
+/// One daemon test at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A daemon process running `config` (TOML text), logs in a file.
+struct Daemon {
+    child: Child,
+    _dir: tempfile::TempDir,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("effistream.toml");
+        std::fs::write(&path, config).unwrap();
+        let log = dir.path().join("daemon.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_effistream"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("RUST_LOG", "warn,effistream=info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Self {
+            child,
+            _dir: dir,
+            log,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    fn wait(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    /// SIGTERM, then asserts a clean exit within 5 s.
+    fn terminate(&mut self) {
+        self.signal("TERM");
+        let status = self.wait(Duration::from_secs(5));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "exit {status:?} after SIGTERM; log:\n{}",
+            self.log()
+        );
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Resident memory in KiB.
+    fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lite0_weights() -> PathBuf {
+    common::assets().join("lite0.pth")
+}
+
+/// A configuration: cameras (id, uri, fps), the mosquitto port, extra TOML.
+fn config(cameras: &[(&str, &str, f64)], broker_port: u16, extra: &str) -> String {
+    let mut toml = String::from("stats_interval_s = 2\n");
+    for (id, uri, fps) in cameras {
+        toml += &format!(
+            "[[camera]]\nid = \"{id}\"\nuri = \"{uri}\"\nfps = {fps}\nstall_timeout_s = 5\n\n"
+        );
+    }
+    toml += &format!(
+        "[model]\nname = \"tf_efficientnet_lite0\"\nweights = \"{}\"\ntop_k = 3\n\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nclient_id = \"effistream-test-{}\"\n\
+         qos = 1\nkeep_alive_s = 5\nmax_queued = 10000\n\n{extra}",
+        lite0_weights().display(),
+        std::process::id()
+    );
+    toml
+}
+
+/// Waits for the retained `online` on `effistream/status`.
+fn wait_online(subscriber: &Subscriber, daemon: &Daemon) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Some(m) = subscriber.recv(Duration::from_millis(200))
+            && m.topic == "effistream/status"
+            && m.text() == "online"
+        {
+            return;
+        }
+    }
+    panic!("daemon not online within 30 s; log:\n{}", daemon.log());
+}
+
+fn by_camera(messages: &[Message], leaf: &str) -> BTreeMap<String, Vec<Value>> {
+    let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for m in messages {
+        let parts: Vec<&str> = m.topic.split('/').collect();
+        if parts.len() == 3 && parts[2] == leaf {
+            out.entry(parts[1].to_owned()).or_default().push(m.json());
+        }
+    }
+    out
+}
+
+#[test]
+fn two_rtsp_cameras_publish_valid_classifications_state_and_status() {
+    let _serial = serial();
+    let rtsp = common::rtsp::RtspServer::start();
+    let broker = Mosquitto::new();
+    let subscriber = Subscriber::connect(broker.port(), &["effistream/#"]);
+    let mut daemon = Daemon::start(&config(
+        &[("door", &rtsp.url(), 5.0), ("yard", &rtsp.url(), 5.0)],
+        broker.port(),
+        "[state]\nmin_consecutive = 2\nmin_score = 0.0\n",
+    ));
+    wait_online(&subscriber, &daemon);
+    let messages = subscriber.collect(Duration::from_secs(8));
+
+    let classification = validator(effistream::mqtt::CLASSIFICATION_SCHEMA);
+    let classifications = by_camera(&messages, "classification");
+    for camera in ["door", "yard"] {
+        let list = classifications
+            .get(camera)
+            .unwrap_or_else(|| panic!("no classification from {camera}; log:\n{}", daemon.log()));
+        assert!(
+            list.len() >= 10,
+            "{camera}: {} classifications in 8 s",
+            list.len()
+        );
+        let seqs: Vec<u64> = list.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{camera}: {seqs:?}");
+        assert!(list.iter().all(|v| v["camera"] == camera));
+    }
+    for m in messages
+        .iter()
+        .filter(|m| m.topic.ends_with("/classification"))
+    {
+        assert_valid(&classification, m);
+    }
+    let stats = validator(effistream::mqtt::STATS_SCHEMA);
+    let stats_messages: Vec<&Message> = messages
+        .iter()
+        .filter(|m| m.topic == "effistream/stats")
+        .collect();
+    assert!(!stats_messages.is_empty(), "no stats within 8 s");
+    for m in stats_messages {
+        assert_valid(&stats, m);
+    }
+
+    // A late subscriber gets the retained status and state of both cameras.
+    let late = Subscriber::connect(
+        broker.port(),
+        &[
+            "effistream/+/status",
+            "effistream/+/state",
+            "effistream/status",
+        ],
+    );
+    let retained = late.collect(Duration::from_secs(2));
+    let state = validator(effistream::mqtt::STATE_SCHEMA);
+    for camera in ["door", "yard"] {
+        let status = retained
+            .iter()
+            .find(|m| m.topic == format!("effistream/{camera}/status"))
+            .unwrap_or_else(|| panic!("no retained status for {camera}: {retained:?}"));
+        assert!(status.retained);
+        assert_eq!(status.text(), "online");
+        let state_message = retained
+            .iter()
+            .find(|m| m.topic == format!("effistream/{camera}/state"))
+            .unwrap_or_else(|| panic!("no retained state for {camera}"));
+        assert!(state_message.retained);
+        assert_valid(&state, state_message);
+    }
+    assert!(
+        retained
+            .iter()
+            .any(|m| m.topic == "effistream/status" && m.text() == "online" && m.retained)
+    );
+
+    daemon.terminate();
+}
+
+#[test]
+fn sigkill_makes_the_broker_deliver_the_last_will_offline() {
+    let _serial = serial();
+    let broker = Mosquitto::new();
+    let subscriber = Subscriber::connect(broker.port(), &["effistream/status"]);
+    let mut daemon = Daemon::start(&config(
+        &[("cam", "test://ball?width=320&height=240", 5.0)],
+        broker.port(),
+        "",
+    ));
+    wait_online(&subscriber, &daemon);
+    daemon.signal("KILL");
+    daemon.wait(Duration::from_secs(2)).expect("killed");
+    let killed = Instant::now();
+    // The broker notices after 1.5 keep-alive periods at most (keep_alive_s = 5).
+    let will = subscriber.wait_for(Duration::from_secs(10), |m| m.topic == "effistream/status");
+    assert_eq!(will.text(), "offline");
+    eprintln!("Last Will after {:.1} s", killed.elapsed().as_secs_f64());
+}
+
+#[test]
+fn sigterm_exits_0_within_5_s_and_publishes_every_batched_frame() {
+    let _serial = serial();
+    let broker = Mosquitto::new();
+    let subscriber = Subscriber::connect(broker.port(), &["effistream/#"]);
+    // Offered well above capacity so that batches are in flight when the signal comes.
+    let cameras = [
+        ("a", "test://ball?width=320&height=240", 25.0),
+        ("b", "test://snow?width=320&height=240", 25.0),
+    ];
+    let mut daemon = Daemon::start(&config(&cameras, broker.port(), "[batch]\nmax_size = 4\n"));
+    wait_online(&subscriber, &daemon);
+    let mut messages = subscriber.collect(Duration::from_secs(4));
+
+    let signalled = Instant::now();
+    daemon.signal("TERM");
+    let status = daemon.wait(Duration::from_secs(5));
+    let took = signalled.elapsed();
+    assert!(
+        status.is_some(),
+        "still running 5 s after SIGTERM; log:\n{}",
+        daemon.log()
+    );
+    assert!(
+        status.unwrap().success(),
+        "exit status {status:?}; log:\n{}",
+        daemon.log()
+    );
+    eprintln!("exited {:.2} s after SIGTERM", took.as_secs_f64());
+
+    messages.extend(subscriber.collect(Duration::from_secs(2)));
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.topic == "effistream/status" && m.text() == "offline"),
+        "no offline status"
+    );
+    for camera in ["a", "b"] {
+        assert!(
+            messages
+                .iter()
+                .any(|m| m.topic == format!("effistream/{camera}/status") && m.text() == "offline")
+        );
+    }
+    // The last stats message carries the final counters.
+    let last_stats = messages
+        .iter()
+        .rev()
+        .find(|m| m.topic == "effistream/stats")
+        .expect("final stats")
+        .json();
+    let classifications = by_camera(&messages, "classification");
+    for camera in ["a", "b"] {
+        let processed = last_stats["cameras"][camera]["processed"].as_u64().unwrap();
+        let received = classifications.get(camera).map_or(0, Vec::len) as u64;
+        assert!(processed > 0);
+        assert_eq!(
+            received, processed,
+            "{camera}: every frame accepted into a batch must be published"
+        );
+    }
+    assert_eq!(last_stats["mqtt"]["dropped"], 0);
+}
+
+#[test]
+fn overload_keeps_latency_bounded_memory_flat_and_cameras_fair() {
+    let _serial = serial();
+    let broker = Mosquitto::new();
+    let subscriber = Subscriber::connect(broker.port(), &["effistream/#"]);
+    let max_frame_age_ms = 1000;
+    let patterns = ["ball", "smpte", "snow", "pinwheel"];
+    let uris: Vec<String> = patterns
+        .iter()
+        .map(|p| format!("test://{p}?width=640&height=480"))
+        .collect();
+    // 4 cameras × 30 fps: several times what two cores infer.
+    let cameras: Vec<(&str, &str, f64)> = patterns
+        .iter()
+        .zip(&uris)
+        .map(|(p, u)| (*p, u.as_str(), 30.0))
+        .collect();
+    let mut daemon = Daemon::start(&config(
+        &cameras,
+        broker.port(),
+        &format!(
+            "[batch]\nmax_size = 4\nmax_wait_ms = 20\nmax_frame_age_ms = {max_frame_age_ms}\n"
+        ),
+    ));
+    wait_online(&subscriber, &daemon);
+    // Let it settle, then measure.
+    subscriber.collect(Duration::from_secs(3));
+    let rss_start = daemon.rss_kib();
+    let measure = Duration::from_secs(15);
+    let messages = subscriber.collect(measure);
+    let rss_end = daemon.rss_kib();
+
+    let classifications = by_camera(&messages, "classification");
+    let mut latencies = Vec::new();
+    let mut fps = BTreeMap::new();
+    for camera in patterns {
+        let list = classifications
+            .get(camera)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        fps.insert(camera, list.len() as f64 / measure.as_secs_f64());
+        for v in list {
+            let latency = v["latency_ms"].as_f64().unwrap();
+            let batch_time = v["inference_ms"].as_f64().unwrap();
+            // Passed the age check when its batch formed, then one batch, then publishing.
+            assert!(
+                latency <= (max_frame_age_ms as f64) + batch_time + 100.0,
+                "{camera}: latency {latency} ms with a batch of {batch_time} ms"
+            );
+            latencies.push(latency);
+        }
+    }
+    latencies.sort_by(f64::total_cmp);
+    let mean_fps = fps.values().sum::<f64>() / fps.len() as f64;
+    let p = |q: f64| latencies[((q * latencies.len() as f64) as usize).min(latencies.len() - 1)];
+    eprintln!(
+        "processed fps per camera {fps:?}; latency p50 {:.0} ms p99 {:.0} ms; RSS {rss_start} -> {rss_end} KiB",
+        p(0.5),
+        p(0.99)
+    );
+    assert!(mean_fps > 1.0, "hardly anything processed: {fps:?}");
+    for (camera, f) in &fps {
+        assert!(
+            (f - mean_fps).abs() <= 0.25 * mean_fps,
+            "{camera} processed {f:.1} fps, mean {mean_fps:.1}: {fps:?}"
+        );
+    }
+    // Overloaded: frames were dropped, and counted.
+    let stats = messages
+        .iter()
+        .rev()
+        .find(|m| m.topic == "effistream/stats")
+        .expect("stats")
+        .json();
+    let dropped: u64 = patterns
+        .iter()
+        .map(|c| {
+            stats["cameras"][c]["dropped"]["channel_full"]
+                .as_u64()
+                .unwrap()
+        })
+        .sum();
+    assert!(dropped > 0, "no drops counted under overload: {stats}");
+    assert!(
+        rss_end <= rss_start + rss_start / 10 + 8 * 1024,
+        "RSS grew from {rss_start} KiB to {rss_end} KiB"
+    );
+    daemon.terminate();
+}
+
+#[test]
+fn run_without_weights_says_how_to_get_them() {
+    let _serial = serial();
+    let broker = Mosquitto::new();
+    let config = config(&[("cam", "test://ball", 5.0)], broker.port(), "").replace(
+        &format!(
+            "name = \"tf_efficientnet_lite0\"\nweights = \"{}\"",
+            lite0_weights().display()
+        ),
+        "name = \"efficientnet_b1_pruned\"",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_effistream"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .env("RUST_LOG", "off")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", dir.path())
+        .env_remove("EFFISTREAM_WEIGHTS_DIR")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("no weights for efficientnet_b1_pruned"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("--weights") && stderr.contains("scripts/demo"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -1,0 +1,171 @@
+//! Camera sources feeding the engine: test patterns and a real RTSP server that goes away
+//! and comes back.
+
+mod common;
+
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use effistream::config::{CameraConfig, ReconnectConfig};
+use effistream::engine::{Classified, Engine, EngineConfig};
+use effistream::model::{Classifier, Variant};
+use effistream::source::{Source, SourceState};
+
+fn engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(|| {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("effistream=debug")
+            .with_test_writer()
+            .try_init();
+        gst::init().unwrap();
+        let variant = Variant::by_name("tf_efficientnet_lite0").unwrap();
+        let classifier =
+            Classifier::load(variant, Some(&common::assets().join("lite0.pth"))).unwrap();
+        Engine::start(
+            Arc::new(classifier),
+            EngineConfig {
+                max_batch: 4,
+                max_wait: Duration::from_millis(20),
+                max_frame_age: Duration::from_secs(2),
+                workers: 1,
+                threads: 2,
+                top_k: 3,
+                threshold: 0.0,
+            },
+        )
+        .unwrap()
+    })
+}
+
+/// Results and state changes of one camera, collected by callbacks.
+#[derive(Default)]
+struct Collected {
+    results: Mutex<Vec<Classified>>,
+    states: Mutex<Vec<(Instant, SourceState)>>,
+}
+
+impl Collected {
+    fn results(&self) -> usize {
+        self.results.lock().unwrap().len()
+    }
+    fn last_state(&self) -> Option<SourceState> {
+        self.states.lock().unwrap().last().map(|(_, s)| *s)
+    }
+}
+
+fn spawn(camera: &CameraConfig, reconnect: &ReconnectConfig) -> (Source, Arc<Collected>) {
+    let collected = Arc::new(Collected::default());
+    let c = collected.clone();
+    let stream = engine()
+        .stream(
+            &camera.id,
+            Arc::new(move |r| c.results.lock().unwrap().push(r)),
+        )
+        .unwrap();
+    let c = collected.clone();
+    let source = Source::spawn(
+        camera,
+        reconnect,
+        stream,
+        Arc::new(move |_, state| c.states.lock().unwrap().push((Instant::now(), state))),
+    )
+    .unwrap();
+    (source, collected)
+}
+
+fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+#[test]
+fn test_pattern_frames_are_classified_in_order_at_the_camera_rate() {
+    let mut camera = CameraConfig::new("pattern", "test://smpte?width=320&height=240");
+    camera.fps = 10.0;
+    let (mut source, collected) = spawn(&camera, &ReconnectConfig::default());
+    assert!(wait_until(Duration::from_secs(10), || collected.results() >= 20));
+    let started = Instant::now();
+    let before = source
+        .counters()
+        .frames
+        .load(std::sync::atomic::Ordering::Relaxed);
+    std::thread::sleep(Duration::from_secs(2));
+    let after = source
+        .counters()
+        .frames
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let fps = (after - before) as f64 / started.elapsed().as_secs_f64();
+    assert!(
+        (7.0..=13.0).contains(&fps),
+        "camera at 10 fps delivered {fps:.1} fps"
+    );
+    assert!(source.join(Duration::from_secs(3)));
+    assert_eq!(collected.last_state(), Some(SourceState::Offline));
+    let results = collected.results.lock().unwrap();
+    assert!(
+        results.windows(2).all(|w| w[0].seq < w[1].seq),
+        "sequence numbers increase"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|r| &*r.stream == "pattern" && r.top.len() == 3)
+    );
+}
+
+#[test]
+fn rtsp_camera_reconnects_after_the_server_comes_back() {
+    let mut server = common::rtsp::RtspServer::start();
+    let mut camera = CameraConfig::new("rtsp", server.url());
+    camera.fps = 5.0;
+    camera.stall_timeout_s = 2;
+    let reconnect = ReconnectConfig {
+        initial_ms: 200,
+        max_ms: 1000,
+    };
+    let (mut source, collected) = spawn(&camera, &reconnect);
+    assert!(
+        wait_until(Duration::from_secs(15), || collected.results() >= 5),
+        "no frames from the RTSP camera"
+    );
+    assert_eq!(collected.last_state(), Some(SourceState::Online));
+
+    server.stop();
+    let stopped = Instant::now();
+    assert!(
+        wait_until(Duration::from_secs(4), || collected.last_state()
+            == Some(SourceState::Reconnecting)),
+        "not reconnecting within stall_timeout + 1 s"
+    );
+    let noticed = stopped.elapsed();
+
+    std::thread::sleep(Duration::from_secs(2));
+    server.resume();
+    let resumed = Instant::now();
+    let before = collected.results();
+    assert!(
+        wait_until(Duration::from_secs(10), || collected.results() > before + 3),
+        "no frames after the server came back"
+    );
+    eprintln!(
+        "reconnecting {:.1} s after the stop; frames again {:.1} s after the restart",
+        noticed.as_secs_f64(),
+        resumed.elapsed().as_secs_f64()
+    );
+    assert_eq!(collected.last_state(), Some(SourceState::Online));
+    assert!(
+        source
+            .counters()
+            .reconnects
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 1
+    );
+    assert!(source.join(Duration::from_secs(3)));
+}
