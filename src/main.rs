@@ -33,10 +33,34 @@ enum Command {
     Classify(ClassifyArgs),
     /// List the model variants with their input size, preprocessing and hub id.
     Models,
+    /// Model-only throughput and per-batch latency (no decoding, no preprocessing).
+    Bench(BenchArgs),
     /// Load and validate a configuration file; print a summary or the first error.
     CheckConfig(CheckConfigArgs),
     /// Print the effective configuration (defaults filled in, passwords masked) as TOML.
     PrintConfig(PrintConfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct BenchArgs {
+    /// Model variant (see `effistream models`).
+    #[arg(long, default_value = "efficientnet_b1_pruned")]
+    model: String,
+    /// Weights file; without it, random weights of the right shapes (the speed is the same).
+    #[arg(long, value_name = "FILE")]
+    weights: Option<PathBuf>,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    batch: u16,
+    /// Compute threads; default: one per CPU.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    threads: Option<u16>,
+    /// Seconds to measure, after a warm-up of 3 batches.
+    #[arg(long, default_value_t = 10.0)]
+    seconds: f64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -106,6 +130,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Classify(args) => classify(args),
         Command::Models => models(),
+        Command::Bench(args) => bench(args),
         Command::Run(args) => run(args),
         Command::CheckConfig(args) => check_config(args),
         Command::PrintConfig(args) => print_config(args),
@@ -191,6 +216,75 @@ fn classify(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    use effistream::engine::LatencyHistogram;
+    use effistream::model::Weights;
+
+    let threads = args.threads.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    // SAFETY: no other thread exists yet; candle reads this to size its matrix products.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("effistream-bench-{i}"))
+        .build()?;
+    let variant = Variant::by_name(&args.model)?;
+    let weights = match &args.weights {
+        Some(path) => Weights::from_file(variant, path)?,
+        None => {
+            eprintln!(
+                "bench: random weights of {} (pass --weights FILE for real ones)",
+                variant.name
+            );
+            Weights::random(variant, 1)?
+        }
+    };
+    let classifier = Classifier::new(&weights)?;
+    let batch = usize::from(args.batch);
+    let len = classifier.preprocess().output_len();
+    // A fixed pseudo-random input, normalised range.
+    let input: Vec<f32> = (0..batch * len)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) % 2001) as f32 / 1000.0) - 1.0)
+        .collect();
+    let mut latency = LatencyHistogram::default();
+    let (images, elapsed) = pool.install(|| -> anyhow::Result<(usize, f64)> {
+        for _ in 0..3 {
+            classifier.logits(input.clone())?;
+        }
+        let started = Instant::now();
+        let mut images = 0;
+        while started.elapsed().as_secs_f64() < args.seconds {
+            let t = Instant::now();
+            classifier.logits(input.clone())?;
+            latency.record(t.elapsed().as_secs_f64() * 1e3);
+            images += batch;
+        }
+        Ok((images, started.elapsed().as_secs_f64()))
+    })?;
+    let images_per_s = images as f64 / elapsed;
+    let (p50, p99) = (latency.quantile(0.5), latency.quantile(0.99));
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "model": variant.name, "batch": batch, "threads": threads,
+                "images_per_s": images_per_s, "p50_ms": p50, "p99_ms": p99,
+                "batches": latency.count(), "seconds": elapsed,
+                "weights": args.weights.as_ref().map_or("random".into(), |p| p.display().to_string()),
+            })
+        );
+    } else {
+        println!(
+            "{} batch {batch} threads {threads}: {images_per_s:.1} images/s, batch latency p50 {p50:.1} ms p99 {p99:.1} ms ({} batches in {elapsed:.1} s)",
+            variant.name,
+            latency.count()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn models() -> anyhow::Result<ExitCode> {

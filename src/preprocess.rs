@@ -57,6 +57,18 @@ impl RgbImage {
 
     /// Copies a raw RGB frame whose rows are `stride` bytes apart (`stride >= width * 3`).
     pub fn from_frame(data: &[u8], width: usize, height: usize, stride: usize) -> Result<Self> {
+        Self::from_frame_into(data, width, height, stride, Vec::new())
+    }
+
+    /// [`RgbImage::from_frame`] into a recycled buffer (its contents are replaced), so
+    /// that a stream of frames needs no allocation.
+    pub fn from_frame_into(
+        data: &[u8],
+        width: usize,
+        height: usize,
+        stride: usize,
+        mut buffer: Vec<u8>,
+    ) -> Result<Self> {
         let row = width
             .checked_mul(3)
             .ok_or_else(|| Error::Frame(format!("width {width} is too large")))?;
@@ -78,14 +90,15 @@ impl RgbImage {
                 data.len()
             )));
         }
-        let mut packed = Vec::with_capacity(row * height);
+        buffer.clear();
+        buffer.reserve(row * height);
         for y in 0..height {
-            packed.extend_from_slice(&data[y * stride..y * stride + row]);
+            buffer.extend_from_slice(&data[y * stride..y * stride + row]);
         }
         Ok(Self {
             width,
             height,
-            data: packed,
+            data: buffer,
         })
     }
 }

@@ -137,6 +137,23 @@ struct StreamShared {
     name: Arc<str>,
     counters: Arc<StreamCounters>,
     on_result: ResultCallback,
+    /// Frame buffers back from the workers, for the source to fill again: a stream of
+    /// frames allocates nothing once warm, and memory stays flat.
+    buffers: Mutex<Vec<Vec<u8>>>,
+}
+
+/// Buffers kept per stream; more than this in the pool are freed.
+const POOLED_BUFFERS: usize = 8;
+
+impl StreamShared {
+    fn recycle(&self, mut buffer: Vec<u8>) {
+        buffer.clear();
+        if let Ok(mut pool) = self.buffers.lock()
+            && pool.len() < POOLED_BUFFERS
+        {
+            pool.push(buffer);
+        }
+    }
 }
 
 /// A frame in the channel, with its stream.
@@ -259,6 +276,7 @@ impl Engine {
                 name: name.into(),
                 counters: Arc::new(StreamCounters::default()),
                 on_result,
+                buffers: Mutex::new(Vec::new()),
             }),
             tx,
             streams: self.streams.clone(),
@@ -356,6 +374,17 @@ impl Stream {
 
     pub fn name(&self) -> &Arc<str> {
         &self.shared.name
+    }
+
+    /// An empty buffer for the next frame, recycled from frames already inferred when
+    /// possible (fill it and pass it in the frame's [`RgbImage`]).
+    pub fn buffer(&self) -> Vec<u8> {
+        self.shared
+            .buffers
+            .lock()
+            .ok()
+            .and_then(|mut pool| pool.pop())
+            .unwrap_or_default()
     }
 
     pub fn counters(&self) -> &Arc<StreamCounters> {

@@ -90,7 +90,10 @@ impl Worker {
             .collect();
         let mut input = Vec::with_capacity(batch.len() * len);
         let mut items = Vec::with_capacity(batch.len());
-        for (item, chw) in batch.into_iter().zip(prepared) {
+        for (mut item, chw) in batch.into_iter().zip(prepared) {
+            // The picture is no longer needed: its buffer goes back to the source.
+            item.stream
+                .recycle(std::mem::take(&mut item.frame.image.data));
             match chw {
                 Some(chw) => {
                     input.extend_from_slice(&chw);

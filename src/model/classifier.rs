@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::model::efficientnet::EfficientNet;
+use crate::model::fast::FastNet;
 use crate::model::labels;
 use crate::model::variants::Variant;
 use crate::model::weights::{self, Weights};
@@ -29,10 +30,38 @@ pub struct Prediction {
     pub top: Vec<ClassScore>,
 }
 
+/// Which implementation of the network runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// [`FastNet`]: fused channels-last kernels, SIMD (the default).
+    Fast,
+    /// [`EfficientNet`]: the plain candle implementation the fast one is checked against
+    /// (`EFFISTREAM_BACKEND=reference` selects it).
+    Reference,
+}
+
+impl Backend {
+    /// `EFFISTREAM_BACKEND=reference` selects the reference; anything else the fast path.
+    pub fn from_env() -> Self {
+        match std::env::var("EFFISTREAM_BACKEND").as_deref() {
+            Ok("reference") => Backend::Reference,
+            _ => Backend::Fast,
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Network {
+    Fast(FastNet),
+    Reference(EfficientNet),
+}
+
 /// A loaded variant with its eval transform.
 #[derive(Debug)]
 pub struct Classifier {
-    model: EfficientNet,
+    variant: &'static Variant,
+    network: Network,
+    num_classes: usize,
     preprocess: Preprocess,
 }
 
@@ -48,16 +77,35 @@ impl Classifier {
         Self::new(&Weights::from_file(variant, &path)?)
     }
 
-    /// Builds the classifier from weights already checked for their variant.
+    /// Builds the classifier from weights already checked for their variant, with the
+    /// backend [`Backend::from_env`] picks.
     pub fn new(weights: &Weights) -> Result<Self> {
+        Self::with_backend(weights, Backend::from_env())
+    }
+
+    pub fn with_backend(weights: &Weights, backend: Backend) -> Result<Self> {
+        let (network, num_classes) = match backend {
+            Backend::Fast => {
+                let net = FastNet::new(weights)?;
+                let classes = net.num_classes();
+                (Network::Fast(net), classes)
+            }
+            Backend::Reference => {
+                let net = EfficientNet::new(weights)?;
+                let classes = net.num_classes();
+                (Network::Reference(net), classes)
+            }
+        };
         Ok(Self {
-            model: EfficientNet::new(weights)?,
+            variant: weights.variant,
+            network,
+            num_classes,
             preprocess: Preprocess::for_variant(weights.variant),
         })
     }
 
     pub fn variant(&self) -> &'static Variant {
-        self.model.variant()
+        self.variant
     }
 
     pub fn preprocess(&self) -> &Preprocess {
@@ -65,7 +113,7 @@ impl Classifier {
     }
 
     pub fn num_classes(&self) -> usize {
-        self.model.num_classes()
+        self.num_classes
     }
 
     /// Classifies a batch of images in one forward pass.
@@ -98,7 +146,11 @@ impl Classifier {
             return Ok(Vec::new());
         }
         let x = Tensor::from_vec(input, (n, 3, size, size), &Device::Cpu)?;
-        Ok(self.model.forward(&x)?.to_vec2()?)
+        let logits = match &self.network {
+            Network::Fast(net) => x.apply_op1_no_bwd(net)?,
+            Network::Reference(net) => net.forward(&x)?,
+        };
+        Ok(logits.to_vec2()?)
     }
 }
 

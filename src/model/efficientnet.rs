@@ -89,7 +89,7 @@ impl EfficientNet {
 
 /// Folds BatchNorm `bn` into the convolution weight `conv`: returns the scaled weight (same
 /// shape) and the bias. Computed in f64.
-fn fold_bn(weights: &Weights, conv: &str, bn: &str) -> Result<(Tensor, Tensor)> {
+pub(crate) fn fold_bn(weights: &Weights, conv: &str, bn: &str) -> Result<(Tensor, Tensor)> {
     let eps = weights.variant.bn_eps;
     let get = |name: &str| -> Result<Tensor> { Ok(weights.get(name)?.to_dtype(DType::F64)?) };
     let w = get(&format!("{conv}.weight"))?;

@@ -5,13 +5,14 @@
 
 pub mod classifier;
 pub mod efficientnet;
+pub mod fast;
 pub mod kernels;
 pub mod labels;
 pub mod pth;
 pub mod variants;
 pub mod weights;
 
-pub use classifier::{ClassScore, Classifier, Prediction};
+pub use classifier::{Backend, ClassScore, Classifier, Prediction};
 pub use efficientnet::EfficientNet;
 pub use variants::{Activation, Padding, Variant};
 pub use weights::{Weights, WeightsFile};

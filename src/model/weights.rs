@@ -228,6 +228,46 @@ impl Weights {
         Self::for_variant(variant, WeightsFile::load(path)?)
     }
 
+    /// Random weights of the right shapes, for benchmarks: uniform He-scaled convolution
+    /// and linear weights, BatchNorm as identity (mean 0, variance 1, weight 1, bias 0),
+    /// small biases. The same `seed` gives the same weights.
+    pub fn random(variant: &'static Variant, seed: u64) -> Result<Self> {
+        let mut state = seed ^ 0x9e37_79b9_7f4a_7c15;
+        let mut uniform = move || {
+            // xorshift64*: good enough for benchmark weights.
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            (state.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 40) as f32 / (1u64 << 24) as f32
+        };
+        let mut tensors = Vec::new();
+        for (name, shape) in variant.expected_tensors() {
+            let n: usize = shape.iter().product();
+            let values: Vec<f32> = if name.ends_with("running_var")
+                || (name.ends_with(".weight") && shape.len() == 1)
+            {
+                vec![1.0; n]
+            } else if name.ends_with("running_mean")
+                || (name.ends_with(".bias") && name.contains("bn"))
+            {
+                vec![0.0; n]
+            } else if name.ends_with(".weight") {
+                let bound = (6.0 / (n / shape[0]) as f32).sqrt();
+                (0..n).map(|_| (2.0 * uniform() - 1.0) * bound).collect()
+            } else {
+                (0..n).map(|_| (2.0 * uniform() - 1.0) * 0.1).collect()
+            };
+            tensors.push((
+                name.to_owned(),
+                Tensor::from_vec(values, shape.as_slice(), &Device::Cpu)?,
+            ));
+        }
+        Self::for_variant(
+            variant,
+            WeightsFile::from_tensors("random weights", tensors),
+        )
+    }
+
     /// A checked tensor by timm name. Every name of the variant's table is present.
     pub(crate) fn get(&self, name: &str) -> Result<&Tensor> {
         self.tensors.get(name).ok_or_else(|| Error::MissingTensor {

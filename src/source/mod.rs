@@ -347,7 +347,7 @@ impl Supervisor {
                         stream.count_full();
                         return Ok(gst::FlowSuccess::Ok);
                     }
-                    match frame_from_sample(&sample, &seq) {
+                    match frame_from_sample(&sample, &seq, stream.buffer()) {
                         Ok(frame) => {
                             stream.try_submit(frame);
                         }
@@ -435,7 +435,7 @@ impl Supervisor {
 }
 
 /// Copies an RGB sample into a frame, honouring the row stride.
-fn frame_from_sample(sample: &gst::Sample, seq: &AtomicU64) -> Result<Frame> {
+fn frame_from_sample(sample: &gst::Sample, seq: &AtomicU64, recycled: Vec<u8>) -> Result<Frame> {
     let buffer = sample
         .buffer()
         .ok_or_else(|| Error::Frame("sample without buffer".into()))?;
@@ -451,11 +451,12 @@ fn frame_from_sample(sample: &gst::Sample, seq: &AtomicU64) -> Result<Frame> {
     let data = frame
         .plane_data(0)
         .map_err(|e| Error::Frame(format!("cannot read plane: {e}")))?;
-    let image = RgbImage::from_frame(
+    let image = RgbImage::from_frame_into(
         data,
         frame.width() as usize,
         frame.height() as usize,
         stride,
+        recycled,
     )?;
     Ok(Frame {
         seq: seq.fetch_add(1, Ordering::Relaxed),

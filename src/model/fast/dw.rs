@@ -1,0 +1,247 @@
+//! Depthwise convolution on channels-last activations, with the folded BatchNorm bias and
+//! the activation fused, and the per-channel sums that squeeze-and-excitation needs
+//! gathered on the way.
+//!
+//! Channels are contiguous, so one vector holds 8 channels of one pixel: for each output
+//! pixel, every in-bounds tap adds `weight[tap][c..c+8] * input[pixel][c..c+8]`. 'Same' and
+//! symmetric padding are resolved into `pad_top`/`pad_left` and the bounds checks.
+
+use crate::model::variants::Activation;
+
+/// Weights of one depthwise convolution: `[k*k][c]` (tap-major, channels contiguous).
+#[derive(Debug, Clone)]
+pub struct Depthwise {
+    pub c: usize,
+    pub k: usize,
+    pub stride: usize,
+    pub weight: Vec<f32>,
+    pub bias: Vec<f32>,
+    pub act: Activation,
+}
+
+/// Geometry of one call.
+#[derive(Debug, Clone, Copy)]
+pub struct Geometry {
+    pub h: usize,
+    pub w: usize,
+    pub out_w: usize,
+    pub pad_top: usize,
+    pub pad_left: usize,
+}
+
+impl Depthwise {
+    /// Computes output rows `rows` into `out` (those rows only, `out_w * c` floats each)
+    /// and writes each row's per-channel sums into `row_sums` (`rows.len() × c`). Summing
+    /// per row, then the rows in order, gives the same result however the rows are split
+    /// across threads.
+    pub fn run(
+        &self,
+        g: Geometry,
+        input: &[f32],
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+        row_sums: &mut [f32],
+    ) {
+        assert!(input.len() >= g.h * g.w * self.c);
+        assert!(out.len() >= rows.len() * g.out_w * self.c);
+        assert!(row_sums.len() >= rows.len() * self.c);
+        #[cfg(target_arch = "x86_64")]
+        if super::simd::avx2() {
+            // SAFETY: the CPU has AVX2 and FMA; lengths checked above and every access
+            // below stays within them.
+            unsafe { x86::run(self, g, input, rows, out, row_sums) };
+            return;
+        }
+        self.portable(g, input, rows, out, row_sums);
+    }
+
+    fn portable(
+        &self,
+        g: Geometry,
+        input: &[f32],
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+        row_sums: &mut [f32],
+    ) {
+        let (c, k, s) = (self.c, self.k, self.stride);
+        let mut acc = vec![0f32; c];
+        for (r, oy) in rows.enumerate() {
+            let sums = &mut row_sums[r * c..][..c];
+            sums.fill(0.0);
+            for ox in 0..g.out_w {
+                acc.copy_from_slice(&self.bias);
+                for ky in 0..k {
+                    let Some(iy) = (oy * s + ky).checked_sub(g.pad_top).filter(|&y| y < g.h) else {
+                        continue;
+                    };
+                    for kx in 0..k {
+                        let Some(ix) = (ox * s + kx).checked_sub(g.pad_left).filter(|&x| x < g.w)
+                        else {
+                            continue;
+                        };
+                        let px = &input[(iy * g.w + ix) * c..][..c];
+                        let wt = &self.weight[(ky * k + kx) * c..][..c];
+                        for ((a, x), w) in acc.iter_mut().zip(px).zip(wt) {
+                            *a += x * w;
+                        }
+                    }
+                }
+                let dst = &mut out[(r * g.out_w + ox) * c..][..c];
+                for ((d, a), sum) in dst.iter_mut().zip(&acc).zip(sums.iter_mut()) {
+                    *d = self.act.apply(*a);
+                    *sum += *d;
+                }
+            }
+        }
+    }
+}
+
+/// Taps `[first, last)` of a kernel of `k` that land inside `0..len` for output `o`.
+#[inline(always)]
+fn taps(o: usize, stride: usize, pad: usize, k: usize, len: usize) -> (usize, usize) {
+    let origin = o * stride;
+    let first = pad.saturating_sub(origin);
+    let last = k.min((len + pad).saturating_sub(origin));
+    (first, last.max(first))
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Depthwise, Geometry, taps};
+    use crate::model::fast::simd::x86::{activate, mask};
+
+    /// # Safety
+    /// AVX2 and FMA available; slice lengths checked by [`Depthwise::run`].
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn run(
+        dw: &Depthwise,
+        g: Geometry,
+        input: &[f32],
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+        row_sums: &mut [f32],
+    ) {
+        let (c, k, s) = (dw.c, dw.k, dw.stride);
+        let act = Some(dw.act);
+        let inp = input.as_ptr();
+        let wts = dw.weight.as_ptr();
+        let mut c0 = 0;
+        while c0 < c {
+            let lanes = 8.min(c - c0);
+            let m = mask(lanes);
+            unsafe {
+                let bias = _mm256_maskload_ps(dw.bias.as_ptr().add(c0), m);
+                for (r, oy) in rows.clone().enumerate() {
+                    let mut sum = _mm256_setzero_ps();
+                    let (ky0, ky1) = taps(oy, s, g.pad_top, k, g.h);
+                    let dst_row = out.as_mut_ptr().add(r * g.out_w * c + c0);
+                    for ox in 0..g.out_w {
+                        let (kx0, kx1) = taps(ox, s, g.pad_left, k, g.w);
+                        let mut acc = bias;
+                        for ky in ky0..ky1 {
+                            let iy = oy * s + ky - g.pad_top;
+                            for kx in kx0..kx1 {
+                                let ix = ox * s + kx - g.pad_left;
+                                let x = _mm256_maskload_ps(inp.add((iy * g.w + ix) * c + c0), m);
+                                let w = _mm256_maskload_ps(wts.add((ky * k + kx) * c + c0), m);
+                                acc = _mm256_fmadd_ps(x, w, acc);
+                            }
+                        }
+                        let v = activate(acc, act);
+                        sum = _mm256_add_ps(sum, v);
+                        _mm256_maskstore_ps(dst_row.add(ox * c), m, v);
+                    }
+                    _mm256_maskstore_ps(row_sums.as_mut_ptr().add(r * c + c0), m, sum);
+                }
+            }
+            c0 += 8;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::variants::Padding;
+
+    #[test]
+    fn matches_a_plain_convolution_and_sums_channels() {
+        let mut seed = 7u32;
+        let mut rnd = move || {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            (seed >> 8) as f32 / (1 << 24) as f32 - 0.5
+        };
+        for &(h, w, c, k, s) in &[
+            (9, 7, 3, 3, 1),
+            (8, 8, 17, 5, 2),
+            (15, 15, 12, 5, 2),
+            (1, 1, 9, 3, 1),
+        ] {
+            for padding in [Padding::Same, Padding::Symmetric] {
+                let (pad_top, out_h) = padding.resolve(h, k, s);
+                let (pad_left, out_w) = padding.resolve(w, k, s);
+                let input: Vec<f32> = (0..h * w * c).map(|_| rnd()).collect();
+                let dw = Depthwise {
+                    c,
+                    k,
+                    stride: s,
+                    weight: (0..k * k * c).map(|_| rnd()).collect(),
+                    bias: (0..c).map(|_| rnd()).collect(),
+                    act: Activation::Silu,
+                };
+                let g = Geometry {
+                    h,
+                    w,
+                    out_w,
+                    pad_top,
+                    pad_left,
+                };
+                let mut out = vec![0f32; out_h * out_w * c];
+                let mut row_sums = vec![0f32; out_h * c];
+                // Two row ranges, as two threads would.
+                let split = out_h / 2;
+                let (a, b) = out.split_at_mut(split * out_w * c);
+                let (sa, sb) = row_sums.split_at_mut(split * c);
+                dw.run(g, &input, 0..split, a, sa);
+                dw.run(g, &input, split..out_h, b, sb);
+                let mut sums = vec![0f32; c];
+                for row in row_sums.chunks_exact(c) {
+                    for (s, v) in sums.iter_mut().zip(row) {
+                        *s += v;
+                    }
+                }
+                let mut want_sums = vec![0f32; c];
+                for oy in 0..out_h {
+                    for ox in 0..out_w {
+                        for ch in 0..c {
+                            let mut acc = dw.bias[ch];
+                            for ky in 0..k {
+                                for kx in 0..k {
+                                    let iy = (oy * s + ky) as isize - pad_top as isize;
+                                    let ix = (ox * s + kx) as isize - pad_left as isize;
+                                    if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < w
+                                    {
+                                        acc += input[(iy as usize * w + ix as usize) * c + ch]
+                                            * dw.weight[(ky * k + kx) * c + ch];
+                                    }
+                                }
+                            }
+                            let want = Activation::Silu.apply(acc);
+                            want_sums[ch] += want;
+                            let got = out[(oy * out_w + ox) * c + ch];
+                            assert!(
+                                (got - want).abs() < 1e-5,
+                                "{h}x{w}x{c} k{k} s{s} {padding:?}"
+                            );
+                        }
+                    }
+                }
+                for (a, b) in sums.iter().zip(&want_sums) {
+                    assert!((a - b).abs() < 1e-3, "sums {a} vs {b}");
+                }
+            }
+        }
+    }
+}
