@@ -112,6 +112,9 @@ mod x86 {
     use super::{Depthwise, Geometry, taps};
     use crate::model::fast::simd::x86::{activate, mask};
 
+    /// Output pixels computed together in the interior, sharing each weight load.
+    const P: usize = 4;
+
     /// # Safety
     /// AVX2 and FMA available; slice lengths checked by [`Depthwise::run`].
     #[target_feature(enable = "avx2,fma")]
@@ -124,39 +127,136 @@ mod x86 {
         row_sums: &mut [f32],
     ) {
         let (c, k, s) = (dw.c, dw.k, dw.stride);
-        let act = Some(dw.act);
-        let inp = input.as_ptr();
-        let wts = dw.weight.as_ptr();
-        let mut c0 = 0;
-        while c0 < c {
-            let lanes = 8.min(c - c0);
-            let m = mask(lanes);
+        // Output columns whose every tap is inside the input: no bounds checks there.
+        let ox_lo = g.pad_left.div_ceil(s).min(g.out_w);
+        let ox_hi = if g.w + g.pad_left >= k {
+            ((g.w + g.pad_left - k) / s + 1).clamp(ox_lo, g.out_w)
+        } else {
+            ox_lo
+        };
+        for (r, oy) in rows.enumerate() {
+            let (ky0, ky1) = taps(oy, s, g.pad_top, k, g.h);
+            let sums = unsafe { row_sums.as_mut_ptr().add(r * c) };
             unsafe {
-                let bias = _mm256_maskload_ps(dw.bias.as_ptr().add(c0), m);
-                for (r, oy) in rows.clone().enumerate() {
-                    let mut sum = _mm256_setzero_ps();
-                    let (ky0, ky1) = taps(oy, s, g.pad_top, k, g.h);
-                    let dst_row = out.as_mut_ptr().add(r * g.out_w * c + c0);
-                    for ox in 0..g.out_w {
-                        let (kx0, kx1) = taps(ox, s, g.pad_left, k, g.w);
-                        let mut acc = bias;
-                        for ky in ky0..ky1 {
-                            let iy = oy * s + ky - g.pad_top;
-                            for kx in kx0..kx1 {
-                                let ix = ox * s + kx - g.pad_left;
-                                let x = _mm256_maskload_ps(inp.add((iy * g.w + ix) * c + c0), m);
-                                let w = _mm256_maskload_ps(wts.add((ky * k + kx) * c + c0), m);
-                                acc = _mm256_fmadd_ps(x, w, acc);
-                            }
-                        }
-                        let v = activate(acc, act);
-                        sum = _mm256_add_ps(sum, v);
-                        _mm256_maskstore_ps(dst_row.add(ox * c), m, v);
-                    }
-                    _mm256_maskstore_ps(row_sums.as_mut_ptr().add(r * c + c0), m, sum);
+                for c0 in (0..c).step_by(8) {
+                    _mm256_maskstore_ps(sums.add(c0), mask(8.min(c - c0)), _mm256_setzero_ps());
                 }
             }
-            c0 += 8;
+            let row = Row {
+                dw,
+                g,
+                input: input.as_ptr(),
+                out: unsafe { out.as_mut_ptr().add(r * g.out_w * c) },
+                sums,
+                oy,
+                ky0,
+                ky1,
+            };
+            let mut ox = 0;
+            while ox < ox_lo {
+                unsafe { row.pixels::<1>(ox, false) };
+                ox += 1;
+            }
+            while ox + P <= ox_hi {
+                unsafe { row.pixels::<P>(ox, true) };
+                ox += P;
+            }
+            while ox < g.out_w {
+                unsafe { row.pixels::<1>(ox, ox < ox_hi) };
+                ox += 1;
+            }
+        }
+    }
+
+    /// One output row being computed.
+    struct Row<'a> {
+        dw: &'a Depthwise,
+        g: Geometry,
+        input: *const f32,
+        out: *mut f32,
+        sums: *mut f32,
+        oy: usize,
+        ky0: usize,
+        ky1: usize,
+    }
+
+    impl Row<'_> {
+        /// Output pixels `ox..ox+N`, all channels. `interior`: every horizontal tap is
+        /// inside the input for all of them.
+        ///
+        /// # Safety
+        /// AVX2 and FMA; the pixels exist.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn pixels<const N: usize>(&self, ox: usize, interior: bool) {
+            let c = self.dw.c;
+            let mut c0 = 0;
+            while c0 + 8 <= c {
+                unsafe { self.chunk::<N, false>(ox, c0, interior) };
+                c0 += 8;
+            }
+            if c0 < c {
+                unsafe { self.chunk::<N, true>(ox, c0, interior) };
+            }
+        }
+
+        /// Eight channels (fewer with `MASKED`) of `N` output pixels.
+        ///
+        /// # Safety
+        /// AVX2 and FMA; the pixels and channels exist.
+        #[inline]
+        #[target_feature(enable = "avx2,fma")]
+        unsafe fn chunk<const N: usize, const MASKED: bool>(
+            &self,
+            ox: usize,
+            c0: usize,
+            interior: bool,
+        ) {
+            let (dw, g) = (self.dw, self.g);
+            let (c, k, s) = (dw.c, dw.k, dw.stride);
+            let m = mask(c - c0);
+            let load = |p: *const f32| unsafe {
+                if MASKED {
+                    _mm256_maskload_ps(p, m)
+                } else {
+                    _mm256_loadu_ps(p)
+                }
+            };
+            let bias = load(unsafe { dw.bias.as_ptr().add(c0) });
+            let mut acc = [bias; N];
+            let (kx0, kx1) = if interior {
+                (0, k)
+            } else {
+                taps(ox, s, g.pad_left, k, g.w)
+            };
+            for ky in self.ky0..self.ky1 {
+                let iy = self.oy * s + ky - g.pad_top;
+                let in_row = unsafe { self.input.add(iy * g.w * c + c0) };
+                let w_row = unsafe { dw.weight.as_ptr().add(ky * k * c + c0) };
+                for kx in kx0..kx1 {
+                    let w = load(unsafe { w_row.add(kx * c) });
+                    for (p, acc) in acc.iter_mut().enumerate() {
+                        let ix = (ox + p) * s + kx - g.pad_left;
+                        let x = load(unsafe { in_row.add(ix * c) });
+                        *acc = _mm256_fmadd_ps(x, w, *acc);
+                    }
+                }
+            }
+            let act = Some(dw.act);
+            let mut sum = load(unsafe { self.sums.add(c0) });
+            for (p, acc) in acc.iter().enumerate() {
+                let v = activate(*acc, act);
+                sum = _mm256_add_ps(sum, v);
+                let dst = unsafe { self.out.add((ox + p) * c + c0) };
+                unsafe {
+                    if MASKED {
+                        _mm256_maskstore_ps(dst, m, v);
+                    } else {
+                        _mm256_storeu_ps(dst, v);
+                    }
+                }
+            }
+            unsafe { _mm256_maskstore_ps(self.sums.add(c0), m, sum) };
         }
     }
 }

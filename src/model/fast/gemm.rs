@@ -83,6 +83,11 @@ pub struct Epilogue<'a> {
 
 /// `out[m×n] = epilogue(a[m×k] · panels)`; `a` rows have stride `lda`, `out` rows stride
 /// `ldo`. `panels` is [`Packed::data`] or a scaled copy of it.
+///
+/// When `ldo` leaves room for `n` rounded up to a multiple of 8 (a channel-padded
+/// activation buffer), the padding columns are written too, with zeros (their weights
+/// and bias are zero, and every activation maps 0 to 0), so that every store and every
+/// later load is a whole vector; a residual must then be padded the same way.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     m: usize,
@@ -98,6 +103,7 @@ pub fn gemm(
     if m == 0 || n == 0 {
         return;
     }
+    let n = store_width(n, ldo);
     assert!(a.len() >= (m - 1) * lda + k, "gemm: a too short");
     assert!(out.len() >= (m - 1) * ldo + n, "gemm: out too short");
     assert!(
@@ -119,6 +125,12 @@ pub fn gemm(
         return;
     }
     portable(m, k, n, a, lda, panels, epilogue, out, ldo);
+}
+
+/// Columns written per row: `n`, or `n` rounded up to 8 when the rows have room.
+fn store_width(n: usize, ldo: usize) -> usize {
+    let padded = n.next_multiple_of(8);
+    if ldo >= padded { padded } else { n }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -256,8 +268,15 @@ mod x86 {
                 let mut v1 = acc[1];
                 if let Some((res, ldr)) = residual {
                     let row = res.add(r * ldr);
-                    v0 = _mm256_add_ps(v0, _mm256_maskload_ps(row, m0));
-                    v1 = _mm256_add_ps(v1, _mm256_maskload_ps(row.add(8), m1));
+                    if cols == NR {
+                        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
+                        v1 = _mm256_add_ps(v1, _mm256_loadu_ps(row.add(8)));
+                    } else if cols == 8 {
+                        v0 = _mm256_add_ps(v0, _mm256_loadu_ps(row));
+                    } else {
+                        v0 = _mm256_add_ps(v0, _mm256_maskload_ps(row, m0));
+                        v1 = _mm256_add_ps(v1, _mm256_maskload_ps(row.add(8), m1));
+                    }
                 }
                 v0 = activate(v0, ep.act);
                 v1 = activate(v1, ep.act);
@@ -265,6 +284,8 @@ mod x86 {
                 if cols == NR {
                     _mm256_storeu_ps(row, v0);
                     _mm256_storeu_ps(row.add(8), v1);
+                } else if cols == 8 {
+                    _mm256_storeu_ps(row, v0);
                 } else {
                     _mm256_maskstore_ps(row, m0, v0);
                     _mm256_maskstore_ps(row.add(8), m1, v1);

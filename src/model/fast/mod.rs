@@ -234,13 +234,24 @@ impl FastNet {
         for oy in 0..h {
             for ox in 0..w {
                 let row = &mut ws.im2col[(oy * w + ox) * taps..][..taps];
+                let (y0, x0) = (oy * s, ox * s);
+                let interior = y0 >= pad_top
+                    && x0 >= pad_left
+                    && y0 + k <= size + pad_top
+                    && x0 + k <= size + pad_left;
                 for ch in 0..3 {
                     let plane = &image[ch * size * size..][..size * size];
                     for ky in 0..k {
-                        let iy = (oy * s + ky).checked_sub(pad_top).filter(|&y| y < size);
-                        for kx in 0..k {
-                            let ix = (ox * s + kx).checked_sub(pad_left).filter(|&x| x < size);
-                            row[(ch * k + ky) * k + kx] = match (iy, ix) {
+                        let dst = &mut row[(ch * k + ky) * k..][..k];
+                        if interior {
+                            let start = (y0 + ky - pad_top) * size + x0 - pad_left;
+                            dst.copy_from_slice(&plane[start..start + k]);
+                            continue;
+                        }
+                        let iy = (y0 + ky).checked_sub(pad_top).filter(|&y| y < size);
+                        for (kx, d) in dst.iter_mut().enumerate() {
+                            let ix = (x0 + kx).checked_sub(pad_left).filter(|&x| x < size);
+                            *d = match (iy, ix) {
                                 (Some(iy), Some(ix)) => plane[iy * size + ix],
                                 _ => 0.0,
                             };
@@ -305,9 +316,10 @@ impl FastNet {
                 &mut ws.row_sums,
             );
             resize(&mut ws.sums, mid);
-            ws.sums.fill(0.0);
-            for row in ws.row_sums.chunks_exact(mid) {
-                for (s, v) in ws.sums.iter_mut().zip(row) {
+            let sums = &mut ws.sums[..mid];
+            sums.fill(0.0);
+            for row in ws.row_sums[..out_h * mid].chunks_exact(mid) {
+                for (s, v) in sums.iter_mut().zip(row) {
                     *s += v;
                 }
             }
@@ -315,9 +327,9 @@ impl FastNet {
             let panels = match &block.se {
                 Some(se) => {
                     let inv = 1.0 / (out_h * out_w) as f32;
-                    ws.sums.iter_mut().for_each(|v| *v *= inv);
-                    se.gate(&mut ws.sums, &mut ws.reduced, self.act);
-                    block.project.scaled_into(&ws.sums, &mut ws.scaled);
+                    sums.iter_mut().for_each(|v| *v *= inv);
+                    se.gate(sums, &mut ws.reduced, self.act);
+                    block.project.scaled_into(sums, &mut ws.scaled);
                     &ws.scaled
                 }
                 None => &block.project.data,
@@ -354,14 +366,15 @@ impl FastNet {
             &mut ws.expanded,
         );
         resize(&mut ws.pooled, features);
-        ws.pooled.fill(0.0);
-        for row in ws.expanded.chunks_exact(features) {
-            for (p, v) in ws.pooled.iter_mut().zip(row) {
+        let pooled = &mut ws.pooled[..features];
+        pooled.fill(0.0);
+        for row in ws.expanded[..m * features].chunks_exact(features) {
+            for (p, v) in pooled.iter_mut().zip(row) {
                 *p += v;
             }
         }
         let inv = 1.0 / m as f32;
-        ws.pooled.iter_mut().for_each(|v| *v *= inv);
+        pooled.iter_mut().for_each(|v| *v *= inv);
         let ep = Epilogue {
             bias: &self.classifier.bias,
             residual: None,
@@ -387,6 +400,7 @@ impl SqueezeExcite {
         let c = pooled.len();
         let r = self.reduce_bias.len();
         resize(reduced, r);
+        let reduced = &mut reduced[..r];
         for (j, out) in reduced.iter_mut().enumerate() {
             let row = &self.reduce[j * c..][..c];
             *out = self.reduce_bias[j]
@@ -410,9 +424,12 @@ impl SqueezeExcite {
     }
 }
 
-/// Sets `v` to `len` values, keeping its allocation when it is large enough.
+/// Makes `v` hold at least `len` values. It never shrinks, so a workspace reaches its
+/// largest size once and is never written to just to be resized again.
 fn resize(v: &mut Vec<f32>, len: usize) {
-    v.resize(len, 0.0);
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
 }
 
 /// [`gemm::gemm`] on `m` rows of `a` (stride `k`) into `out` (stride `n`), the rows split
