@@ -61,11 +61,16 @@ impl Packed {
     /// product of `diag(scale)` and the weights, which fuses a per-channel scale of the
     /// input (squeeze-and-excitation) into the matrix.
     pub fn scaled_into(&self, scale: &[f32], dst: &mut Vec<f32>) {
-        dst.clear();
-        dst.extend_from_slice(&self.data);
-        for (row, s) in dst.chunks_exact_mut(NR).zip(scale.iter().cycle()) {
-            for v in row {
-                *v *= s;
+        // One pass, into a buffer that only ever grows: no copy-then-scale, no zeroing.
+        if dst.len() < self.data.len() {
+            dst.resize(self.data.len(), 0.0);
+        }
+        let rows = dst[..self.data.len()]
+            .chunks_exact_mut(NR)
+            .zip(self.data.chunks_exact(NR));
+        for ((out, row), s) in rows.zip(scale.iter().cycle()) {
+            for (o, v) in out.iter_mut().zip(row) {
+                *o = v * s;
             }
         }
     }

@@ -329,8 +329,20 @@ impl FastNet {
                     let inv = 1.0 / (out_h * out_w) as f32;
                     sums.iter_mut().for_each(|v| *v *= inv);
                     se.gate(sums, &mut ws.reduced, self.act);
-                    block.project.scaled_into(sums, &mut ws.scaled);
-                    &ws.scaled
+                    // The gate scales the projection's input channels: fold it into
+                    // whichever is smaller, the depthwise output or the weights.
+                    let om = out_h * out_w;
+                    if om * mid <= block.project.data.len() {
+                        for row in ws.depthwise[..om * mid].chunks_exact_mut(mid) {
+                            for (v, g) in row.iter_mut().zip(sums.iter()) {
+                                *v *= g;
+                            }
+                        }
+                        &block.project.data
+                    } else {
+                        block.project.scaled_into(sums, &mut ws.scaled);
+                        &ws.scaled
+                    }
                 }
                 None => &block.project.data,
             };
