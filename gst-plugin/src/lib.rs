@@ -1,13 +1,29 @@
-//! GStreamer plugin `effistream`: classification and MQTT publishing elements built on the
-//! effistream engine.
+//! GStreamer plugin `effistream`: EfficientNet classification and MQTT publishing
+//! elements built on the effistream engine.
 //!
-//! This is the skeleton of the plugin: it registers with GStreamer under the name
-//! `effistream` and has no elements yet (`effnetclassify` and `effnetpublish` come with
-//! their own issue).
+//! - [`EffnetClassify`] (`effnetclassify`): classifies raw video frames, attaches the
+//!   result as a custom meta and posts `effnet-classification` element messages.
+//!
+//! ```sh
+//! cargo build --release --workspace
+//! GST_PLUGIN_PATH=$PWD/target/release gst-inspect-1.0 effistream
+//! ```
+//!
+//! [`meta`] documents the meta and message fields and reads them from Rust.
+
+mod classify;
+mod element;
+pub mod meta;
+mod registry;
+mod throttle;
 
 use gst::glib;
 
-fn plugin_init(_plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+pub use classify::EffnetClassify;
+
+fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
+    meta::register();
+    classify::register(plugin)?;
     Ok(())
 }
 
