@@ -2,7 +2,9 @@
 //! elements built on the effistream engine.
 //!
 //! - [`EffnetClassify`] (`effnetclassify`): classifies raw video frames, attaches the
-//!   result as a custom meta and posts `effnet-classification` element messages.
+//!   result as a custom meta and posts `effnet-classification` element messages;
+//! - [`EffnetPublish`] (`effnetpublish`): publishes each buffer's classification to MQTT
+//!   with the topics and JSON payloads of the effistream daemon.
 //!
 //! ```sh
 //! cargo build --release --workspace
@@ -14,16 +16,19 @@
 mod classify;
 mod element;
 pub mod meta;
+mod publish;
 mod registry;
 mod throttle;
 
 use gst::glib;
 
 pub use classify::EffnetClassify;
+pub use publish::EffnetPublish;
 
 fn plugin_init(plugin: &gst::Plugin) -> Result<(), glib::BoolError> {
     meta::register();
     classify::register(plugin)?;
+    publish::register(plugin)?;
     Ok(())
 }
 
