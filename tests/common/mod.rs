@@ -16,8 +16,14 @@ pub const SEED: u64 = 20261129;
 /// Photographs fetched from the scikit-image wheel, in golden batch order.
 pub const PHOTOS: [&str; 4] = ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"];
 
+/// The workspace root, also when this module is compiled into the plugin crate's tests
+/// (`gst-plugin/tests/`, whose manifest directory is `gst-plugin/`).
 pub fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    match manifest.parent() {
+        Some(root) if manifest.ends_with("gst-plugin") => root,
+        _ => manifest,
+    }
 }
 
 pub fn fixtures() -> PathBuf {

@@ -1,0 +1,143 @@
+//! Helpers shared by the plugin's tests (next to `tests/common/` of the workspace, which
+//! each test file includes as `common`).
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::sync::{Arc, Once};
+use std::time::{Duration, SystemTime};
+
+use effistream::model::ClassScore;
+use effistream::mqtt::Classification;
+use effistream::preprocess::RgbImage;
+use gst::prelude::*;
+use gst_video::prelude::*;
+
+use crate::common;
+
+/// GStreamer with the plugin registered statically, once per test process.
+pub fn init() {
+    static INIT: Once = Once::new();
+    INIT.call_once(|| {
+        gst::init().unwrap();
+        gsteffistream::plugin_register_static().unwrap();
+    });
+}
+
+/// The real EfficientNet-Lite0 weights (`tf_efficientnet_lite0`).
+pub fn lite0() -> String {
+    common::assets().join("lite0.pth").display().to_string()
+}
+
+/// A photo of the test assets (`coffee.png` is an espresso).
+pub fn photo(name: &str) -> PathBuf {
+    common::assets().join("photos").join(name)
+}
+
+/// `effnetclassify` properties for Lite0, as a launch-line fragment.
+pub fn lite0_props() -> String {
+    format!("model=tf_efficientnet_lite0 weights=\"{}\"", lite0())
+}
+
+/// A photo as one RGB video frame (rows padded as GStreamer pads them) and its caps.
+pub fn rgb_frame(name: &str) -> (gst::Caps, gst::Buffer) {
+    let image = RgbImage::open(&photo(name)).unwrap();
+    let info = gst_video::VideoInfo::builder(
+        gst_video::VideoFormat::Rgb,
+        image.width as u32,
+        image.height as u32,
+    )
+    .fps(gst::Fraction::new(10, 1))
+    .build()
+    .unwrap();
+    let mut buffer = gst::Buffer::with_size(info.size()).unwrap();
+    {
+        let buffer = buffer.get_mut().unwrap();
+        let mut frame = gst_video::VideoFrameRef::from_buffer_ref_writable(buffer, &info).unwrap();
+        let stride = frame.plane_stride()[0] as usize;
+        let row = image.width * 3;
+        let data = frame.plane_data_mut(0).unwrap();
+        for (y, src) in image.data.chunks_exact(row).enumerate() {
+            data[y * stride..y * stride + row].copy_from_slice(src);
+        }
+    }
+    (info.to_caps().unwrap(), buffer)
+}
+
+/// A fresh bus on a bare element (one outside a pipeline), to read what it posts.
+pub fn watch(element: &gst::Element) -> gst::Bus {
+    let bus = gst::Bus::new();
+    element.set_bus(Some(&bus));
+    bus
+}
+
+/// The element messages named `name` waiting on `bus`.
+pub fn element_messages(bus: &gst::Bus, name: &str) -> Vec<gst::Structure> {
+    std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Element]))
+        .filter_map(|m| m.structure().map(|s| s.to_owned()))
+        .filter(|s| s.name() == name)
+        .collect()
+}
+
+/// The warning messages waiting on `bus`, as text.
+pub fn warnings(bus: &gst::Bus) -> Vec<String> {
+    std::iter::from_fn(|| bus.pop_filtered(&[gst::MessageType::Warning]))
+        .filter_map(|m| match m.view() {
+            gst::MessageView::Warning(w) => Some(w.error().to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sets `launch` to PAUSED, which must fail; returns the error message it posted.
+pub fn start_error(launch: &str) -> String {
+    init();
+    let pipeline = gst::parse::launch(launch).unwrap();
+    let bus = pipeline.bus().unwrap();
+    let result = pipeline.set_state(gst::State::Paused);
+    let error = bus
+        .timed_pop_filtered(gst::ClockTime::from_seconds(10), &[gst::MessageType::Error])
+        .map(|m| match m.view() {
+            gst::MessageView::Error(e) => e.error().to_string(),
+            _ => unreachable!(),
+        });
+    pipeline.set_state(gst::State::Null).unwrap();
+    assert!(result.is_err(), "{launch}: started");
+    error.unwrap_or_else(|| panic!("{launch}: no error message"))
+}
+
+/// A classification as `effnetclassify` would attach it.
+pub fn classification(camera: &str, seq: u64, label: &str, score: f32) -> Classification {
+    Classification {
+        camera: Arc::from(camera),
+        seq,
+        pts_ns: Some(seq * 100_000_000),
+        captured_at: SystemTime::now(),
+        model: "tf_efficientnet_lite0",
+        batch_size: 1,
+        inference_ms: 20.5,
+        top: vec![ClassScore {
+            class_id: 967,
+            label: label.to_owned(),
+            score,
+        }],
+    }
+}
+
+/// A small buffer carrying `c` as meta.
+pub fn buffer_with(c: &Classification) -> gst::Buffer {
+    let mut buffer = gst::Buffer::with_size(16).unwrap();
+    gsteffistream::meta::attach(buffer.get_mut().unwrap(), c).unwrap();
+    buffer
+}
+
+/// Waits until `condition` holds, at most `timeout`.
+pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    while std::time::Instant::now() < deadline {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    condition()
+}
