@@ -328,6 +328,30 @@ impl Supervisor {
             .by_name(pipeline::SINK_NAME)
             .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
             .ok_or_else(|| Error::Source(format!("camera {}: no appsink", self.id)))?;
+        // Admission before conversion: a frame this camera has no room for in the engine
+        // is counted and dropped here, so an overloaded daemon spends no CPU converting
+        // frames it would drop anyway. It still counts as delivered for the watchdog.
+        if let Some(pad) = pipeline
+            .by_name(pipeline::CONVERT_NAME)
+            .and_then(|e| e.static_pad("sink"))
+        {
+            let stream = self.stream.clone();
+            let counters = self.counters.clone();
+            let seq = self.seq.clone();
+            let delivered = delivered.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                if stream.has_room() {
+                    return gst::PadProbeReturn::Ok;
+                }
+                if let Ok(mut d) = delivered.lock() {
+                    *d = Some(Instant::now());
+                }
+                counters.frames.fetch_add(1, Ordering::Relaxed);
+                seq.fetch_add(1, Ordering::Relaxed);
+                stream.count_full();
+                gst::PadProbeReturn::Drop
+            });
+        }
         let stream = self.stream.clone();
         let counters = self.counters.clone();
         let seq = self.seq.clone();

@@ -12,6 +12,9 @@ use crate::config::SourceSpec;
 pub const SOURCE_NAME: &str = "src";
 /// Name of the appsink.
 pub const SINK_NAME: &str = "sink";
+/// Name of the `videoconvert`: frames the engine has no room for are dropped at its
+/// sink pad, before they cost a conversion.
+pub const CONVERT_NAME: &str = "effistream-convert";
 
 /// The launch description of a camera pipeline at `fps` frames per second.
 pub fn describe(spec: &SourceSpec, fps: f64) -> String {
@@ -40,7 +43,8 @@ pub fn describe(spec: &SourceSpec, fps: f64) -> String {
     };
     let pace = if live { "" } else { " ! clocksync" };
     format!(
-        "{head} ! videorate drop-only=true ! video/x-raw,framerate={}{pace} ! videoconvert ! \
+        "{head} ! videorate drop-only=true ! video/x-raw,framerate={}{pace} ! \
+         videoconvert name={CONVERT_NAME} ! \
          video/x-raw,format=RGB ! appsink name={SINK_NAME} max-buffers=1 drop=true sync=false",
         fraction(fps)
     )
