@@ -10,9 +10,10 @@
 //! - each block: the expansion 1x1 convolution as a product straight on the channels-last
 //!   activations with bias + activation fused ([`gemm`]); the depthwise convolution with
 //!   bias + activation fused, summing each channel for squeeze-and-excitation on the way
-//!   ([`dw`]); SE as two small matrix-vector products whose gate is folded into the
-//!   projection's weights (`diag(gate) · W`, a few thousand multiplications instead of a
-//!   pass over the activations); the projection with bias and the residual fused;
+//!   ([`dw`]); SE as two small matrix-vector products whose gate is folded into
+//!   whichever is smaller, the depthwise output (early blocks: many pixels, few channels)
+//!   or the projection's weights (`diag(gate) · W`, late blocks: 64 pixels, up to 1912
+//!   channels); the projection with bias and the residual fused;
 //! - head: 1x1 convolution + activation, mean over pixels, classifier.
 //!
 //! Buffers live in workspaces that are reused across calls. Parallelism: a batch with at
