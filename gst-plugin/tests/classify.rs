@@ -233,45 +233,69 @@ fn bad_model_weights_or_camera_fail_the_state_change_with_the_reason() {
     );
 }
 
-type Pusher = std::thread::JoinHandle<(Duration, Result<gst::FlowSuccess, gst::FlowError>)>;
+type Pushed = (Duration, Result<gst::FlowSuccess, gst::FlowError>);
 
-/// An element whose single frame waits for a batch of 2 that would start in 10 s.
-fn stuck() -> (gst::Element, Pusher) {
-    let element = classifier(&[("batch-size", "2"), ("batch-timeout-ms", "10000")]);
-    let e = element.clone();
-    let (pushing_tx, pushing) = std::sync::mpsc::channel();
-    let pusher = std::thread::spawn(move || {
-        let mut h = harness(&e);
-        let (caps, buffer) = rgb_frame("coffee.png");
-        h.set_src_caps(caps);
-        pushing_tx.send(()).unwrap();
-        let started = Instant::now();
-        let result = h.push(buffer);
-        (started.elapsed(), result)
-    });
-    pushing.recv().unwrap();
-    std::thread::sleep(Duration::from_millis(500));
-    assert!(!pusher.is_finished(), "the frame waits for its batch");
-    (element, pusher)
+/// An element whose single frame waits for a batch of 2 that would start in 10 s, pushed
+/// by a thread that keeps its harness, and so the element's links, until [`Stuck::finish`]:
+/// a flush-start must still find the element linked downstream once it has released the
+/// frame.
+struct Stuck {
+    element: gst::Element,
+    pusher: std::thread::JoinHandle<Pushed>,
+    release: std::sync::mpsc::Sender<()>,
+}
+
+impl Stuck {
+    fn new() -> Self {
+        let element = classifier(&[("batch-size", "2"), ("batch-timeout-ms", "10000")]);
+        let e = element.clone();
+        let (pushing_tx, pushing) = std::sync::mpsc::channel();
+        let (release, released) = std::sync::mpsc::channel::<()>();
+        let pusher = std::thread::spawn(move || {
+            let mut h = harness(&e);
+            let (caps, buffer) = rgb_frame("coffee.png");
+            h.set_src_caps(caps);
+            pushing_tx.send(()).unwrap();
+            let started = Instant::now();
+            let result = h.push(buffer);
+            let pushed = (started.elapsed(), result);
+            let _ = released.recv();
+            pushed
+        });
+        pushing.recv().unwrap();
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!pusher.is_finished(), "the frame waits for its batch");
+        Self {
+            element,
+            pusher,
+            release,
+        }
+    }
+
+    /// How long the push took and what it returned.
+    fn finish(self) -> Pushed {
+        let _ = self.release.send(());
+        self.pusher.join().unwrap()
+    }
 }
 
 #[test]
 fn a_flush_releases_a_waiting_frame_at_once() {
-    let (element, pusher) = stuck();
-    let pad = element.static_pad("sink").unwrap();
+    let stuck = Stuck::new();
+    let pad = stuck.element.static_pad("sink").unwrap();
     assert!(pad.send_event(gst::event::FlushStart::new()));
-    let (waited, result) = pusher.join().unwrap();
+    let (waited, result) = stuck.finish();
     assert_eq!(result, Err(gst::FlowError::Flushing));
     assert!(waited < Duration::from_secs(3), "{waited:?}");
 }
 
 #[test]
 fn stopping_releases_a_waiting_frame_at_once() {
-    let (element, pusher) = stuck();
+    let stuck = Stuck::new();
     let started = Instant::now();
-    element.set_state(gst::State::Null).unwrap();
+    stuck.element.set_state(gst::State::Null).unwrap();
     assert!(started.elapsed() < Duration::from_secs(2));
-    let (waited, result) = pusher.join().unwrap();
+    let (waited, result) = stuck.finish();
     assert_eq!(result, Err(gst::FlowError::Flushing));
     assert!(waited < Duration::from_secs(4), "{waited:?}");
 }
