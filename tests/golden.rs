@@ -5,7 +5,7 @@
 mod common;
 
 use common::{golden, max_abs_diff, top_k};
-use effistream::model::Classifier;
+use effistream::model::{Backend, Classifier};
 use effistream::preprocess::RgbImage;
 
 /// Every logit within 1e-3 absolute, or 1e-4 relative to the largest |logit|.
@@ -20,8 +20,12 @@ fn assert_matches_timm(variant: &str, image: &str, got: &[f32], want: &[f32]) ->
 }
 
 fn check_variant(name: &str) {
+    check_backend(name, Backend::Fast);
+}
+
+fn check_backend(name: &str, backend: Backend) {
     let golden = golden(name);
-    let classifier = Classifier::new(&golden.weights()).unwrap();
+    let classifier = Classifier::with_backend(&golden.weights(), backend).unwrap();
     let images: Vec<RgbImage> = golden
         .images
         .iter()
@@ -51,7 +55,39 @@ fn check_variant(name: &str) {
         };
         assert_eq!(ids(&single[0]), ids(&batch[i]), "{name} {path}: top-5");
     }
-    eprintln!("{name}: largest logit difference to timm {worst:.2e}");
+    let kernels = match backend {
+        Backend::Fast if effistream::model::fast::simd::avx2() => "fast, AVX2 + FMA",
+        Backend::Fast => "fast, portable",
+        Backend::Reference => "reference",
+    };
+    eprintln!("{name} ({kernels}): largest logit difference to timm {worst:.2e}");
+}
+
+#[test]
+fn the_reference_candle_implementation_matches_timm_too() {
+    check_backend("efficientnet_b1_pruned", Backend::Reference);
+    check_backend("efficientnet_b0", Backend::Reference);
+}
+
+/// The portable kernels (what runs on CPUs without AVX2 + FMA): this test binary again,
+/// with `EFFISTREAM_NO_SIMD=1` set before the kernels decide, on one pruned variant.
+#[test]
+fn the_portable_kernels_match_timm_too() {
+    let test = "efficientnet_b1_pruned_matches_timm_logits_at_batch_1_and_4";
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads", "1"])
+        .env("EFFISTREAM_NO_SIMD", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
+    assert!(
+        stderr.contains("(fast, portable)"),
+        "not the portable kernels: {stderr}"
+    );
+    eprint!("portable kernels: {stderr}");
 }
 
 #[test]
