@@ -222,7 +222,8 @@ impl Default for ModelConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
-            max_size: 4,
+            // Best images/s of `scripts/bench-peers` on 2 cores (README, Performance).
+            max_size: 8,
             max_wait_ms: 50,
             max_frame_age_ms: 1000,
         }
