@@ -462,3 +462,150 @@ fn run_without_weights_says_how_to_get_them() {
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+/// An HTTP server on 127.0.0.1 that answers every request with `200 OK` and an endless
+/// MPEG-TS content type followed by pseudo-random bytes: a camera that sends garbage.
+fn garbage_http_server() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                let header =
+                    "HTTP/1.1 200 OK\r\nContent-Type: video/mp2t\r\nConnection: close\r\n\r\n";
+                if stream.write_all(header.as_bytes()).is_err() {
+                    return;
+                }
+                let mut x = 0x2545_f491_4f6c_dd1d_u64;
+                let mut chunk = vec![0u8; 16 * 1024];
+                // Until the client hangs up (or 60 s): a pipeline that gives up closes it.
+                let until = Instant::now() + Duration::from_secs(60);
+                while Instant::now() < until {
+                    for b in chunk.iter_mut() {
+                        x ^= x << 13;
+                        x ^= x >> 7;
+                        x ^= x << 17;
+                        *b = x as u8;
+                    }
+                    if stream.write_all(&chunk).is_err() {
+                        return;
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn broken_cameras_back_off_with_a_clear_log_line_and_never_stall_the_others() {
+    let _serial = serial();
+    let broker = Mosquitto::new();
+    let subscriber = Subscriber::connect(broker.port(), &["effistream/#"]);
+    // A host that refuses (nothing listens on the port), one that accepts the connection
+    // and never answers (the listener is kept, its backlog accepts), one that sends
+    // garbage, and a good camera.
+    let refused = format!("rtsp://127.0.0.1:{}/cam", common::mosquitto::free_port());
+    let silent_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = format!(
+        "rtsp://127.0.0.1:{}/cam",
+        silent_listener.local_addr().unwrap().port()
+    );
+    let garbage = format!("http://127.0.0.1:{}/stream.ts", garbage_http_server());
+    let fps = 5.0;
+    let cameras = [
+        ("good", "test://smpte?width=320&height=240", fps),
+        ("refused", refused.as_str(), fps),
+        ("silent", silent.as_str(), fps),
+        ("garbage", garbage.as_str(), fps),
+    ];
+    let mut daemon = Daemon::start(&config(
+        &cameras,
+        broker.port(),
+        "[reconnect]\ninitial_ms = 200\nmax_ms = 2000\n",
+    ));
+    wait_online(&subscriber, &daemon);
+    let window = Duration::from_secs(16);
+    let messages = subscriber.collect(window);
+
+    // The good camera never stalls: (nearly) every frame of the window classified, and no
+    // gap in its stream time longer than a second.
+    let classifications = by_camera(&messages, "classification");
+    let good = classifications.get("good").cloned().unwrap_or_default();
+    let expected = fps * window.as_secs_f64();
+    assert!(
+        good.len() as f64 >= 0.8 * expected,
+        "good camera: {} classifications in {window:?} at {fps} fps",
+        good.len()
+    );
+    let pts: Vec<u64> = good.iter().filter_map(|v| v["pts_ns"].as_u64()).collect();
+    let gap = pts.windows(2).map(|w| w[1].saturating_sub(w[0])).max();
+    assert!(
+        gap.is_some_and(|g| g < 1_000_000_000),
+        "good camera stalled: largest gap {gap:?} ns"
+    );
+    // The retained statuses, as a dashboard connecting now sees them.
+    let late = Subscriber::connect(broker.port(), &["effistream/+/status"]);
+    let statuses: BTreeMap<String, String> = late
+        .collect(Duration::from_secs(1))
+        .iter()
+        .map(|m| (m.topic.clone(), m.text().to_owned()))
+        .collect();
+    for (camera, want) in [
+        ("good", "online"),
+        ("refused", "reconnecting"),
+        ("silent", "reconnecting"),
+        ("garbage", "reconnecting"),
+    ] {
+        assert_eq!(
+            statuses
+                .get(&format!("effistream/{camera}/status"))
+                .map(String::as_str),
+            Some(want),
+            "{camera}: {statuses:?}"
+        );
+        if camera != "good" {
+            assert!(
+                !classifications.contains_key(camera),
+                "{camera} produced classifications"
+            );
+        }
+    }
+    // Each failure is counted, and retried with backoff (not in a tight loop).
+    let stats = messages
+        .iter()
+        .rev()
+        .find(|m| m.topic == "effistream/stats")
+        .expect("stats")
+        .json();
+    for (bad, at_least) in [("refused", 2), ("silent", 1), ("garbage", 1)] {
+        let reconnects = stats["cameras"][bad]["reconnects"].as_u64().unwrap();
+        assert!(
+            (at_least..=40).contains(&reconnects),
+            "{bad}: {reconnects} reconnects in {window:?}: {stats}"
+        );
+    }
+    assert_eq!(stats["cameras"]["good"]["reconnects"], 0, "{stats}");
+    assert_eq!(stats["cameras"]["good"]["status"], "online", "{stats}");
+    // One clear log line per failure, naming the camera and the reason.
+    let log = daemon.log();
+    for bad in ["refused", "silent", "garbage"] {
+        let line = log.lines().find(|l| {
+            l.contains("Camera pipeline failed; reconnecting.")
+                && l.contains(&format!("camera={bad}"))
+                && l.contains("reason=")
+        });
+        let Some(line) = line else {
+            panic!("{bad}: no reconnect line in the log:\n{log}");
+        };
+        eprintln!("{line}");
+    }
+    assert!(!log.contains("panicked"), "{log}");
+    daemon.terminate();
+    drop(silent_listener);
+}
