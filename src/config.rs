@@ -154,9 +154,12 @@ pub struct MqttConfig {
     /// QoS of every publication: 0, 1 or 2.
     pub qos: u8,
     pub keep_alive_s: u64,
-    /// Messages held while the broker is slow or away; past this, messages are dropped
+    /// Messages held while the broker is slow or away; past this, the oldest are dropped
     /// and counted.
     pub max_queued: usize,
+    /// Ask the broker to keep the session (`clean_session = false`): with QoS ≥ 1 and a
+    /// broker that keeps sessions, messages in flight survive a broker restart.
+    pub persistent_session: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -258,6 +261,7 @@ impl Default for MqttConfig {
             qos: 1,
             keep_alive_s: 30,
             max_queued: 1000,
+            persistent_session: false,
             username: None,
             password: None,
             ca_file: None,

@@ -22,8 +22,8 @@ use crate::config::{Config, MqttEndpoint};
 use crate::engine::{Engine, EngineConfig};
 use crate::model::{Classifier, Variant};
 use crate::mqtt::{
-    CameraStats, CameraStatus, Classification, EmbeddedBroker, InferenceStats, Publisher,
-    StatsPayload,
+    CameraStats, CameraStatus, Classification, EmbeddedBroker, InferenceStats, Overflow, Publisher,
+    PublisherOptions, StatsPayload,
 };
 use crate::source::{Source, SourceState};
 
@@ -91,7 +91,17 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<StopReason> {
         _ => None,
     };
     print_subscribe_hint(&config, &endpoint);
-    let publisher = Publisher::start(&config.mqtt, &config.state)?;
+    // A full queue drops its oldest message: the newest results matter most to a
+    // dashboard, and the drop is counted either way.
+    let publisher = Publisher::start_with(
+        &config.mqtt,
+        &config.state,
+        PublisherOptions {
+            persistent_session: config.mqtt.persistent_session,
+            overflow: Overflow::DropOldest,
+            ..PublisherOptions::default()
+        },
+    )?;
 
     let weights = options.weights.or_else(|| config.model.weights.clone());
     let classifier = match Classifier::load(variant, weights.as_deref()) {
