@@ -142,6 +142,17 @@ fn wait_online(subscriber: &Subscriber, daemon: &Daemon) {
     panic!("daemon not online within 30 s; log:\n{}", daemon.log());
 }
 
+/// The newest `effistream/stats` payload among `messages` (after a shutdown: the final
+/// counters).
+fn last_stats(messages: &[Message]) -> Value {
+    messages
+        .iter()
+        .rev()
+        .find(|m| m.topic == "effistream/stats")
+        .expect("a stats message")
+        .json()
+}
+
 fn by_camera(messages: &[Message], leaf: &str) -> BTreeMap<String, Vec<Value>> {
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for m in messages {
@@ -297,12 +308,7 @@ fn sigterm_exits_0_within_5_s_and_publishes_every_batched_frame() {
         );
     }
     // The last stats message carries the final counters.
-    let last_stats = messages
-        .iter()
-        .rev()
-        .find(|m| m.topic == "effistream/stats")
-        .expect("final stats")
-        .json();
+    let last_stats = last_stats(&messages);
     let classifications = by_camera(&messages, "classification");
     for camera in ["a", "b"] {
         let processed = last_stats["cameras"][camera]["processed"].as_u64().unwrap();
@@ -384,12 +390,7 @@ fn overload_keeps_latency_bounded_memory_flat_and_cameras_fair() {
         );
     }
     // Overloaded: frames were dropped, and counted.
-    let stats = messages
-        .iter()
-        .rev()
-        .find(|m| m.topic == "effistream/stats")
-        .expect("stats")
-        .json();
+    let stats = last_stats(&messages);
     let dropped: u64 = patterns
         .iter()
         .map(|c| {
@@ -577,12 +578,7 @@ fn broken_cameras_back_off_with_a_clear_log_line_and_never_stall_the_others() {
         }
     }
     // Each failure is counted, and retried with backoff (not in a tight loop).
-    let stats = messages
-        .iter()
-        .rev()
-        .find(|m| m.topic == "effistream/stats")
-        .expect("stats")
-        .json();
+    let stats = last_stats(&messages);
     for (bad, at_least) in [("refused", 2), ("silent", 1), ("garbage", 1)] {
         let reconnects = stats["cameras"][bad]["reconnects"].as_u64().unwrap();
         assert!(
@@ -608,4 +604,87 @@ fn broken_cameras_back_off_with_a_clear_log_line_and_never_stall_the_others() {
     assert!(!log.contains("panicked"), "{log}");
     daemon.terminate();
     drop(silent_listener);
+}
+
+#[test]
+fn a_30_s_broker_outage_loses_nothing_accepted_with_qos_1_and_a_persistent_session() {
+    use common::mosquitto::{MosquittoOptions, SubscriberOptions};
+    let _serial = serial();
+    let mut broker = Mosquitto::with(MosquittoOptions {
+        persistence: true,
+        ..MosquittoOptions::default()
+    });
+    let subscriber = Subscriber::connect_with(
+        broker.port(),
+        &["effistream/#"],
+        SubscriberOptions {
+            client_id: Some(format!("outage-sub-{}", std::process::id())),
+            persistent: true,
+            ..SubscriberOptions::default()
+        },
+    );
+    let cameras = [
+        ("a", "test://smpte?width=320&height=240", 5.0),
+        ("b", "test://ball?width=320&height=240", 5.0),
+    ];
+    // `config` ends inside [mqtt] (qos = 1, max_queued = 10000).
+    let mut daemon = Daemon::start(&config(
+        &cameras,
+        broker.port(),
+        "persistent_session = true\n",
+    ));
+    wait_online(&subscriber, &daemon);
+    let mut messages = subscriber.collect(Duration::from_secs(4));
+    broker.stop();
+    // What arrived before the stop, so that only stats built after it count below.
+    while let Some(m) = subscriber.recv(Duration::from_millis(200)) {
+        messages.push(m);
+    }
+    let outage = Duration::from_secs(30);
+    std::thread::sleep(outage);
+    broker.start();
+    let restarted = Instant::now();
+    // Back: wait for a stats message that says the queue has drained.
+    let deadline = restarted + Duration::from_secs(40);
+    let mut drained = false;
+    while !drained && Instant::now() < deadline {
+        if let Some(m) = subscriber.recv(Duration::from_millis(200)) {
+            drained = m.topic == "effistream/stats"
+                && m.json()["mqtt"]["connected"] == true
+                && m.json()["mqtt"]["queued"] == 0;
+            messages.push(m);
+        }
+    }
+    assert!(drained, "queue not drained 40 s after the broker came back");
+    eprintln!(
+        "drained {:.1} s after the broker came back",
+        restarted.elapsed().as_secs_f64()
+    );
+    daemon.terminate();
+    messages.extend(subscriber.collect(Duration::from_secs(2)));
+
+    let last_stats = last_stats(&messages);
+    assert_eq!(last_stats["mqtt"]["dropped"], 0, "{last_stats}");
+    let classifications = by_camera(&messages, "classification");
+    for camera in ["a", "b"] {
+        let processed = last_stats["cameras"][camera]["processed"].as_u64().unwrap();
+        let seqs: std::collections::BTreeSet<u64> = classifications
+            .get(camera)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|v| v["seq"].as_u64().unwrap())
+            .collect();
+        // Frames kept flowing through the outage, and every one inferred arrived.
+        assert!(
+            processed as f64 >= 0.8 * 5.0 * (outage.as_secs_f64() + 4.0),
+            "{camera}: only {processed} frames inferred"
+        );
+        assert_eq!(
+            seqs.len() as u64,
+            processed,
+            "{camera}: {} distinct classifications received, {processed} inferred",
+            seqs.len()
+        );
+    }
 }
