@@ -31,6 +31,11 @@ struct Daemon {
 
 impl Daemon {
     fn start(config: &str) -> Self {
+        Self::start_with_env(config, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables and debug logging when asked.
+    fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("effistream.toml");
         std::fs::write(&path, config).unwrap();
@@ -39,6 +44,7 @@ impl Daemon {
             .args(["run", "--config"])
             .arg(&path)
             .env("RUST_LOG", "warn,effistream=info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -686,5 +692,114 @@ fn a_30_s_broker_outage_loses_nothing_accepted_with_qos_1_and_a_persistent_sessi
             "{camera}: {} distinct classifications received, {processed} inferred",
             seqs.len()
         );
+    }
+}
+
+#[test]
+fn rtsp_and_mqtt_credentials_never_appear_in_logs_stats_payloads_or_errors() {
+    use common::mosquitto::{MosquittoOptions, SubscriberOptions};
+    let _serial = serial();
+    let rtsp_secret = "rtsp-S3cret-pw";
+    let mqtt_secret = "mqtt-S3cret-pw";
+    let rtsp = common::rtsp::RtspServer::start();
+    let camera_url = rtsp
+        .url()
+        .replace("rtsp://", &format!("rtsp://viewer:{rtsp_secret}@"));
+    let user = ("effistream".to_owned(), mqtt_secret.to_owned());
+    let broker = Mosquitto::with(MosquittoOptions {
+        credentials: Some(user.clone()),
+        ..MosquittoOptions::default()
+    });
+    let subscriber = Subscriber::connect_with(
+        broker.port(),
+        &["effistream/#"],
+        SubscriberOptions {
+            credentials: Some(user),
+            ..SubscriberOptions::default()
+        },
+    );
+    // The password comes from the environment; everything is logged at debug level.
+    let cameras = [
+        ("door", camera_url.as_str(), 5.0),
+        ("yard", "test://ball?width=320&height=240", 5.0),
+    ];
+    let toml = config(
+        &cameras,
+        broker.port(),
+        "username = \"effistream\"\npassword = \"${EFFISTREAM_TEST_MQTT_PASSWORD}\"\n",
+    );
+    let debug = [
+        ("EFFISTREAM_TEST_MQTT_PASSWORD", mqtt_secret),
+        ("RUST_LOG", "debug,rumqttd=off"),
+    ];
+    let mut daemon = Daemon::start_with_env(&toml, &debug);
+    wait_online(&subscriber, &daemon);
+    let messages = subscriber.collect(Duration::from_secs(6));
+    daemon.terminate();
+    let classifications = by_camera(&messages, "classification");
+    assert!(
+        classifications.contains_key("door") && classifications.contains_key("yard"),
+        "both cameras must run for the check to mean anything: {:?}",
+        classifications.keys()
+    );
+    let mut seen = vec![("daemon log".to_owned(), daemon.log())];
+    for m in &messages {
+        seen.push((format!("message on {}", m.topic), m.text().to_owned()));
+    }
+
+    // A wrong password: the error says so, and shows neither password.
+    let wrong = "wrong-S3cret-pw";
+    let mut refused = Daemon::start_with_env(
+        &toml,
+        &[
+            ("EFFISTREAM_TEST_MQTT_PASSWORD", wrong),
+            ("RUST_LOG", "debug,rumqttd=off"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !refused.log().contains("MQTT") || !refused.log().to_lowercase().contains("auth") {
+        assert!(
+            Instant::now() < deadline,
+            "no authentication error logged:\n{}",
+            refused.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    refused.terminate();
+    let log = refused.log();
+    if let Some(line) = log.lines().find(|l| l.to_lowercase().contains("auth")) {
+        eprintln!("{line}");
+    }
+    seen.push(("log with a wrong password".to_owned(), log));
+
+    // print-config and check-config of the same file.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, &toml).unwrap();
+    for command in ["print-config", "check-config"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_effistream"))
+            .arg(command)
+            .arg(&path)
+            .env("EFFISTREAM_TEST_MQTT_PASSWORD", mqtt_secret)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{command}: {out:?}");
+        seen.push((
+            command.to_owned(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        ));
+    }
+    assert!(
+        seen.iter().any(|(_, text)| text.contains("viewer")),
+        "the RTSP user name should show (only the password is secret)"
+    );
+    for (what, text) in &seen {
+        for secret in [rtsp_secret, mqtt_secret, wrong] {
+            assert!(!text.contains(secret), "{what} shows {secret}:\n{text}");
+        }
     }
 }
