@@ -159,6 +159,24 @@ fn last_stats(messages: &[Message]) -> Value {
         .json()
 }
 
+/// Receives into `messages` until a stats message says the daemon is connected with an
+/// empty queue; false if none came within `timeout`.
+fn until_drained(subscriber: &Subscriber, timeout: Duration, messages: &mut Vec<Message>) -> bool {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if let Some(m) = subscriber.recv(Duration::from_millis(200)) {
+            let drained = m.topic == "effistream/stats"
+                && m.json()["mqtt"]["connected"] == true
+                && m.json()["mqtt"]["queued"] == 0;
+            messages.push(m);
+            if drained {
+                return true;
+            }
+        }
+    }
+    false
+}
+
 fn by_camera(messages: &[Message], leaf: &str) -> BTreeMap<String, Vec<Value>> {
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for m in messages {
@@ -651,17 +669,10 @@ fn a_30_s_broker_outage_loses_nothing_accepted_with_qos_1_and_a_persistent_sessi
     broker.start();
     let restarted = Instant::now();
     // Back: wait for a stats message that says the queue has drained.
-    let deadline = restarted + Duration::from_secs(40);
-    let mut drained = false;
-    while !drained && Instant::now() < deadline {
-        if let Some(m) = subscriber.recv(Duration::from_millis(200)) {
-            drained = m.topic == "effistream/stats"
-                && m.json()["mqtt"]["connected"] == true
-                && m.json()["mqtt"]["queued"] == 0;
-            messages.push(m);
-        }
-    }
-    assert!(drained, "queue not drained 40 s after the broker came back");
+    assert!(
+        until_drained(&subscriber, Duration::from_secs(40), &mut messages),
+        "queue not drained 40 s after the broker came back"
+    );
     eprintln!(
         "drained {:.1} s after the broker came back",
         restarted.elapsed().as_secs_f64()
@@ -802,4 +813,67 @@ fn rtsp_and_mqtt_credentials_never_appear_in_logs_stats_payloads_or_errors() {
             assert!(!text.contains(secret), "{what} shows {secret}:\n{text}");
         }
     }
+}
+
+#[test]
+fn a_broker_down_at_start_is_retried_with_backoff_and_the_oldest_messages_dropped() {
+    let _serial = serial();
+    let mut broker = Mosquitto::stopped();
+    let cameras = [("a", "test://smpte?width=320&height=240", 10.0)];
+    let toml = config(&cameras, broker.port(), "").replace("max_queued = 10000", "max_queued = 30");
+    let mut daemon = Daemon::start(&toml);
+    let down = Duration::from_secs(10);
+    std::thread::sleep(down);
+    assert!(
+        daemon.child.try_wait().unwrap().is_none(),
+        "the daemon gave up without a broker:\n{}",
+        daemon.log()
+    );
+    // Retried, with growing delays.
+    let delays: Vec<u64> = daemon
+        .log()
+        .lines()
+        .filter(|l| l.contains("MQTT connection failed."))
+        .filter_map(|l| l.split("retry_in_ms=").nth(1))
+        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(delays.len() >= 3, "retries: {delays:?}\n{}", daemon.log());
+    assert!(delays.last() > delays.first(), "no backoff: {delays:?}");
+
+    broker.start();
+    let subscriber = Subscriber::connect(broker.port(), &["effistream/#"]);
+    let mut messages = Vec::new();
+    assert!(
+        until_drained(&subscriber, Duration::from_secs(30), &mut messages),
+        "not connected and drained 30 s after the broker started"
+    );
+    let stats = last_stats(&messages);
+    let dropped = stats["mqtt"]["dropped"].as_u64().unwrap();
+    // ~10 s × 10 fps of classifications (and stats) for a queue of 30: most were dropped,
+    // counted, and the ones kept are the newest.
+    assert!(dropped >= 50, "dropped {dropped}: {stats}");
+    let seqs: Vec<u64> = by_camera(&messages, "classification")
+        .get("a")
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect();
+    let first = seqs.first().copied();
+    assert!(
+        first.is_some_and(|s| s >= 50),
+        "the first classification delivered is frame {first:?}: not the newest kept"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.topic == "effistream/status" && m.text() == "online"),
+        "no online status after connecting"
+    );
+    eprintln!(
+        "retry delays {delays:?} ms; {dropped} dropped; first classification delivered: \
+         frame {first:?} of {}",
+        seqs.last().copied().unwrap_or_default()
+    );
+    daemon.terminate();
 }
