@@ -576,11 +576,8 @@ fn broken_cameras_back_off_with_a_clear_log_line_and_never_stall_the_others() {
     );
     // The retained statuses, as a dashboard connecting now sees them.
     let late = Subscriber::connect(broker.port(), &["effistream/+/status"]);
-    let statuses: BTreeMap<String, String> = late
-        .collect(Duration::from_secs(1))
-        .iter()
-        .map(|m| (m.topic.clone(), m.text().to_owned()))
-        .collect();
+    let statuses: BTreeMap<String, String> =
+        late.texts(Duration::from_secs(1)).into_iter().collect();
     for (camera, want) in [
         ("good", "online"),
         ("refused", "reconnecting"),

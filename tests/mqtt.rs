@@ -152,12 +152,7 @@ fn dropping_the_last_handle_publishes_offline() {
         .log()
         .contains(&disconnected)));
     let late = Subscriber::connect(broker.port(), &["dropped/#"]);
-    let mut retained: Vec<(String, String)> = late
-        .collect(Duration::from_millis(300))
-        .into_iter()
-        .map(|m| (m.topic.clone(), m.text().to_owned()))
-        .collect();
-    retained.sort();
+    let retained = late.texts(Duration::from_millis(300));
     assert_eq!(
         retained,
         [
@@ -624,12 +619,7 @@ fn shutdown_publishes_offline_for_daemon_and_cameras_within_the_timeout() {
     assert!(classifications.iter().all(|&i| i < offline_at));
 
     let late = Subscriber::connect(broker.port(), &["bye/+/status", "bye/status"]);
-    let mut retained: Vec<(String, String)> = late
-        .collect(Duration::from_millis(500))
-        .into_iter()
-        .map(|m| (m.topic.clone(), m.text().to_owned()))
-        .collect();
-    retained.sort();
+    let retained = late.texts(Duration::from_millis(500));
     assert_eq!(
         retained,
         [

@@ -386,6 +386,18 @@ impl Subscriber {
         got
     }
 
+    /// `(topic, payload text)` of everything that arrives within `duration`, sorted: for
+    /// a new subscription, the retained messages as a late dashboard sees them.
+    pub fn texts(&self, duration: Duration) -> Vec<(String, String)> {
+        let mut texts: Vec<(String, String)> = self
+            .collect(duration)
+            .iter()
+            .map(|m| (m.topic.clone(), m.text().to_owned()))
+            .collect();
+        texts.sort();
+        texts
+    }
+
     /// Everything that arrives within `duration`.
     pub fn collect(&self, duration: Duration) -> Vec<Message> {
         let deadline = Instant::now() + duration;

@@ -64,11 +64,12 @@ impl Depthwise {
         row_sums: &mut [f32],
     ) {
         let (c, k, s) = (self.c, self.k, self.stride);
-        let mut acc = vec![0f32; c];
         for (r, oy) in rows.enumerate() {
             let sums = &mut row_sums[r * c..][..c];
             sums.fill(0.0);
             for ox in 0..g.out_w {
+                // Accumulated in place in the output pixel.
+                let acc = &mut out[(r * g.out_w + ox) * c..][..c];
                 acc.copy_from_slice(&self.bias);
                 for ky in 0..k {
                     let Some(iy) = (oy * s + ky).checked_sub(g.pad_top).filter(|&y| y < g.h) else {
@@ -86,10 +87,9 @@ impl Depthwise {
                         }
                     }
                 }
-                let dst = &mut out[(r * g.out_w + ox) * c..][..c];
-                for ((d, a), sum) in dst.iter_mut().zip(&acc).zip(sums.iter_mut()) {
-                    *d = self.act.apply(*a);
-                    *sum += *d;
+                for (a, sum) in acc.iter_mut().zip(sums.iter_mut()) {
+                    *a = self.act.apply(*a);
+                    *sum += *a;
                 }
             }
         }

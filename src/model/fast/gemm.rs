@@ -88,11 +88,6 @@ pub struct Epilogue<'a> {
 
 /// `out[m×n] = epilogue(a[m×k] · panels)`; `a` rows have stride `lda`, `out` rows stride
 /// `ldo`. `panels` is [`Packed::data`] or a scaled copy of it.
-///
-/// When `ldo` leaves room for `n` rounded up to a multiple of 8 (a channel-padded
-/// activation buffer), the padding columns are written too, with zeros (their weights
-/// and bias are zero, and every activation maps 0 to 0), so that every store and every
-/// later load is a whole vector; a residual must then be padded the same way.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
     m: usize,
@@ -108,7 +103,6 @@ pub fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    let n = store_width(n, ldo);
     assert!(a.len() >= (m - 1) * lda + k, "gemm: a too short");
     assert!(out.len() >= (m - 1) * ldo + n, "gemm: out too short");
     assert!(
@@ -130,12 +124,6 @@ pub fn gemm(
         return;
     }
     portable(m, k, n, a, lda, panels, epilogue, out, ldo);
-}
-
-/// Columns written per row: `n`, or `n` rounded up to 8 when the rows have room.
-fn store_width(n: usize, ldo: usize) -> usize {
-    let padded = n.next_multiple_of(8);
-    if ldo >= padded { padded } else { n }
 }
 
 #[allow(clippy::too_many_arguments)]
