@@ -164,6 +164,10 @@ pub struct MqttConfig {
     pub username: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// A file holding the password (its first line), instead of `password`: a Docker or
+    /// Kubernetes secret mounted as a file. Read when the publisher starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
     /// CA certificates (PEM) that verify the broker, for `mqtts://`; default: the system's.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
@@ -264,6 +268,7 @@ impl Default for MqttConfig {
             persistent_session: false,
             username: None,
             password: None,
+            password_file: None,
             ca_file: None,
             cert_file: None,
             key_file: None,
@@ -599,6 +604,19 @@ impl CameraConfig {
 }
 
 impl MqttConfig {
+    /// The password: `password`, or the first line of `password_file` read now (so a
+    /// rotated secret is picked up at the next start). The error names the file, never
+    /// its content.
+    pub fn resolved_password(&self) -> Result<Option<String>, String> {
+        match (&self.password, &self.password_file) {
+            (Some(password), _) => Ok(Some(password.clone())),
+            (None, Some(path)) => read_password_file(path)
+                .map(Some)
+                .map_err(|r| format!("mqtt.password_file {}: {r}", quoted_path(path))),
+            (None, None) => Ok(None),
+        }
+    }
+
     /// Where the broker is: `embedded` (listening on `embedded_listen`),
     /// `mqtt://host[:port]` or `mqtts://host[:port]`. IPv6 hosts are returned without
     /// brackets. The error is a reason that does not repeat the value.
@@ -1099,6 +1117,24 @@ impl Validator<'_> {
                 "set without mqtt.username",
             ));
         }
+        if let Some(path) = &mqtt.password_file {
+            if mqtt.password.is_some() {
+                return Err(self.bad(
+                    "mqtt.password_file",
+                    quoted_path(path),
+                    "set together with mqtt.password; give one of them",
+                ));
+            }
+            if mqtt.username.is_none() {
+                return Err(self.bad(
+                    "mqtt.password_file",
+                    quoted_path(path),
+                    "set without mqtt.username",
+                ));
+            }
+            read_password_file(path)
+                .map_err(|r| self.bad("mqtt.password_file", quoted_path(path), r))?;
+        }
         let tls_files = [
             ("mqtt.ca_file", &mqtt.ca_file),
             ("mqtt.cert_file", &mqtt.cert_file),
@@ -1154,6 +1190,19 @@ impl Validator<'_> {
 }
 
 /// `Ok` when `path` names an existing regular file (after following links).
+/// The password in `mqtt.password_file`: its first line, without the line ending. The
+/// error is a reason that never repeats the file's content.
+pub fn read_password_file(path: &Path) -> Result<String, String> {
+    check_file(path)?;
+    let text = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
+    let text = String::from_utf8(text).map_err(|_| "is not UTF-8 text".to_owned())?;
+    let line = text.lines().next().unwrap_or("");
+    if line.is_empty() {
+        return Err("is empty; the password is its first line".to_owned());
+    }
+    Ok(line.to_owned())
+}
+
 fn check_file(path: &Path) -> Result<(), String> {
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => Ok(()),

@@ -79,6 +79,15 @@ struct CheckConfigArgs {
     /// Configuration file (TOML).
     #[arg(value_name = "FILE")]
     file: PathBuf,
+    /// Also load the model's weights (file, format, shapes, dtype) and connect to the MQTT
+    /// broker once (address, TLS certificates, credentials), without a Last Will and with
+    /// the client id `{client_id}-probe`; for the embedded broker, check that its address
+    /// is free. Exits non-zero at the first failure.
+    #[arg(long)]
+    probe: bool,
+    /// With --probe: seconds to wait for the broker's answer.
+    #[arg(long, default_value_t = 5, requires = "probe", value_parser = clap::value_parser!(u64).range(1..=300))]
+    probe_timeout: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -337,6 +346,21 @@ fn check_config(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
         .mqtt
         .endpoint()
         .map_or_else(|_| config.redacted().mqtt.url, |e| e.to_string());
+    if args.probe {
+        let variant = Variant::by_name(&config.model.name)?;
+        let classifier = Classifier::load(variant, config.model.weights.as_deref())?;
+        println!(
+            "{}: model {} loaded ({} classes)",
+            args.file.display(),
+            variant.name,
+            classifier.num_classes()
+        );
+        let reached = effistream::mqtt::probe(
+            &config.mqtt,
+            std::time::Duration::from_secs(args.probe_timeout),
+        )?;
+        println!("{}: mqtt ok ({reached})", args.file.display());
+    }
     println!(
         "{}: ok ({cameras} camera{}, {} enabled; model {}; mqtt {mqtt})",
         args.file.display(),

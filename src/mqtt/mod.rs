@@ -85,7 +85,7 @@ pub use payload::{
     CameraStats, ClassificationPayload, DROP_CHANNEL_FULL, DROP_TOO_OLD, InferenceStats,
     MqttCounters, StatePayload, StatsPayload, format_time,
 };
-pub use publisher::{CameraStatus, Classification, Overflow, Publisher, PublisherOptions};
+pub use publisher::{CameraStatus, Classification, Overflow, Publisher, PublisherOptions, probe};
 pub use state::StateTracker;
 pub use topics::Topics;
 
@@ -126,6 +126,14 @@ pub enum MqttError {
         path: PathBuf,
         reason: String,
     },
+
+    /// [`probe`] could not connect; the reason says what failed.
+    #[error("MQTT broker {broker}: {reason}")]
+    Probe { broker: String, reason: String },
+
+    /// `mqtt.password_file` cannot be read (the message names the file, not its content).
+    #[error("{0}")]
+    PasswordFile(String),
 
     /// The TLS client configuration could not be built.
     #[error("MQTT TLS setup failed: {0}")]

@@ -91,11 +91,34 @@ fn roots_from(key: &'static str, path: &Path) -> Result<RootCertStore, MqttError
     Ok(roots)
 }
 
+/// rustls-pki-types' PEM errors print section markers as byte arrays; say them as text.
+fn pem_error(error: &rumqttc::tokio_rustls::rustls::pki_types::pem::Error) -> String {
+    use rumqttc::tokio_rustls::rustls::pki_types::pem::Error;
+    match error {
+        Error::MissingSectionEnd { end_marker } => format!(
+            "no `-----END {}-----` line",
+            String::from_utf8_lossy(end_marker)
+        ),
+        Error::IllegalSectionStart { line } => format!(
+            "malformed section start `{}`",
+            String::from_utf8_lossy(line)
+        ),
+        Error::Base64Decode(_) => "the base64 inside a section does not decode".to_owned(),
+        other => other.to_string(),
+    }
+}
+
 fn certificates(key: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, MqttError> {
     let pem = read(key, path)?;
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| tls_file(key, path, format!("not a PEM file: {e}")))?;
+        .map_err(|e| {
+            tls_file(
+                key,
+                path,
+                format!("not a valid PEM file: {}", pem_error(&e)),
+            )
+        })?;
     if certs.is_empty() {
         return Err(tls_file(key, path, "no PEM certificate in the file".into()));
     }

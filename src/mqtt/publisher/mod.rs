@@ -54,9 +54,11 @@ use crate::mqtt::topics::Topics;
 use crate::mqtt::{MAX_PACKET_SIZE, MqttError, tls};
 
 mod event_loop;
+mod probe;
 mod worker;
 
 use event_loop::EventLoopThread;
+pub use probe::probe;
 use worker::Worker;
 
 /// Capacity of rumqttc's request channel (see the module docs for why it is small).
@@ -519,6 +521,19 @@ fn mqtt_options(
     qos: QoS,
     options: &PublisherOptions,
 ) -> Result<(MqttOptions, String), MqttError> {
+    let (mut o, broker) = connect_options(cfg, endpoint, options.persistent_session)?;
+    o.set_inflight(MAX_INFLIGHT)
+        .set_last_will(LastWill::new(topics.status(), OFFLINE, qos, true));
+    Ok((o, broker))
+}
+
+/// What connecting needs (address, keep-alive, credentials, TLS), without the Last Will
+/// and the in-flight window of a publisher: shared with [`probe`].
+pub(super) fn connect_options(
+    cfg: &MqttConfig,
+    endpoint: &MqttEndpoint,
+    persistent_session: bool,
+) -> Result<(MqttOptions, String), MqttError> {
     let (host, port, tls) = match endpoint {
         MqttEndpoint::Embedded(addr) => {
             let ip = match addr.ip() {
@@ -551,7 +566,7 @@ fn mqtt_options(
         value: cfg.keep_alive_s.to_string(),
         reason: "must be at most 65535",
     })?;
-    if options.persistent_session && cfg.client_id.is_empty() {
+    if persistent_session && cfg.client_id.is_empty() {
         return Err(MqttError::Setting {
             key: "mqtt.client_id",
             value: "\"\"".into(),
@@ -562,12 +577,11 @@ fn mqtt_options(
     let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
     o.set_keep_alive(Duration::from_secs(keep_alive.into()))
         .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE)
-        .set_inflight(MAX_INFLIGHT)
-        .set_clean_session(!options.persistent_session)
-        .set_last_will(LastWill::new(topics.status(), OFFLINE, qos, true));
-    match (&cfg.username, &cfg.password) {
+        .set_clean_session(!persistent_session);
+    let password = cfg.resolved_password().map_err(MqttError::PasswordFile)?;
+    match (&cfg.username, password) {
         (Some(user), password) => {
-            o.set_credentials(user.clone(), password.clone().unwrap_or_default());
+            o.set_credentials(user.clone(), password.unwrap_or_default());
         }
         (None, Some(_)) => {
             return Err(MqttError::Setting {
