@@ -25,11 +25,17 @@ pub struct MosquittoOptions {
     pub credentials: Option<(String, String)>,
     /// Serve MQTT over TLS with this server certificate (no plain listener).
     pub tls: Option<TestCa>,
+    /// With `tls`: refuse clients without a certificate signed by the test CA.
+    pub require_certificate: bool,
+    /// With `tls`: also a plain listener on [`Mosquitto::plain_port`] (for the test's own
+    /// subscribers).
+    pub plain_listener: bool,
 }
 
 /// A mosquitto process; killed on drop.
 pub struct Mosquitto {
     port: u16,
+    plain_port: u16,
     dir: tempfile::TempDir,
     options: MosquittoOptions,
     child: Option<Child>,
@@ -55,6 +61,7 @@ impl Mosquitto {
 
     pub fn stopped_with(options: MosquittoOptions) -> Self {
         let port = free_port();
+        let plain_port = free_port();
         let dir = tempfile::tempdir().expect("temporary directory");
         // `user root`: when the tests run as root, stay root so that the broker can write
         // its persistence file in the temporary directory (no effect otherwise).
@@ -71,11 +78,15 @@ impl Mosquitto {
         }
         if let Some(tls) = &options.tls {
             conf += &format!(
-                "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate false\n",
+                "cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate {}\n",
                 tls.ca.display(),
                 tls.cert.display(),
-                tls.key.display()
+                tls.key.display(),
+                options.require_certificate
             );
+            if options.plain_listener {
+                conf += &format!("listener {} 127.0.0.1\n", plain_port);
+            }
         }
         match &options.credentials {
             Some((user, password)) => {
@@ -96,6 +107,7 @@ impl Mosquitto {
         std::fs::write(dir.path().join("mosquitto.conf"), conf).expect("writing mosquitto.conf");
         Self {
             port,
+            plain_port,
             dir,
             options,
             child: None,
@@ -104,6 +116,12 @@ impl Mosquitto {
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The plain listener of a TLS broker with `plain_listener`.
+    pub fn plain_port(&self) -> u16 {
+        assert!(self.options.plain_listener, "no plain listener");
+        self.plain_port
     }
 
     /// `mqtt://127.0.0.1:PORT`.
@@ -428,8 +446,8 @@ impl Drop for Subscriber {
     }
 }
 
-/// A throw-away certificate authority and a server certificate it signed for `localhost`
-/// and 127.0.0.1, made with the openssl command.
+/// A throw-away certificate authority, a server certificate it signed for `localhost`
+/// and 127.0.0.1, and a client certificate it signed, made with the openssl command.
 #[derive(Debug, Clone)]
 pub struct TestCa {
     dir: Arc<tempfile::TempDir>,
@@ -438,6 +456,9 @@ pub struct TestCa {
     /// The server's certificate and key (PEM).
     pub cert: PathBuf,
     pub key: PathBuf,
+    /// A client certificate and key (PEM), for `mqtt.cert_file` and `mqtt.key_file`.
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
 }
 
 impl TestCa {
@@ -478,10 +499,25 @@ impl TestCa {
              -out server.pem -days 2 -extfile server.ext"
                 .to_owned(),
         ));
+        openssl(&args(format!(
+            "req {ec_key} -keyout client.key -out client.csr -subj /CN=effistream-client"
+        )));
+        std::fs::write(
+            path("client.ext"),
+            "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=clientAuth\n",
+        )
+        .expect("writing client.ext");
+        openssl(&args(
+            "x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial \
+             -out client.pem -days 2 -extfile client.ext"
+                .to_owned(),
+        ));
         Self {
             ca: path("ca.pem"),
             cert: path("server.pem"),
             key: path("server.key"),
+            client_cert: path("client.pem"),
+            client_key: path("client.key"),
             dir: Arc::new(dir),
         }
     }

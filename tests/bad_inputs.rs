@@ -1,0 +1,755 @@
+//! One table of malformed inputs, each run through the `effistream` binary as a user would
+//! meet it: configuration files (`check-config`), weights files and images (`classify`),
+//! broker addresses, TLS files and credentials (`check-config --probe`, which loads the
+//! model and connects once), and the daemon's own start-up (`run`). Every case must end
+//! within its time limit with exit code 1 (not a panic's 101, not a signal) and one
+//! `error:` line that names what is wrong; no case may print a secret.
+//!
+//! Element properties of the GStreamer plugin have their table in
+//! `gst-plugin/tests/bad_properties.rs`.
+//!
+//! `cargo test --release --test bad_inputs -- --nocapture` prints the table of cases and
+//! the error each one gave.
+
+mod common;
+
+use std::ffi::OsString;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::mosquitto::{Mosquitto, MosquittoOptions, TestCa, free_port};
+
+/// Secrets used in the cases; none may appear in any output.
+const SECRETS: [&str; 3] = ["hunter2-mqtt", "s3cret-file-pw", "cam-pw-77"];
+
+/// How long any case may take. Probes wait at most 3 s for a broker.
+const LIMIT: Duration = Duration::from_secs(30);
+
+struct Case {
+    what: &'static str,
+    name: String,
+    args: Vec<OsString>,
+    env: Vec<(&'static str, String)>,
+    /// Every one must appear in the error line.
+    needles: Vec<String>,
+}
+
+struct Outcome {
+    code: Option<i32>,
+    stdout: String,
+    stderr: String,
+    elapsed: Duration,
+}
+
+/// Runs the binary hermetically (no hub, no user cache, no log lines) with a deadline.
+fn run(case: &Case) -> Result<Outcome, String> {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_effistream"));
+    cmd.args(&case.args)
+        .env("RUST_LOG", "off")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", "/nonexistent/effistream-test-hf-home")
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("EFFISTREAM_WEIGHTS_DIR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in &case.env {
+        cmd.env(key, value);
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| format!("spawn: {e}"))?;
+    let pipe = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = r.read_to_end(&mut text);
+            String::from_utf8_lossy(&text).into_owned()
+        })
+    };
+    let out = pipe(Box::new(child.stdout.take().unwrap()));
+    let err = pipe(Box::new(child.stderr.take().unwrap()));
+    let status = loop {
+        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
+            break status;
+        }
+        if started.elapsed() > LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("hung: still running after {LIMIT:?}"));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    Ok(Outcome {
+        code: status.code(),
+        stdout: out.join().unwrap(),
+        stderr: err.join().unwrap(),
+        elapsed: started.elapsed(),
+    })
+}
+
+/// The first line of stderr that is an error, or why the outcome is wrong.
+fn judge(case: &Case, outcome: &Outcome) -> Result<String, String> {
+    let all = format!("{}{}", outcome.stdout, outcome.stderr);
+    if let Some(secret) = SECRETS.iter().find(|s| all.contains(*s)) {
+        return Err(format!("prints the secret {secret:?}: {all}"));
+    }
+    if all.contains("panicked") {
+        return Err(format!("panicked: {}", outcome.stderr));
+    }
+    if outcome.code != Some(1) {
+        return Err(format!(
+            "exit code {:?}, expected 1; stderr: {}",
+            outcome.code, outcome.stderr
+        ));
+    }
+    let errors: Vec<&str> = outcome
+        .stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    let [line] = errors.as_slice() else {
+        return Err(format!("expected one `error:` line: {}", outcome.stderr));
+    };
+    let missing: Vec<&String> = case
+        .needles
+        .iter()
+        .filter(|n| !line.contains(n.as_str()))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!("{missing:?} not in: {line}"));
+    }
+    Ok(line.to_string())
+}
+
+/// Builds the cases; files go into `dir`.
+struct Table {
+    dir: PathBuf,
+    cases: Vec<Case>,
+    /// Golden b1_pruned weights as a timm safetensors file.
+    weights: PathBuf,
+    photo: PathBuf,
+}
+
+impl Table {
+    fn new(dir: &Path) -> Self {
+        let weights = dir.join("b1.safetensors");
+        common::golden("efficientnet_b1_pruned").write_safetensors(&weights);
+        Self {
+            dir: dir.to_owned(),
+            cases: Vec::new(),
+            weights,
+            photo: common::assets().join("photos/coffee.png"),
+        }
+    }
+
+    fn file(&self, name: &str, bytes: impl AsRef<[u8]>) -> PathBuf {
+        let path = self.dir.join(name);
+        std::fs::write(&path, bytes).unwrap();
+        path
+    }
+
+    fn push(&mut self, what: &'static str, name: &str, args: Vec<OsString>, needles: &[&str]) {
+        self.cases.push(Case {
+            what,
+            name: name.to_owned(),
+            args,
+            env: Vec::new(),
+            needles: needles.iter().map(|s| s.to_string()).collect(),
+        });
+    }
+
+    /// `check-config` on a file holding `toml`.
+    fn config(&mut self, name: &str, toml: &str, needles: &[&str]) {
+        let path = self.file(&format!("{name}.toml"), toml);
+        let mut all = vec![format!("{name}.toml:")];
+        all.extend(needles.iter().map(|s| s.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        self.push(
+            "config",
+            name,
+            vec!["check-config".into(), path.into()],
+            &all,
+        );
+    }
+
+    /// `classify --model M --weights FILE photo`.
+    fn weights(&mut self, name: &str, model: &str, file: &Path, needles: &[&str]) {
+        let args = vec![
+            "classify".into(),
+            "--model".into(),
+            model.into(),
+            "--weights".into(),
+            file.into(),
+            self.photo.clone().into(),
+        ];
+        self.push("weights", name, args, needles);
+    }
+
+    /// `classify` with good weights on one bad image.
+    fn image(&mut self, name: &str, image: &Path, needles: &[&str]) {
+        let args = vec![
+            "classify".into(),
+            "--weights".into(),
+            self.weights.clone().into(),
+            image.into(),
+        ];
+        self.push("image", name, args, needles);
+    }
+
+    /// `check-config --probe` on `[mqtt]` settings, with good weights and a camera.
+    fn mqtt(&mut self, name: &str, mqtt: &str, needles: &[&str]) {
+        let toml = format!(
+            "[[camera]]\nid = \"a\"\nuri = \"test://ball\"\n[model]\nweights = {:?}\n[mqtt]\n{mqtt}",
+            self.weights.display().to_string()
+        );
+        let path = self.file(&format!("{name}.toml"), toml);
+        let args = vec![
+            "check-config".into(),
+            "--probe".into(),
+            "--probe-timeout".into(),
+            "3".into(),
+            path.into(),
+        ];
+        self.push("mqtt", name, args, needles);
+    }
+}
+
+const CAM: &str = "[[camera]]\nid = \"a\"\nuri = \"test://ball\"\n";
+
+fn config_cases(t: &mut Table) {
+    let cam = |rest: &str| format!("[[camera]]\nid = \"a\"\n{rest}");
+    let uri = |uri: &str| format!("[[camera]]\nid = \"a\"\nuri = \"{uri}\"\n");
+    let id = |id: &str| format!("[[camera]]\nid = \"{id}\"\nuri = \"test://ball\"\n");
+    t.config(
+        "syntax",
+        "[mqtt]\npassword = \"hunter2-mqtt\nqos = 1\n",
+        &["TOML syntax error at line 2"],
+    );
+    t.config(
+        "unknown-top-key",
+        "camreas = []\n",
+        &["unknown field `camreas`"],
+    );
+    t.config(
+        "unknown-mqtt-key",
+        "[mqtt]\nhost = \"b\"\n",
+        &["mqtt.host: unknown field `host`"],
+    );
+    t.config(
+        "type-fps",
+        &cam("uri = \"test://ball\"\nfps = \"x\"\n"),
+        &["camera[0].fps: invalid type: string"],
+    );
+    t.config(
+        "type-negative",
+        "stats_interval_s = -1\n",
+        &["stats_interval_s", "-1"],
+    );
+    t.config(
+        "range-stats",
+        "stats_interval_s = 100000\n",
+        &["stats_interval_s", "at most 86400"],
+    );
+    t.config(
+        "range-fps-zero",
+        &cam("uri = \"test://ball\"\nfps = 0.0\n"),
+        &["camera[0].fps"],
+    );
+    t.config(
+        "range-fps-high",
+        &cam("uri = \"test://ball\"\nfps = 1000.0\n"),
+        &["camera[0].fps", "240"],
+    );
+    t.config(
+        "duplicate-id",
+        &format!("{}{}", id("door"), id("door")),
+        &["camera[1].id", "duplicate of camera[0]"],
+    );
+    t.config("id-slash", &id("a/b"), &["camera[0].id", "`/`"]);
+    t.config("id-plus", &id("a+b"), &["camera[0].id", "`+`"]);
+    t.config("id-hash", &id("a#"), &["camera[0].id", "`#`"]);
+    t.config("id-empty", &id(""), &["camera[0].id"]);
+    t.config(
+        "uri-and-pipeline",
+        &cam("uri = \"test://ball\"\npipeline = \"videotestsrc\"\n"),
+        &["both uri and pipeline"],
+    );
+    t.config("no-source", &cam(""), &["neither uri nor pipeline"]);
+    t.config(
+        "uri-scheme",
+        &uri("ftp://host/x"),
+        &["camera[0].uri", "ftp"],
+    );
+    t.config("uri-no-host", &uri("rtsp://"), &["camera[0].uri"]);
+    t.config(
+        "uri-password-slash",
+        &uri("rtsp://admin:cam/pw-77@10.0.0.1/stream"),
+        &["camera[0].uri", "percent-encode"],
+    );
+    t.config(
+        "test-pattern",
+        &uri("test://plaid"),
+        &["camera[0].uri", "plaid"],
+    );
+    t.config(
+        "test-size",
+        &uri("test://ball?width=8"),
+        &["camera[0].uri", "width"],
+    );
+    t.config("file-relative", &uri("file://clip.mp4"), &["camera[0].uri"]);
+    t.config(
+        "loop-rtsp",
+        &cam("uri = \"rtsp://10.0.0.1/s\"\nloop = true\n"),
+        &["camera[0].loop"],
+    );
+    t.config(
+        "pipeline-appsink",
+        &cam("pipeline = \"videotestsrc ! appsink\"\n"),
+        &["camera[0].pipeline", "appsink"],
+    );
+    t.config(
+        "pipeline-bang",
+        &cam("pipeline = \"videotestsrc !\"\n"),
+        &["camera[0].pipeline", "`!`"],
+    );
+    t.config(
+        "model-name",
+        &format!("{CAM}[model]\nname = \"resnet50\"\n"),
+        &["model.name", "resnet50"],
+    );
+    t.config(
+        "model-top-k",
+        &format!("{CAM}[model]\ntop_k = 0\n"),
+        &["model.top_k"],
+    );
+    t.config(
+        "model-threshold",
+        &format!("{CAM}[model]\nthreshold = 1.5\n"),
+        &["model.threshold"],
+    );
+    t.config(
+        "model-weights-missing",
+        &format!("{CAM}[model]\nweights = \"/nonexistent/w.safetensors\"\n"),
+        &["model.weights", "no such file"],
+    );
+    t.config(
+        "batch-zero",
+        &format!("{CAM}[batch]\nmax_size = 0\n"),
+        &["batch.max_size"],
+    );
+    t.config(
+        "workers-zero",
+        &format!("{CAM}[workers]\ncount = 0\n"),
+        &["workers.count"],
+    );
+    t.config(
+        "reconnect-order",
+        &format!("{CAM}[reconnect]\ninitial_ms = 5000\nmax_ms = 100\n"),
+        &["reconnect."],
+    );
+    t.config(
+        "mqtt-scheme",
+        &format!("{CAM}[mqtt]\nurl = \"http://broker\"\n"),
+        &["mqtt.url"],
+    );
+    t.config(
+        "mqtt-url-credentials",
+        &format!("{CAM}[mqtt]\nurl = \"mqtt://u:hunter2-mqtt@broker\"\n"),
+        &["mqtt.url", "credentials in the URL"],
+    );
+    t.config(
+        "mqtt-qos",
+        &format!("{CAM}[mqtt]\nqos = 3\n"),
+        &["mqtt.qos"],
+    );
+    t.config(
+        "topic-wildcard",
+        &format!("{CAM}[mqtt]\ntopic_prefix = \"a/+/b\"\n"),
+        &["mqtt.topic_prefix", "`+`"],
+    );
+    t.config(
+        "topic-dollar",
+        &format!("{CAM}[mqtt]\ntopic_prefix = \"$$SYS\"\n"),
+        &["mqtt.topic_prefix", "`$`"],
+    );
+    t.config(
+        "topic-empty-level",
+        &format!("{CAM}[mqtt]\ntopic_prefix = \"a//b\"\n"),
+        &["mqtt.topic_prefix", "empty level"],
+    );
+    t.config(
+        "keep-alive",
+        &format!("{CAM}[mqtt]\nkeep_alive_s = 1\n"),
+        &["mqtt.keep_alive_s"],
+    );
+    t.config(
+        "max-queued",
+        &format!("{CAM}[mqtt]\nmax_queued = 0\n"),
+        &["mqtt.max_queued"],
+    );
+    t.config(
+        "password-no-user",
+        &format!("{CAM}[mqtt]\npassword = \"hunter2-mqtt\"\n"),
+        &["mqtt.password", "without mqtt.username"],
+    );
+    t.config(
+        "tls-file-plain-url",
+        &format!("{CAM}[mqtt]\nurl = \"mqtt://b\"\nca_file = \"Cargo.toml\"\n"),
+        &["mqtt.ca_file", "mqtts://"],
+    );
+    t.config(
+        "cert-without-key",
+        &format!("{CAM}[mqtt]\nurl = \"mqtts://b\"\ncert_file = \"/etc/hostname\"\n"),
+        &["mqtt.cert_file", "mqtt.key_file"],
+    );
+    t.config(
+        "password-file-missing",
+        &format!("{CAM}[mqtt]\nusername = \"u\"\npassword_file = \"/nonexistent/pw\"\n"),
+        &["mqtt.password_file", "no such file"],
+    );
+    let empty = t.file("empty-password", "");
+    t.config(
+        "password-file-empty",
+        &format!(
+            "{CAM}[mqtt]\nusername = \"u\"\npassword_file = {:?}\n",
+            empty.display().to_string()
+        ),
+        &["mqtt.password_file", "empty"],
+    );
+    t.config(
+        "password-and-file",
+        &format!(
+            "{CAM}[mqtt]\nusername = \"u\"\npassword = \"hunter2-mqtt\"\npassword_file = \"/etc/hostname\"\n"
+        ),
+        &["mqtt.password_file", "mqtt.password"],
+    );
+    t.config(
+        "unset-variable",
+        &format!("{CAM}[mqtt]\nusername = \"${{EFFISTREAM_TEST_UNSET_VAR}}\"\n"),
+        &["mqtt.username", "EFFISTREAM_TEST_UNSET_VAR"],
+    );
+    t.config(
+        "state-min-score",
+        &format!("{CAM}[state]\nmin_score = 2.0\n"),
+        &["state.min_score"],
+    );
+    let garbage = t.file("garbage.toml", [0xff_u8, 0xfe, 0x00, 0x9c, 0x42]);
+    t.push(
+        "config",
+        "not-utf8",
+        vec!["check-config".into(), garbage.into()],
+        &["garbage.toml"],
+    );
+    t.push(
+        "config",
+        "missing-file",
+        vec!["check-config".into(), "/nonexistent/effistream.toml".into()],
+        &["/nonexistent/effistream.toml"],
+    );
+}
+
+fn weights_cases(t: &mut Table) {
+    let good = std::fs::read(&t.weights).unwrap();
+    let truncated = t.file("truncated.safetensors", &good[..good.len() / 2]);
+    t.weights(
+        "truncated",
+        "efficientnet_b1_pruned",
+        &truncated,
+        &["truncated.safetensors", "not a valid safetensors file"],
+    );
+    let header_only = t.file("header.safetensors", &good[..100]);
+    t.weights(
+        "cut-in-header",
+        "efficientnet_b1_pruned",
+        &header_only,
+        &["header.safetensors", "not a valid safetensors file"],
+    );
+    let garbage: Vec<u8> = (0..4096u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+        .collect();
+    let garbage = t.file("garbage.safetensors", garbage);
+    t.weights(
+        "garbage",
+        "efficientnet_b1_pruned",
+        &garbage,
+        &["garbage.safetensors"],
+    );
+    let empty = t.file("empty.safetensors", "");
+    t.weights(
+        "empty",
+        "efficientnet_b1_pruned",
+        &empty,
+        &["empty.safetensors"],
+    );
+    t.weights(
+        "wrong-model",
+        "efficientnet_b2_pruned",
+        &t.weights.clone(),
+        &[
+            "do not fit efficientnet_b2_pruned",
+            "has shape [",
+            "expected [",
+        ],
+    );
+    let int_tensor = t.dir.join("int.safetensors");
+    let bytes = vec![0u8; 4 * 8];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::I32, vec![8], &bytes).unwrap();
+    safetensors::serialize_to_file([("conv_stem.weight".to_owned(), view)], None, &int_tensor)
+        .unwrap();
+    t.weights(
+        "wrong-dtype",
+        "efficientnet_b1_pruned",
+        &int_tensor,
+        &["int.safetensors", "conv_stem.weight", "i32"],
+    );
+    let pth = std::fs::read(common::assets().join("lite0.pth")).unwrap();
+    let pth = t.file("lite0-cut.pth", &pth[..pth.len() * 2 / 3]);
+    t.weights(
+        "truncated-pth",
+        "tf_efficientnet_lite0",
+        &pth,
+        &["lite0-cut.pth", "not a readable PyTorch checkpoint"],
+    );
+    t.weights(
+        "missing",
+        "efficientnet_b1_pruned",
+        Path::new("/nonexistent/model.safetensors"),
+        &["/nonexistent/model.safetensors", "No such file"],
+    );
+}
+
+fn image_cases(t: &mut Table) {
+    let empty = t.file("empty.png", "");
+    t.image("image-empty", &empty, &["empty.png"]);
+    let text = t.file("notes.png", "these are not pixels\n");
+    t.image("image-text", &text, &["notes.png"]);
+    // A JPEG cut inside its headers. (One cut inside the entropy-coded data decodes, with
+    // the missing part grey, as in browsers.)
+    let jpeg = std::fs::read(common::assets().join("photos/rocket.jpg")).unwrap();
+    let cut = t.file("cut.jpg", &jpeg[..300]);
+    t.image(
+        "image-jpeg-cut-in-header",
+        &cut,
+        &["cut.jpg", "cannot decode image"],
+    );
+    let png = std::fs::read(&t.photo).unwrap();
+    let cut = t.file("cut.png", &png[..png.len() / 2]);
+    t.image("image-truncated-png", &cut, &["cut.png"]);
+    let missing = PathBuf::from("/nonexistent/photo.jpg");
+    t.image("image-missing", &missing, &["/nonexistent/photo.jpg"]);
+    let dir = t.dir.clone();
+    t.image("image-directory", &dir, &[&dir.display().to_string()]);
+}
+
+/// Brokers the MQTT cases connect to; they live as long as the cases run.
+struct Brokers {
+    _plain: Mosquitto,
+    _auth: Mosquitto,
+    _tls: Mosquitto,
+    _mutual: Mosquitto,
+    _other_ca: TestCa,
+    _silent: std::net::TcpListener,
+    _busy: std::net::TcpListener,
+    _held: std::net::TcpListener,
+}
+
+fn mqtt_cases(t: &mut Table) -> Brokers {
+    let plain = Mosquitto::new();
+    let auth = Mosquitto::with(MosquittoOptions {
+        credentials: Some(("effistream".into(), "right-password".into())),
+        ..MosquittoOptions::default()
+    });
+    let ca = TestCa::generate();
+    let tls = Mosquitto::with(MosquittoOptions {
+        tls: Some(ca.clone()),
+        ..MosquittoOptions::default()
+    });
+    let mutual = Mosquitto::with(MosquittoOptions {
+        tls: Some(ca.clone()),
+        require_certificate: true,
+        ..MosquittoOptions::default()
+    });
+    let other_ca = TestCa::generate();
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed = free_port();
+    let q = |p: &Path| format!("{:?}", p.display().to_string());
+
+    t.mqtt(
+        "broker-refused",
+        &format!("url = \"mqtt://127.0.0.1:{closed}\"\n"),
+        &[&format!("mqtt://127.0.0.1:{closed}"), "Connection refused"],
+    );
+    t.mqtt(
+        "broker-unknown-host",
+        "url = \"mqtt://no-such-host.invalid\"\n",
+        &["no-such-host.invalid", "cannot connect"],
+    );
+    // A TCP listener that never answers MQTT.
+    t.mqtt(
+        "broker-silent",
+        &format!(
+            "url = \"mqtt://127.0.0.1:{}\"\n",
+            silent.local_addr().unwrap().port()
+        ),
+        &["no answer"],
+    );
+    t.mqtt(
+        "wrong-password",
+        &format!(
+            "url = {:?}\nusername = \"effistream\"\npassword = \"hunter2-mqtt\"\n",
+            auth.url()
+        ),
+        &["refused", "mqtt.password"],
+    );
+    let pw_file = t.file("pw", "s3cret-file-pw\n");
+    t.mqtt(
+        "wrong-password-file",
+        &format!(
+            "url = {:?}\nusername = \"effistream\"\npassword_file = {}\n",
+            auth.url(),
+            q(&pw_file)
+        ),
+        &["refused", "mqtt.password"],
+    );
+    t.mqtt(
+        "no-credentials",
+        &format!("url = {:?}\n", auth.url()),
+        &["refused"],
+    );
+    let tls_url = format!("mqtts://localhost:{}", tls.port());
+    t.mqtt(
+        "tls-untrusted-ca",
+        &format!("url = {tls_url:?}\nca_file = {}\n", q(&other_ca.ca)),
+        &["TLS failed", "certificate is not trusted"],
+    );
+    let garbage_ca = t.file(
+        "garbage-ca.pem",
+        "-----BEGIN CERTIFICATE-----\nnot base64\n",
+    );
+    t.mqtt(
+        "tls-garbage-ca",
+        &format!("url = {tls_url:?}\nca_file = {}\n", q(&garbage_ca)),
+        &["mqtt.ca_file", "garbage-ca.pem"],
+    );
+    t.mqtt(
+        "tls-to-plain-listener",
+        &format!(
+            "url = \"mqtts://localhost:{}\"\nca_file = {}\n",
+            plain.port(),
+            q(&ca.ca)
+        ),
+        &["TLS failed"],
+    );
+    let mutual_url = format!("mqtts://localhost:{}", mutual.port());
+    t.mqtt(
+        "tls-no-client-cert",
+        &format!("url = {mutual_url:?}\nca_file = {}\n", q(&ca.ca)),
+        &[&mutual_url, "requires a client certificate"],
+    );
+    t.mqtt(
+        "tls-foreign-client-cert",
+        &format!(
+            "url = {mutual_url:?}\nca_file = {}\ncert_file = {}\nkey_file = {}\n",
+            q(&ca.ca),
+            q(&other_ca.client_cert),
+            q(&other_ca.client_key)
+        ),
+        &[&mutual_url, "refused the client certificate"],
+    );
+    t.mqtt(
+        "tls-key-of-another-cert",
+        &format!(
+            "url = {mutual_url:?}\nca_file = {}\ncert_file = {}\nkey_file = {}\n",
+            q(&ca.ca),
+            q(&ca.client_cert),
+            q(&other_ca.client_key)
+        ),
+        &["mqtt.key_file"],
+    );
+    t.mqtt(
+        "tls-key-not-a-key",
+        &format!(
+            "url = {mutual_url:?}\nca_file = {}\ncert_file = {}\nkey_file = {}\n",
+            q(&ca.ca),
+            q(&ca.client_cert),
+            q(&ca.ca)
+        ),
+        &["mqtt.key_file", "no usable private key"],
+    );
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_addr = busy.local_addr().unwrap();
+    t.mqtt(
+        "embedded-port-taken",
+        &format!("url = \"embedded\"\nembedded_listen = \"{busy_addr}\"\n"),
+        &[&busy_addr.to_string(), "cannot listen"],
+    );
+    // The daemon itself: the same taken port, and a configuration without a camera.
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let held_addr = held.local_addr().unwrap();
+    let run_taken = t.file(
+        "run-taken.toml",
+        format!(
+            "{CAM}[model]\nweights = {}\n[mqtt]\nembedded_listen = \"{held_addr}\"\n",
+            q(&t.weights)
+        ),
+    );
+    t.push(
+        "run",
+        "run-embedded-port-taken",
+        vec!["run".into(), "--config".into(), run_taken.into()],
+        &[&held_addr.to_string(), "cannot listen"],
+    );
+    let run_empty = t.file("run-empty.toml", "stats_interval_s = 5\n");
+    t.push(
+        "run",
+        "run-no-camera",
+        vec!["run".into(), "--config".into(), run_empty.into()],
+        &["no enabled camera"],
+    );
+    Brokers {
+        _plain: plain,
+        _auth: auth,
+        _tls: tls,
+        _mutual: mutual,
+        _other_ca: other_ca,
+        _silent: silent,
+        _busy: busy,
+        _held: held,
+    }
+}
+
+#[test]
+fn every_bad_input_gets_a_specific_error_and_exit_code_1_without_panic_or_hang() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut table = Table::new(dir.path());
+    config_cases(&mut table);
+    weights_cases(&mut table);
+    image_cases(&mut table);
+    let brokers = mqtt_cases(&mut table);
+    assert!(table.cases.len() >= 40, "{} cases", table.cases.len());
+
+    let mut failures = Vec::new();
+    println!("| input | case | seconds | error |\n| --- | --- | --- | --- |");
+    for case in &table.cases {
+        let result =
+            run(case).and_then(|outcome| judge(case, &outcome).map(|line| (line, outcome.elapsed)));
+        match result {
+            Ok((line, elapsed)) => {
+                let shown = line.replace(&table.dir.display().to_string(), "$TMP");
+                println!(
+                    "| {} | {} | {:.2} | `{}` |",
+                    case.what,
+                    case.name,
+                    elapsed.as_secs_f64(),
+                    shown.replace('|', "\\|")
+                );
+            }
+            Err(why) => failures.push(format!("{} {}: {why}", case.what, case.name)),
+        }
+    }
+    drop(brokers);
+    println!("{} cases, {} failed", table.cases.len(), failures.len());
+    assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+}
