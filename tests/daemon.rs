@@ -542,12 +542,16 @@ fn broken_cameras_back_off_with_a_clear_log_line_and_never_stall_the_others() {
         silent_listener.local_addr().unwrap().port()
     );
     let garbage = format!("http://127.0.0.1:{}/stream.ts", garbage_http_server());
+    // And a real RTSP server whose stream is in a codec nothing here decodes.
+    let rtsp = common::rtsp::RtspServer::start();
+    let unsupported = rtsp.unsupported_url();
     let fps = 5.0;
     let cameras = [
         ("good", "test://smpte?width=320&height=240", fps),
         ("refused", refused.as_str(), fps),
         ("silent", silent.as_str(), fps),
         ("garbage", garbage.as_str(), fps),
+        ("unsupported", unsupported.as_str(), fps),
     ];
     let mut daemon = Daemon::start(&config(
         &cameras,
@@ -583,6 +587,7 @@ fn broken_cameras_back_off_with_a_clear_log_line_and_never_stall_the_others() {
         ("refused", "reconnecting"),
         ("silent", "reconnecting"),
         ("garbage", "reconnecting"),
+        ("unsupported", "reconnecting"),
     ] {
         assert_eq!(
             statuses
@@ -600,7 +605,12 @@ fn broken_cameras_back_off_with_a_clear_log_line_and_never_stall_the_others() {
     }
     // Each failure is counted, and retried with backoff (not in a tight loop).
     let stats = last_stats(&messages);
-    for (bad, at_least) in [("refused", 2), ("silent", 1), ("garbage", 1)] {
+    for (bad, at_least) in [
+        ("refused", 2),
+        ("silent", 1),
+        ("garbage", 1),
+        ("unsupported", 1),
+    ] {
         let reconnects = stats["cameras"][bad]["reconnects"].as_u64().unwrap();
         assert!(
             (at_least..=40).contains(&reconnects),
@@ -611,7 +621,7 @@ fn broken_cameras_back_off_with_a_clear_log_line_and_never_stall_the_others() {
     assert_eq!(stats["cameras"]["good"]["status"], "online", "{stats}");
     // One clear log line per failure, naming the camera and the reason.
     let log = daemon.log();
-    for bad in ["refused", "silent", "garbage"] {
+    for bad in ["refused", "silent", "garbage", "unsupported"] {
         let line = log.lines().find(|l| {
             l.contains("Camera pipeline failed; reconnecting.")
                 && l.contains(&format!("camera={bad}"))
@@ -621,6 +631,12 @@ fn broken_cameras_back_off_with_a_clear_log_line_and_never_stall_the_others() {
             panic!("{bad}: no reconnect line in the log:\n{log}");
         };
         eprintln!("{line}");
+        if bad == "unsupported" {
+            assert!(
+                line.contains("Missing decoder: video/x-effistream-unknown"),
+                "{line}"
+            );
+        }
     }
     assert!(!log.contains("panicked"), "{log}");
     daemon.terminate();
@@ -873,4 +889,87 @@ fn a_broker_down_at_start_is_retried_with_backoff_and_the_oldest_messages_droppe
         seqs.last().copied().unwrap_or_default()
     );
     daemon.terminate();
+}
+
+#[test]
+fn mqtts_with_a_client_certificate_and_a_password_file_delivers_classifications() {
+    use common::mosquitto::{MosquittoOptions, SubscriberOptions, TestCa};
+    let _serial = serial();
+    let ca = TestCa::generate();
+    let user = ("effistream".to_owned(), "pw-from-a-file".to_owned());
+    let broker = Mosquitto::with(MosquittoOptions {
+        tls: Some(ca.clone()),
+        require_certificate: true,
+        plain_listener: true,
+        credentials: Some(user.clone()),
+        ..MosquittoOptions::default()
+    });
+    let subscriber = Subscriber::connect_with(
+        broker.plain_port(),
+        &["effistream/#"],
+        SubscriberOptions {
+            credentials: Some(user),
+            ..SubscriberOptions::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let password_file = dir.path().join("mqtt-password");
+    std::fs::write(&password_file, "pw-from-a-file\n").unwrap();
+    let tls = format!(
+        "username = \"effistream\"\npassword_file = {:?}\nca_file = {:?}\ncert_file = {:?}\nkey_file = {:?}\n",
+        password_file.display().to_string(),
+        ca.ca.display().to_string(),
+        ca.client_cert.display().to_string(),
+        ca.client_key.display().to_string(),
+    );
+    let toml = config(
+        &[("tls-cam", "test://ball?width=320&height=240", 5.0)],
+        broker.port(),
+        &tls,
+    )
+    .replace("mqtt://127.0.0.1:", "mqtts://localhost:");
+    let mut daemon = Daemon::start(&toml);
+    wait_online(&subscriber, &daemon);
+    let messages = subscriber.collect(Duration::from_secs(3));
+    daemon.terminate();
+    let classifications = by_camera(&messages, "classification");
+    assert!(
+        classifications.get("tls-cam").is_some_and(|c| c.len() >= 5),
+        "{:?}",
+        classifications.keys()
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("MQTT connected. broker=mqtts://localhost:"),
+        "{log}"
+    );
+    // The broker saw the client certificate and the user of the password file.
+    let broker_log = broker.log();
+    let line = broker_log
+        .lines()
+        .find(|l| l.contains("New client connected") && l.contains(" as effistream-test-"));
+    assert!(
+        line.is_some_and(|l| l.contains("u'effistream'")),
+        "{broker_log}"
+    );
+    eprintln!("{}", line.unwrap());
+
+    // The same daemon without its certificate is refused, says why, and keeps retrying.
+    let without = toml
+        .lines()
+        .filter(|l| !l.starts_with("cert_file") && !l.starts_with("key_file"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut refused = Daemon::start(&without);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !refused.log().contains("CertificateRequired") {
+        assert!(
+            Instant::now() < deadline,
+            "no TLS error logged:\n{}",
+            refused.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(refused.wait(Duration::from_secs(1)).is_none(), "gave up");
+    refused.terminate();
 }

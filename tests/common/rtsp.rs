@@ -14,6 +14,13 @@ const LAUNCH: &str = "( videotestsrc is-live=true pattern=ball ! \
     x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! \
     rtph264pay name=pay0 pt=96 config-interval=1 )";
 
+/// Launch line of `/unsupported`: a stream of a codec no decoder knows (caps
+/// `video/x-effistream-unknown`, carried as GStreamer's own RTP payload).
+const UNSUPPORTED: &str = "( videotestsrc is-live=true ! \
+    video/x-raw,width=64,height=64,framerate=5/1 ! \
+    capssetter caps=video/x-effistream-unknown join=false replace=true ! \
+    rtpgstpay name=pay0 pt=96 )";
+
 pub struct RtspServer {
     port: u16,
     running: Option<Running>,
@@ -50,6 +57,11 @@ impl RtspServer {
         format!("rtsp://127.0.0.1:{}/cam", self.port)
     }
 
+    /// `rtsp://127.0.0.1:PORT/unsupported`: a stream in a codec nothing can decode.
+    pub fn unsupported_url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/unsupported", self.port)
+    }
+
     /// Serves again on the same port.
     pub fn resume(&mut self) {
         assert!(self.running.is_none(), "already running");
@@ -67,7 +79,12 @@ impl RtspServer {
                     let factory = gst_rtsp_server::RTSPMediaFactory::new();
                     factory.set_launch(LAUNCH);
                     factory.set_shared(true);
-                    server.mount_points().unwrap().add_factory("/cam", factory);
+                    let mounts = server.mount_points().unwrap();
+                    mounts.add_factory("/cam", factory);
+                    let unsupported = gst_rtsp_server::RTSPMediaFactory::new();
+                    unsupported.set_launch(UNSUPPORTED);
+                    unsupported.set_shared(true);
+                    mounts.add_factory("/unsupported", unsupported);
                     let source = server.attach(Some(&context)).expect("RTSP server attach");
                     ready_tx.send(()).unwrap();
                     thread_loop.run();
