@@ -225,6 +225,8 @@ impl Supervisor {
         loop {
             let delivered = Arc::new(Mutex::new(None::<Instant>));
             let outcome = self.run_pipeline(&delivered, &mut state);
+            // The pipeline is gone: give the memory its threads freed back to the system.
+            release_freed_memory();
             let got_frames = delivered.lock().map(|d| d.is_some()).unwrap_or(false);
             match outcome {
                 Outcome::Stopped => break,
@@ -455,6 +457,19 @@ impl Supervisor {
                 _ => {}
             }
         }
+    }
+}
+
+/// Returns the heap memory freed by a torn-down pipeline to the system. glibc keeps what
+/// a thread frees in that thread's arena, and a rebuilt pipeline's new streaming threads
+/// do not reuse it all: without this the resident memory of a daemon whose cameras
+/// reconnect grew by about 3-6 MiB per camera outage (30-minute soak, `scripts/soak`).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; it has no
+    // preconditions and may run concurrently with other allocations.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
