@@ -14,12 +14,12 @@
 mod common;
 
 use std::ffi::OsString;
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use common::mosquitto::{Mosquitto, MosquittoOptions, TestCa, free_port};
+use common::process::{Exited as Outcome, run_with_limit};
 
 /// Secrets used in the cases; none may appear in any output.
 const SECRETS: [&str; 3] = ["hunter2-mqtt", "s3cret-file-pw", "cam-pw-77"];
@@ -36,13 +36,6 @@ struct Case {
     needles: Vec<String>,
 }
 
-struct Outcome {
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-    elapsed: Duration,
-}
-
 /// Runs the binary hermetically (no hub, no user cache, no log lines) with a deadline.
 fn run(case: &Case) -> Result<Outcome, String> {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_effistream"));
@@ -51,41 +44,11 @@ fn run(case: &Case) -> Result<Outcome, String> {
         .env("HF_HUB_OFFLINE", "1")
         .env("HF_HOME", "/nonexistent/effistream-test-hf-home")
         .env_remove("HF_HUB_CACHE")
-        .env_remove("EFFISTREAM_WEIGHTS_DIR")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env_remove("EFFISTREAM_WEIGHTS_DIR");
     for (key, value) in &case.env {
         cmd.env(key, value);
     }
-    let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| format!("spawn: {e}"))?;
-    let pipe = |mut r: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = Vec::new();
-            let _ = r.read_to_end(&mut text);
-            String::from_utf8_lossy(&text).into_owned()
-        })
-    };
-    let out = pipe(Box::new(child.stdout.take().unwrap()));
-    let err = pipe(Box::new(child.stderr.take().unwrap()));
-    let status = loop {
-        if let Some(status) = child.try_wait().map_err(|e| e.to_string())? {
-            break status;
-        }
-        if started.elapsed() > LIMIT {
-            let _ = child.kill();
-            let _ = child.wait();
-            return Err(format!("hung: still running after {LIMIT:?}"));
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    Ok(Outcome {
-        code: status.code(),
-        stdout: out.join().unwrap(),
-        stderr: err.join().unwrap(),
-        elapsed: started.elapsed(),
-    })
+    run_with_limit(&mut cmd, LIMIT)
 }
 
 /// The first line of stderr that is an error, or why the outcome is wrong.

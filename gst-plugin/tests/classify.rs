@@ -1,6 +1,7 @@
 //! `effnetclassify` with the real EfficientNet-Lite0 weights on a real photo, through
 //! `gst_check::Harness`: the meta, the message, `inference-interval`, every accepted
-//! format, shared engines, errors at start, and waits released by flushes and stops.
+//! format, shared engines, errors at start, out-of-range properties (refused at start, and
+//! not applied while playing), and waits released by flushes and stops.
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -12,7 +13,9 @@ use gst::prelude::*;
 use gst_check::Harness;
 use gsteffistream::meta;
 
-use support::{element_messages, init, lite0, lite0_props, rgb_frame, start_error, watch};
+use support::{
+    element_messages, init, lite0, lite0_props, rgb_frame, start_error, warnings, watch,
+};
 
 fn classifier(props: &[(&str, &str)]) -> gst::Element {
     init();
@@ -106,6 +109,71 @@ fn inference_interval_classifies_every_nth_frame_only() {
     }
     assert_eq!(inferred, [0, 3, 6]);
     assert_eq!(element_messages(&bus, meta::MESSAGE_NAME).len(), 3);
+}
+
+#[test]
+fn out_of_range_changes_while_playing_are_refused_with_a_warning() {
+    let element = classifier(&[("top-k", "3")]);
+    let bus = watch(&element);
+    let mut h = harness(&element);
+    let (caps, buffer) = rgb_frame("coffee.png");
+    h.set_src_caps(caps);
+    assert_eq!(element.current_state(), gst::State::Playing);
+
+    element.set_property("top-k", 0u32);
+    element.set_property("threshold", -0.25f32);
+    element.set_property("inference-interval", 0u32);
+    assert_eq!(element.property::<u32>("top-k"), 3);
+    assert_eq!(element.property::<f32>("threshold"), 0.0);
+    assert_eq!(element.property::<u32>("inference-interval"), 1);
+    assert_eq!(
+        warnings(&bus),
+        [
+            "top-k 0: must be between 1 and 100; top-k stays 3",
+            "threshold -0.25: must be between 0 and 1; threshold stays 0",
+            "inference-interval 0: must be 1 or more; inference-interval stays 1",
+        ]
+    );
+    let c = meta::read(&h.push_and_pull(buffer.copy()).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.top.len(), 3, "{:?}", c.top);
+
+    // A change in range applies at once, without a warning.
+    element.set_property("top-k", 2u32);
+    let c = meta::read(&h.push_and_pull(buffer).unwrap())
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.top.len(), 2, "{:?}", c.top);
+    assert!(warnings(&bus).is_empty());
+}
+
+#[test]
+fn an_out_of_range_value_set_before_start_fails_the_state_change() {
+    // Set through the Rust API, which used to panic on a value outside the ParamSpec.
+    let element = classifier(&[]);
+    element.set_property("batch-size", 0u32);
+    assert_eq!(element.property::<u32>("batch-size"), 0);
+    let bus = watch(&element);
+    assert!(element.set_state(gst::State::Paused).is_err());
+    let error = bus
+        .pop_filtered(&[gst::MessageType::Error])
+        .map(|m| match m.view() {
+            gst::MessageView::Error(e) => e.error().to_string(),
+            _ => unreachable!(),
+        });
+    element.set_state(gst::State::Null).unwrap();
+    assert_eq!(
+        error.as_deref(),
+        Some("batch-size 0: must be between 1 and 64")
+    );
+
+    // Checked at start for the properties that may change while playing, too.
+    let error = start_error(&format!(
+        "videotestsrc num-buffers=1 ! effnetclassify threshold=1.5 {} ! fakesink",
+        lite0_props()
+    ));
+    assert_eq!(error, "threshold 1.5: must be between 0 and 1");
 }
 
 #[test]

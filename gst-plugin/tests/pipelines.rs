@@ -25,18 +25,6 @@ fn pipelines() -> PathBuf {
     common::repo().join("pipelines")
 }
 
-/// target/<profile>, where the build puts libgsteffistream.so.
-fn plugin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_owned();
-    assert!(
-        dir.join("libgsteffistream.so").is_file(),
-        "no plugin in {}: run cargo build --release --workspace first",
-        dir.display()
-    );
-    dir
-}
-
 /// What a pipeline printed.
 struct Run {
     stdout: String,
@@ -51,7 +39,7 @@ fn run(script: &str, vars: &[(&str, String)]) -> Run {
     let (out, err) = (logs.path().join("stdout"), logs.path().join("stderr"));
     let mut command = Command::new(pipelines().join(script));
     command
-        .env("GST_PLUGIN_PATH", plugin_dir())
+        .env("GST_PLUGIN_PATH", support::plugin_dir())
         .env("GST_REGISTRY", &registry)
         .env("WEIGHTS", support::lite0())
         .env_remove("MODEL")

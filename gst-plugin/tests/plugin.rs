@@ -1,6 +1,8 @@
 //! The plugin loads into GStreamer, statically and as `libgsteffistream.so` through
 //! `gst-inspect-1.0` (which also checks that GStreamer 1.22 accepts its license string),
-//! with both elements and every property documented.
+//! with both elements and every property documented, numeric ones with their valid range
+//! in the blurb and a `ParamSpec` that takes any value of the type (the element checks the
+//! range, so that a bad value fails the state change instead of being dropped by GLib).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -91,6 +93,46 @@ fn gst_inspect_lists_both_elements_and_documents_every_property() {
             );
             let line = format!("{name:<20}: {blurb}");
             assert!(text.contains(&line), "{element}: no `{line}` in\n{text}");
+            let numeric = if let Some(p) = pspec.downcast_ref::<glib::ParamSpecUInt>() {
+                assert_eq!(
+                    (p.minimum(), p.maximum()),
+                    (0, u32::MAX),
+                    "{element} {name}"
+                );
+                true
+            } else if let Some(p) = pspec.downcast_ref::<glib::ParamSpecFloat>() {
+                assert_eq!(
+                    (p.minimum(), p.maximum()),
+                    (f32::NEG_INFINITY, f32::INFINITY),
+                    "{element} {name}"
+                );
+                true
+            } else {
+                false
+            };
+            let range = RANGES
+                .iter()
+                .find(|(e, n, _)| (*e, *n) == (element, name))
+                .map(|(_, _, range)| range);
+            assert_eq!(numeric, range.is_some(), "{element} {name}: in RANGES?");
+            if let Some(range) = range {
+                assert!(
+                    blurb.ends_with(&format!("(valid: {range})")),
+                    "{element} {name}: the blurb does not end with (valid: {range}): {blurb}"
+                );
+            }
         }
     }
 }
+
+/// The valid range of every numeric property, as its blurb ends.
+const RANGES: [(&str, &str, &str); 8] = [
+    ("effnetclassify", "top-k", "1 to 100"),
+    ("effnetclassify", "threshold", "0 to 1"),
+    ("effnetclassify", "inference-interval", "1 or more"),
+    ("effnetclassify", "batch-size", "1 to 64"),
+    ("effnetclassify", "batch-timeout-ms", "0 to 10000"),
+    ("effnetclassify", "threads", "0 to 256"),
+    ("effnetpublish", "qos", "0 to 2"),
+    ("effnetpublish", "max-queued", "1 to 1000000"),
+];

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod mosquitto;
+pub mod process;
 pub mod rtsp;
 
 use std::path::{Path, PathBuf};

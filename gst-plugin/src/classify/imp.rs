@@ -17,21 +17,50 @@ use gst_base::subclass::prelude::*;
 use super::convert::ToRgb;
 use super::engine::{self, EngineSettings, SharedEngine};
 use super::waiter::{Outcome, Waiter};
-use crate::element::{debug_category, get, lock, metadata, pad_templates, path_value, text};
+use crate::element::{
+    Range, debug_category, get, lock, metadata, pad_templates, path_value, raw_text, text,
+};
 use crate::meta;
 use crate::throttle::Throttle;
 
 const DEFAULT_MODEL: &str = "efficientnet_b1_pruned";
 const DEFAULT_TOP_K: u32 = 5;
 pub(super) const MAX_TOP_K: u32 = 100;
+const TOP_K: Range<u32> = Range {
+    name: "top-k",
+    min: 1,
+    max: Some(MAX_TOP_K),
+};
 const DEFAULT_THRESHOLD: f32 = 0.0;
+const THRESHOLD: Range<f32> = Range {
+    name: "threshold",
+    min: 0.0,
+    max: Some(1.0),
+};
 const DEFAULT_INFERENCE_INTERVAL: u32 = 1;
+const INFERENCE_INTERVAL: Range<u32> = Range {
+    name: "inference-interval",
+    min: 1,
+    max: None,
+};
 const DEFAULT_BATCH_SIZE: u32 = 1;
-const MAX_BATCH_SIZE: u32 = 64;
+const BATCH_SIZE: Range<u32> = Range {
+    name: "batch-size",
+    min: 1,
+    max: Some(64),
+};
 const DEFAULT_BATCH_TIMEOUT_MS: u32 = 50;
-const MAX_BATCH_TIMEOUT_MS: u32 = 10_000;
+const BATCH_TIMEOUT_MS: Range<u32> = Range {
+    name: "batch-timeout-ms",
+    min: 0,
+    max: Some(10_000),
+};
 const DEFAULT_THREADS: u32 = 0;
-const MAX_THREADS: u32 = 256;
+const THREADS: Range<u32> = Range {
+    name: "threads",
+    min: 0,
+    max: Some(256),
+};
 /// How long a frame's result may take beyond `batch-timeout-ms` before the buffer goes
 /// on without it.
 const RESULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -53,6 +82,9 @@ struct Settings {
     engine: String,
     threads: u32,
     camera: Option<String>,
+    /// Between `start()` and `stop()`: a change of `top-k`, `threshold` or
+    /// `inference-interval` takes effect at once, so an out-of-range one is refused.
+    running: bool,
 }
 
 impl Default for Settings {
@@ -68,7 +100,21 @@ impl Default for Settings {
             engine: String::new(),
             threads: DEFAULT_THREADS,
             camera: None,
+            running: false,
         }
+    }
+}
+
+impl Settings {
+    /// Every numeric property in its range; the error names the first that is not.
+    fn check_ranges(&self) -> Result<(), gst::ErrorMessage> {
+        TOP_K.check(self.top_k)?;
+        THRESHOLD.check(self.threshold)?;
+        INFERENCE_INTERVAL.check(self.inference_interval)?;
+        BATCH_SIZE.check(self.batch_size)?;
+        BATCH_TIMEOUT_MS.check(self.batch_timeout_ms)?;
+        THREADS.check(self.threads)?;
+        Ok(())
     }
 }
 
@@ -101,6 +147,56 @@ fn drops(counters: &StreamCounters) -> u64 {
 }
 
 impl EffnetClassify {
+    /// Starts the engine and the stream with `settings`, whose ranges are checked.
+    fn start_with(&self, settings: Settings) -> Result<(), gst::ErrorMessage> {
+        let camera = settings
+            .camera
+            .clone()
+            .unwrap_or_else(|| self.obj().name().to_string());
+        check_camera_id(&camera).map_err(|reason| {
+            gst::error_msg!(gst::LibraryError::Settings, ("camera {camera:?}: {reason}"))
+        })?;
+        let wait_timeout = Duration::from_millis(settings.batch_timeout_ms.into()) + RESULT_TIMEOUT;
+        let weights = settings
+            .weights
+            .map(|path| std::fs::canonicalize(&path).unwrap_or(path));
+        gst::info!(
+            CAT,
+            imp = self,
+            "Starting: model {}, engine {:?}, camera {camera}",
+            settings.model,
+            settings.engine
+        );
+        let engine = engine::acquire(
+            &settings.engine,
+            EngineSettings {
+                model: settings.model,
+                weights,
+                batch_size: settings.batch_size,
+                batch_timeout_ms: settings.batch_timeout_ms,
+                threads: settings.threads,
+                max_frame_age: wait_timeout,
+            },
+        )?;
+        let waiter = self.waiter.clone();
+        let stream = engine
+            .engine()
+            .stream(&camera, Arc::new(move |result| waiter.deliver(result)))
+            .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{e}")))?;
+        self.waiter.set_flushing(false);
+        *lock(&self.state) = Some(State {
+            stream,
+            engine,
+            camera: Arc::from(camera),
+            wait_timeout,
+            frames: 0,
+            to_rgb: None,
+            late: Throttle::new(LATE_WARNING_INTERVAL),
+        });
+        gst::info!(CAT, imp = self, "Started");
+        Ok(())
+    }
+
     /// Submits the frame in `buffer` and waits for its result; `Ok(None)` when the buffer
     /// goes on without one (not its turn, dropped, late).
     fn classify(&self, buffer: &gst::BufferRef) -> Result<Option<Classification>, gst::FlowError> {
@@ -257,48 +353,42 @@ impl ObjectImpl for EffnetClassify {
                     .build(),
                 glib::ParamSpecUInt::builder("top-k")
                     .nick("Top K")
-                    .blurb("Classes kept per frame, most probable first")
-                    .minimum(1)
-                    .maximum(MAX_TOP_K)
+                    .blurb(&TOP_K.blurb("Classes kept per frame, most probable first"))
                     .default_value(DEFAULT_TOP_K)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecFloat::builder("threshold")
                     .nick("Threshold")
-                    .blurb("Classes with a lower probability are left out")
-                    .minimum(0.0)
-                    .maximum(1.0)
+                    .blurb(&THRESHOLD.blurb("Classes with a lower probability are left out"))
+                    .minimum(f32::NEG_INFINITY)
+                    .maximum(f32::INFINITY)
                     .default_value(DEFAULT_THRESHOLD)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt::builder("inference-interval")
                     .nick("Inference interval")
-                    .blurb(
+                    .blurb(&INFERENCE_INTERVAL.blurb(
                         "Classify every Nth frame (the 1st, the N+1th, ...); the others pass \
                          without inference, meta or message",
-                    )
-                    .minimum(1)
+                    ))
                     .default_value(DEFAULT_INFERENCE_INTERVAL)
                     .mutable_playing()
                     .build(),
                 glib::ParamSpecUInt::builder("batch-size")
                     .nick("Batch size")
-                    .blurb(
+                    .blurb(&BATCH_SIZE.blurb(
                         "Frames per batch. Each element has one frame in flight, so with a \
                          shared engine set it to the number of elements sharing it",
-                    )
-                    .minimum(1)
-                    .maximum(MAX_BATCH_SIZE)
+                    ))
                     .default_value(DEFAULT_BATCH_SIZE)
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("batch-timeout-ms")
                     .nick("Batch timeout")
-                    .blurb(
+                    .blurb(&BATCH_TIMEOUT_MS.blurb(
                         "A batch that is not full starts this many milliseconds after its \
                          first frame",
-                    )
-                    .maximum(MAX_BATCH_TIMEOUT_MS)
+                    ))
                     .default_value(DEFAULT_BATCH_TIMEOUT_MS)
                     .mutable_ready()
                     .build(),
@@ -315,8 +405,7 @@ impl ObjectImpl for EffnetClassify {
                     .build(),
                 glib::ParamSpecUInt::builder("threads")
                     .nick("Threads")
-                    .blurb("Compute threads of the engine; 0: one per CPU core")
-                    .maximum(MAX_THREADS)
+                    .blurb(&THREADS.blurb("Compute threads of the engine; 0: one per CPU core"))
                     .default_value(DEFAULT_THREADS)
                     .mutable_ready()
                     .build(),
@@ -335,22 +424,35 @@ impl ObjectImpl for EffnetClassify {
     }
 
     fn set_property(&self, _id: usize, value: &glib::Value, pspec: &glib::ParamSpec) {
-        let mut s = lock(&self.settings);
+        let mut guard = lock(&self.settings);
+        let s = &mut *guard;
         let text = || text(value);
+        // Why a change while running was refused.
+        let mut refused = None;
         match pspec.name() {
-            "model" => s.model = text().unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
+            // Set empty: refused at start, like any other unknown model.
+            "model" => s.model = raw_text(value).unwrap_or_else(|| DEFAULT_MODEL.to_owned()),
             "weights" => s.weights = text().map(PathBuf::from),
-            "top-k" => s.top_k = get(value),
-            "threshold" => s.threshold = get(value),
-            "inference-interval" => s.inference_interval = get(value),
+            "top-k" => refused = TOP_K.set(&mut s.top_k, get(value), s.running),
+            "threshold" => refused = THRESHOLD.set(&mut s.threshold, get(value), s.running),
+            "inference-interval" => {
+                refused = INFERENCE_INTERVAL.set(&mut s.inference_interval, get(value), s.running)
+            }
             "batch-size" => s.batch_size = get(value),
             "batch-timeout-ms" => s.batch_timeout_ms = get(value),
             "engine" => s.engine = text().unwrap_or_default(),
             "threads" => s.threads = get(value),
-            "camera" => s.camera = text(),
+            "camera" => s.camera = raw_text(value),
             other => unreachable!("no property {other}"),
         }
-        gst::debug!(CAT, imp = self, "{} set", pspec.name());
+        // Posted without the lock: a bus handler may read the properties.
+        drop(guard);
+        match refused {
+            None => gst::debug!(CAT, imp = self, "{} set", pspec.name()),
+            Some(reason) => {
+                gst::element_imp_warning!(self, gst::LibraryError::Settings, ("{reason}"))
+            }
+        }
     }
 
     fn property(&self, _id: usize, pspec: &glib::ParamSpec) -> glib::Value {
@@ -425,56 +527,22 @@ impl BaseTransformImpl for EffnetClassify {
     const TRANSFORM_IP_ON_PASSTHROUGH: bool = false;
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
-        let settings = lock(&self.settings).clone();
-        let camera = settings
-            .camera
-            .clone()
-            .unwrap_or_else(|| self.obj().name().to_string());
-        check_camera_id(&camera).map_err(|reason| {
-            gst::error_msg!(gst::LibraryError::Settings, ("camera {camera:?}: {reason}"))
-        })?;
-        let wait_timeout = Duration::from_millis(settings.batch_timeout_ms.into()) + RESULT_TIMEOUT;
-        let weights = settings
-            .weights
-            .map(|path| std::fs::canonicalize(&path).unwrap_or(path));
-        gst::info!(
-            CAT,
-            imp = self,
-            "Starting: model {}, engine {:?}, camera {camera}",
-            settings.model,
-            settings.engine
-        );
-        let engine = engine::acquire(
-            &settings.engine,
-            EngineSettings {
-                model: settings.model,
-                weights,
-                batch_size: settings.batch_size,
-                batch_timeout_ms: settings.batch_timeout_ms,
-                threads: settings.threads,
-                max_frame_age: wait_timeout,
-            },
-        )?;
-        let waiter = self.waiter.clone();
-        let stream = engine
-            .engine()
-            .stream(&camera, Arc::new(move |result| waiter.deliver(result)))
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{e}")))?;
-        self.waiter.set_flushing(false);
-        *lock(&self.state) = Some(State {
-            stream,
-            engine,
-            camera: Arc::from(camera),
-            wait_timeout,
-            frames: 0,
-            to_rgb: None,
-            late: Throttle::new(LATE_WARNING_INTERVAL),
-        });
-        gst::info!(CAT, imp = self, "Started");
-        Ok(())
+        let settings = {
+            let mut s = lock(&self.settings);
+            s.check_ranges()?;
+            // From here on changes are checked as they come.
+            s.running = true;
+            s.clone()
+        };
+        let started = self.start_with(settings);
+        if started.is_err() {
+            lock(&self.settings).running = false;
+        }
+        started
     }
 
     fn stop(&self) -> Result<(), gst::ErrorMessage> {
+        lock(&self.settings).running = false;
         self.waiter.set_flushing(true);
         if let Some(state) = lock(&self.state).take() {
             let counters = state.stream.counters();

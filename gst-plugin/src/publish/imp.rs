@@ -13,7 +13,9 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use crate::element::{debug_category, get, lock, metadata, pad_templates, path_value, text};
+use crate::element::{
+    Range, debug_category, get, lock, metadata, pad_templates, path_value, raw_text, text,
+};
 use crate::meta;
 use crate::registry::Registry;
 use crate::throttle::Throttle;
@@ -21,8 +23,17 @@ use crate::throttle::Throttle;
 const DEFAULT_SERVER: &str = "mqtt://127.0.0.1:1883";
 const DEFAULT_TOPIC_PREFIX: &str = "effistream";
 const DEFAULT_QOS: u32 = 1;
+const QOS: Range<u32> = Range {
+    name: "qos",
+    min: 0,
+    max: Some(2),
+};
 const DEFAULT_MAX_QUEUED: u32 = 1000;
-const MAX_MAX_QUEUED: u32 = 1_000_000;
+const MAX_QUEUED: Range<u32> = Range {
+    name: "max-queued",
+    min: 1,
+    max: Some(1_000_000),
+};
 /// Longest the last element's `stop()` waits for the broker to confirm what is queued and
 /// the `offline` statuses.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(2);
@@ -88,6 +99,8 @@ impl Settings {
         let setting = |name: &str, value: &str, reason: &str| {
             gst::error_msg!(gst::LibraryError::Settings, ("{name} {value:?}: {reason}"))
         };
+        QOS.check(self.qos)?;
+        MAX_QUEUED.check(self.max_queued)?;
         let config = MqttConfig {
             url: self.server.clone(),
             client_id: self.client_id.clone().unwrap_or_else(|| {
@@ -313,8 +326,7 @@ impl ObjectImpl for EffnetPublish {
                     .build(),
                 glib::ParamSpecUInt::builder("qos")
                     .nick("QoS")
-                    .blurb("MQTT QoS of every publication (0, 1 or 2)")
-                    .maximum(2)
+                    .blurb(&QOS.blurb("MQTT QoS of every publication"))
                     .default_value(DEFAULT_QOS)
                     .mutable_ready()
                     .build(),
@@ -342,12 +354,10 @@ impl ObjectImpl for EffnetPublish {
                     .build(),
                 glib::ParamSpecUInt::builder("max-queued")
                     .nick("Max queued")
-                    .blurb(
+                    .blurb(&MAX_QUEUED.blurb(
                         "Messages held while the broker is slow or away; past this they are \
                          dropped, counted and reported in a warning message",
-                    )
-                    .minimum(1)
-                    .maximum(MAX_MAX_QUEUED)
+                    ))
                     .default_value(DEFAULT_MAX_QUEUED)
                     .mutable_ready()
                     .build(),
@@ -360,11 +370,12 @@ impl ObjectImpl for EffnetPublish {
         let mut s = lock(&self.settings);
         let text = || text(value);
         match pspec.name() {
-            "server" => s.server = text().unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
+            // Set empty: refused at start, not replaced by the default.
+            "server" => s.server = raw_text(value).unwrap_or_else(|| DEFAULT_SERVER.to_owned()),
             "topic-prefix" => {
-                s.topic_prefix = text().unwrap_or_else(|| DEFAULT_TOPIC_PREFIX.to_owned())
+                s.topic_prefix = raw_text(value).unwrap_or_else(|| DEFAULT_TOPIC_PREFIX.to_owned())
             }
-            "camera" => s.camera = text(),
+            "camera" => s.camera = raw_text(value),
             "qos" => s.qos = get(value),
             "client-id" => s.client_id = text(),
             "username" => s.username = text(),

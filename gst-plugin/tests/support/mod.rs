@@ -23,6 +23,20 @@ pub fn init() {
     });
 }
 
+/// target/<profile>, where the build puts libgsteffistream.so (for `gst-launch-1.0` and
+/// `gst-inspect-1.0` through `GST_PLUGIN_PATH`).
+pub fn plugin_dir() -> PathBuf {
+    // target/<profile>/deps/<test>-<hash> -> target/<profile>
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap().to_owned();
+    assert!(
+        dir.join("libgsteffistream.so").is_file(),
+        "no plugin in {}: run cargo build --release --workspace first",
+        dir.display()
+    );
+    dir
+}
+
 /// The real EfficientNet-Lite0 weights (`tf_efficientnet_lite0`).
 pub fn lite0() -> String {
     common::assets().join("lite0.pth").display().to_string()
