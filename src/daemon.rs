@@ -48,7 +48,7 @@ pub struct RunOptions {
 }
 
 /// Runs the daemon until SIGINT/SIGTERM or until every camera has ended.
-pub fn run(config: Config, options: RunOptions) -> anyhow::Result<StopReason> {
+pub fn run(mut config: Config, options: RunOptions) -> anyhow::Result<StopReason> {
     let started = Instant::now();
     let cameras: Vec<_> = config
         .cameras
@@ -86,9 +86,14 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<StopReason> {
         .mqtt
         .endpoint()
         .map_err(|e| anyhow::anyhow!("mqtt.url: {e}"))?;
-    let _broker = match endpoint {
-        MqttEndpoint::Embedded(addr) => Some(EmbeddedBroker::start(addr)?),
-        _ => None,
+    let (endpoint, _broker) = match endpoint {
+        MqttEndpoint::Embedded(addr) => {
+            let broker = EmbeddedBroker::start(addr)?;
+            // With port 0, the port the broker got.
+            config.mqtt.embedded_listen = broker.addr().to_string();
+            (MqttEndpoint::Embedded(broker.addr()), Some(broker))
+        }
+        endpoint => (endpoint, None),
     };
     print_subscribe_hint(&config, &endpoint);
     // A full queue drops its oldest message: the newest results matter most to a
