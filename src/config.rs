@@ -62,6 +62,7 @@ pub struct Config {
     pub reconnect: ReconnectConfig,
     pub mqtt: MqttConfig,
     pub state: StateConfig,
+    pub http: HttpConfig,
 }
 
 /// One camera: where its frames come from and how often to classify them.
@@ -184,6 +185,16 @@ pub struct StateConfig {
     pub min_score: f32,
 }
 
+/// The HTTP server: Prometheus metrics, health probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Serve HTTP at all.
+    pub enabled: bool,
+    /// IP address and port to listen on; port 0 picks a free port (logged and printed).
+    pub listen: String,
+}
+
 mod defaults {
     pub fn fps() -> f64 {
         5.0
@@ -207,6 +218,7 @@ impl Default for Config {
             reconnect: ReconnectConfig::default(),
             mqtt: MqttConfig::default(),
             state: StateConfig::default(),
+            http: HttpConfig::default(),
         }
     }
 }
@@ -268,6 +280,24 @@ impl Default for MqttConfig {
             cert_file: None,
             key_file: None,
         }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:9464".to_owned(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The address to listen on; the error is the reason.
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, String> {
+        self.listen
+            .parse()
+            .map_err(|_| "not an IP address and a port like 127.0.0.1:9464".to_owned())
     }
 }
 
@@ -526,6 +556,9 @@ impl Config {
         v.reconnect(&self.reconnect)?;
         v.mqtt(&self.mqtt)?;
         v.state(&self.state)?;
+        self.http
+            .listen_addr()
+            .map_err(|r| v.bad("http.listen", quoted(&self.http.listen), r))?;
         if self.stats_interval_s > 86_400 {
             return Err(v.bad(
                 "stats_interval_s",

@@ -20,6 +20,7 @@ use anyhow::{Context, bail};
 
 use crate::config::{Config, MqttEndpoint};
 use crate::engine::{Engine, EngineConfig};
+use crate::http::{Observed, camera_status};
 use crate::model::{Classifier, Variant};
 use crate::mqtt::{
     CameraStats, CameraStatus, Classification, EmbeddedBroker, InferenceStats, Overflow, Publisher,
@@ -96,6 +97,9 @@ pub fn run(mut config: Config, options: RunOptions) -> anyhow::Result<StopReason
         endpoint => (endpoint, None),
     };
     print_subscribe_hint(&config, &endpoint);
+    // Before the model loads, so that probes get an answer (not ready yet) meanwhile.
+    let observed = Arc::new(Observed::new(variant.name));
+    let _http = crate::http::start(&config.http, observed.clone())?;
     // A full queue drops its oldest message: the newest results matter most to a
     // dashboard, and the drop is counted either way.
     let publisher = Publisher::start_with(
@@ -107,6 +111,7 @@ pub fn run(mut config: Config, options: RunOptions) -> anyhow::Result<StopReason
             ..PublisherOptions::default()
         },
     )?;
+    observed.set_publisher(&publisher);
 
     let weights = options.weights.or_else(|| config.model.weights.clone());
     let classifier = match Classifier::load(variant, weights.as_deref()) {
@@ -136,6 +141,7 @@ pub fn run(mut config: Config, options: RunOptions) -> anyhow::Result<StopReason
             threshold: config.model.threshold,
         },
     )?;
+    observed.set_engine(engine.histograms(), engine.queue_probe());
     publisher.set_online();
     tracing::info!(
         model = variant.name,
@@ -164,14 +170,21 @@ pub fn run(mut config: Config, options: RunOptions) -> anyhow::Result<StopReason
             });
         });
         let stream = engine.stream(&camera.id, on_result)?;
-        streams.push((camera.id.clone(), stream.counters().clone()));
+        let counters = stream.counters().clone();
+        streams.push((camera.id.clone(), counters.clone()));
         let p = publisher.clone();
         let on_state = Arc::new(move |id: &str, state: SourceState| {
             p.camera_status(id, camera_status(state));
         });
         match Source::spawn(camera, &config.reconnect, stream, on_state) {
-            Ok(source) => sources.push(source),
-            Err(e) => tracing::error!(camera = %camera.id, error = %e, "Camera not started."),
+            Ok(source) => {
+                observed.add_camera(&camera.id, counters, Some(source.watch()));
+                sources.push(source);
+            }
+            Err(e) => {
+                observed.add_camera(&camera.id, counters, None);
+                tracing::error!(camera = %camera.id, error = %e, "Camera not started.");
+            }
         }
     }
 
@@ -209,6 +222,7 @@ pub fn run(mut config: Config, options: RunOptions) -> anyhow::Result<StopReason
         }
     };
     tracing::info!(?reason, "Shutting down.");
+    observed.set_stopping();
     let shutdown_started = Instant::now();
 
     for source in &sources {
@@ -231,14 +245,6 @@ pub fn run(mut config: Config, options: RunOptions) -> anyhow::Result<StopReason
         "Stopped."
     );
     Ok(reason)
-}
-
-fn camera_status(state: SourceState) -> CameraStatus {
-    match state {
-        SourceState::Online => CameraStatus::Online,
-        SourceState::Reconnecting => CameraStatus::Reconnecting,
-        SourceState::Offline => CameraStatus::Offline,
-    }
 }
 
 /// Prints how to watch the messages with mosquitto_sub.
