@@ -63,6 +63,7 @@ pub struct Config {
     pub mqtt: MqttConfig,
     pub state: StateConfig,
     pub http: HttpConfig,
+    pub homeassistant: HomeAssistantConfig,
 }
 
 /// One camera: where its frames come from and how often to classify them.
@@ -195,6 +196,18 @@ pub struct HttpConfig {
     pub listen: String,
 }
 
+/// Home Assistant MQTT discovery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeAssistantConfig {
+    /// Publish a retained discovery message per camera.
+    pub enabled: bool,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: String,
+    /// Node id in the discovery topics and unique ids (`[a-zA-Z0-9_-]`).
+    pub node_id: String,
+}
+
 mod defaults {
     pub fn fps() -> f64 {
         5.0
@@ -219,6 +232,7 @@ impl Default for Config {
             mqtt: MqttConfig::default(),
             state: StateConfig::default(),
             http: HttpConfig::default(),
+            homeassistant: HomeAssistantConfig::default(),
         }
     }
 }
@@ -298,6 +312,16 @@ impl HttpConfig {
         self.listen
             .parse()
             .map_err(|_| "not an IP address and a port like 127.0.0.1:9464".to_owned())
+    }
+}
+
+impl Default for HomeAssistantConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            discovery_prefix: "homeassistant".to_owned(),
+            node_id: "effistream".to_owned(),
+        }
     }
 }
 
@@ -559,6 +583,7 @@ impl Config {
         self.http
             .listen_addr()
             .map_err(|r| v.bad("http.listen", quoted(&self.http.listen), r))?;
+        v.homeassistant(&self.homeassistant)?;
         if self.stats_interval_s > 86_400 {
             return Err(v.bad(
                 "stats_interval_s",
@@ -1163,6 +1188,25 @@ impl Validator<'_> {
             if let Some(path) = path {
                 check_file(path).map_err(|r| self.bad(key, quoted_path(path), r))?;
             }
+        }
+        Ok(())
+    }
+
+    fn homeassistant(&self, ha: &HomeAssistantConfig) -> Result<(), ConfigError> {
+        check_topic_prefix(&ha.discovery_prefix).map_err(|r| {
+            self.bad(
+                "homeassistant.discovery_prefix",
+                quoted(&ha.discovery_prefix),
+                r,
+            )
+        })?;
+        let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if !(1..=64).contains(&ha.node_id.len()) || !ha.node_id.chars().all(valid) {
+            return Err(self.bad(
+                "homeassistant.node_id",
+                quoted(&ha.node_id),
+                "must be 1 to 64 of the characters a-z, A-Z, 0-9, `_` and `-` (Home Assistant's rule for discovery topic levels)",
+            ));
         }
         Ok(())
     }

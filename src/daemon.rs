@@ -112,6 +112,9 @@ pub fn run(mut config: Config, options: RunOptions) -> anyhow::Result<StopReason
         },
     )?;
     observed.set_publisher(&publisher);
+    if config.homeassistant.enabled {
+        crate::mqtt::homeassistant::announce(&publisher, &config, variant.name, &cameras)?;
+    }
 
     let weights = options.weights.or_else(|| config.model.weights.clone());
     let classifier = match Classifier::load(variant, weights.as_deref()) {

@@ -35,6 +35,7 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod error;
+pub mod hash;
 pub mod http;
 pub mod model;
 pub mod mqtt;

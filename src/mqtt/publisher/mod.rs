@@ -274,6 +274,7 @@ enum Data {
 enum Control {
     SetOnline,
     CameraStatus(Arc<str>, CameraStatus),
+    Retain(String, Vec<u8>),
     Shutdown {
         deadline: Instant,
         timeout: Duration,
@@ -353,6 +354,7 @@ impl Publisher {
             online: false,
             cameras: BTreeMap::new(),
             states: BTreeMap::new(),
+            retained: BTreeMap::new(),
             outbox: VecDeque::new(),
             connected: false,
             event_loop_exited: false,
@@ -395,6 +397,12 @@ impl Publisher {
             .inner
             .control_tx
             .send(Control::CameraStatus(Arc::from(camera), status));
+    }
+
+    /// Publishes `payload` retained on `topic` (outside the contract's topics, such as
+    /// Home Assistant discovery), now if connected and again after every reconnect.
+    pub fn retain(&self, topic: String, payload: Vec<u8>) {
+        let _ = self.inner.control_tx.send(Control::Retain(topic, payload));
     }
 
     /// Queues one classification; never blocks. Returns `false` when the message was
