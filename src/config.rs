@@ -64,6 +64,9 @@ pub struct Config {
     pub state: StateConfig,
     pub http: HttpConfig,
     pub homeassistant: HomeAssistantConfig,
+    /// `I/N`: run only the cameras whose id hashes to `I` modulo `N` ([`crate::shard`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 /// One camera: where its frames come from and how often to classify them.
@@ -233,6 +236,7 @@ impl Default for Config {
             state: StateConfig::default(),
             http: HttpConfig::default(),
             homeassistant: HomeAssistantConfig::default(),
+            shard: None,
         }
     }
 }
@@ -584,6 +588,11 @@ impl Config {
             .listen_addr()
             .map_err(|r| v.bad("http.listen", quoted(&self.http.listen), r))?;
         v.homeassistant(&self.homeassistant)?;
+        if let Some(shard) = &self.shard {
+            shard
+                .parse::<crate::shard::Shard>()
+                .map_err(|r| v.bad("shard", quoted(shard), r))?;
+        }
         if self.stats_interval_s > 86_400 {
             return Err(v.bad(
                 "stats_interval_s",
@@ -1906,6 +1915,19 @@ mod tests {
             expand("${}", &env)
                 .unwrap_err()
                 .contains("not a valid variable")
+        );
+    }
+
+    #[test]
+    fn a_shard_is_validated_and_printed_back() {
+        let mut config = Config::builtin();
+        config.shard = Some("1/3".into());
+        let text = config.to_toml().unwrap();
+        assert_eq!(Config::from_toml(&text, "t").unwrap(), config, "{text}");
+        let err = Config::from_toml("shard = \"3/3\"", "t.toml").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.toml: shard = \"3/3\": the index must be less than the number of shards (0 to 2)"
         );
     }
 

@@ -24,8 +24,9 @@ use crate::http::{Observed, camera_status};
 use crate::model::{Classifier, Variant};
 use crate::mqtt::{
     CameraStats, CameraStatus, Classification, EmbeddedBroker, InferenceStats, Overflow, Publisher,
-    PublisherOptions, StatsPayload,
+    PublisherOptions, StatsPayload, Topics,
 };
+use crate::shard::Shard;
 use crate::source::{Source, SourceState};
 
 /// Time budget of each shutdown step; together well under the 5 s promised.
@@ -46,12 +47,14 @@ pub enum StopReason {
 pub struct RunOptions {
     /// Overrides `model.weights`.
     pub weights: Option<PathBuf>,
+    /// Overrides `shard`.
+    pub shard: Option<Shard>,
 }
 
 /// Runs the daemon until SIGINT/SIGTERM or until every camera has ended.
 pub fn run(mut config: Config, options: RunOptions) -> anyhow::Result<StopReason> {
     let started = Instant::now();
-    let cameras: Vec<_> = config
+    let mut cameras: Vec<_> = config
         .cameras
         .iter()
         .filter(|c| c.enabled)
@@ -59,6 +62,20 @@ pub fn run(mut config: Config, options: RunOptions) -> anyhow::Result<StopReason
         .collect();
     if cameras.is_empty() {
         bail!("no enabled camera in the configuration: add a [[camera]] table");
+    }
+    let shard = match options.shard {
+        Some(shard) => Some(shard),
+        None => config
+            .shard
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("shard: {e}"))?,
+    };
+    let mut topics = Topics::new(&config.mqtt.topic_prefix)?;
+    if let Some(shard) = shard {
+        cameras = crate::shard::take(shard, cameras, &mut config.mqtt);
+        topics = topics.with_status_level(&shard.status_level());
     }
     let variant = Variant::by_name(&config.model.name)?;
     gst::init().context("initialising GStreamer")?;
@@ -107,13 +124,14 @@ pub fn run(mut config: Config, options: RunOptions) -> anyhow::Result<StopReason
         &config.state,
         PublisherOptions {
             persistent_session: config.mqtt.persistent_session,
+            status_level: shard.map(|s| s.status_level()),
             overflow: Overflow::DropOldest,
             ..PublisherOptions::default()
         },
     )?;
     observed.set_publisher(&publisher);
     if config.homeassistant.enabled {
-        crate::mqtt::homeassistant::announce(&publisher, &config, variant.name, &cameras)?;
+        crate::mqtt::homeassistant::announce(&publisher, &topics, &config, variant.name, &cameras);
     }
 
     let weights = options.weights.or_else(|| config.model.weights.clone());
@@ -209,7 +227,8 @@ pub fn run(mut config: Config, options: RunOptions) -> anyhow::Result<StopReason
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
         }
-        if sources.iter().all(Source::is_finished) {
+        // A shard without cameras keeps running (serving HTTP, status online).
+        if !cameras.is_empty() && sources.iter().all(Source::is_finished) {
             break StopReason::SourcesEnded;
         }
         if config.stats_interval_s > 0 && Instant::now() >= next_stats {

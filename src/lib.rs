@@ -40,6 +40,7 @@ pub mod http;
 pub mod model;
 pub mod mqtt;
 pub mod preprocess;
+pub mod shard;
 pub mod source;
 
 pub use error::{Error, Result};

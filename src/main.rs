@@ -72,6 +72,12 @@ struct RunArgs {
     /// Weights file for the configured model; overrides `[model] weights`.
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
+    /// Run only shard I of N: the cameras whose id's FNV-1a hash modulo N is I, so that N
+    /// daemons with the same camera list cover it together. Overrides `shard`. The MQTT
+    /// client id gets `-shard-I` appended and the daemon's status goes to
+    /// `{prefix}/status/I` (docs/scaling.md).
+    #[arg(long, value_name = "I/N")]
+    shard: Option<effistream::shard::Shard>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -321,6 +327,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         config,
         effistream::daemon::RunOptions {
             weights: args.weights,
+            shard: args.shard,
         },
     )?;
     Ok(ExitCode::SUCCESS)

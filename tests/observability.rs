@@ -728,3 +728,192 @@ fn home_assistant_discovery_payloads_have_documented_fields_and_point_at_real_pa
         assert_eq!(m.text(), "offline", "{}", m.topic);
     }
 }
+
+const SHARDED: [&str; 8] = [
+    "door", "yard", "garage", "street", "porch", "drive", "gate", "shed",
+];
+
+/// The cameras with frames in a daemon's metrics, and those with processed frames.
+fn cameras_in(scrape: &Scrape) -> (BTreeSet<String>, BTreeSet<String>) {
+    let of = |name: &str, min: f64| {
+        scrape
+            .all(name)
+            .iter()
+            .filter(|s| s.value >= min)
+            .map(|s| s.labels["camera"].clone())
+            .collect::<BTreeSet<String>>()
+    };
+    (
+        of("effistream_camera_frames_total", 0.0),
+        of("effistream_camera_processed_total", 1.0),
+    )
+}
+
+#[test]
+fn two_shards_serve_every_camera_exactly_once_with_their_own_status_and_client_id() {
+    use effistream::shard::Shard;
+
+    let _serial = serial();
+    let broker = Mosquitto::new();
+    let subscriber = common::mosquitto::Subscriber::connect(broker.port(), &["effistream/#"]);
+    let cameras: Vec<(&str, &str)> = SHARDED.iter().map(|id| (*id, "ball")).collect();
+    let text = config(&cameras, &broker.url(), HTTP);
+    // One shard from the command line, the other from the configuration file.
+    let mut shards = [
+        Daemon::start(&text, &["--shard", "0/2"]),
+        Daemon::start(&format!("shard = \"1/2\"\n{text}"), &[]),
+    ];
+    let urls: Vec<String> = shards.iter_mut().map(Daemon::http_url).collect();
+    for daemon in &mut shards {
+        daemon.wait_log("Online.", Duration::from_secs(60));
+    }
+    let messages = subscriber.collect(Duration::from_secs(6));
+
+    // Each daemon runs exactly its share, and the shares cover every camera.
+    let mut covered = BTreeSet::new();
+    for (index, url) in urls.iter().enumerate() {
+        let shard = Shard {
+            index: index as u32,
+            count: 2,
+        };
+        let expected: BTreeSet<String> = SHARDED
+            .iter()
+            .filter(|id| shard.takes(id))
+            .map(|id| (*id).to_owned())
+            .collect();
+        assert!(!expected.is_empty(), "shard {shard} would be idle");
+        let (known, processed) = cameras_in(&scrape(url));
+        assert_eq!(known, expected, "shard {shard}");
+        assert_eq!(
+            processed, expected,
+            "shard {shard}: cameras with inferred frames"
+        );
+        let log = shards[index].log();
+        assert!(log.contains(&format!("shard={shard}")), "{log}");
+        for id in &expected {
+            assert!(covered.insert(id.clone()), "{id} on two shards");
+        }
+    }
+    assert_eq!(covered.len(), SHARDED.len());
+
+    // On the broker: every camera's classifications come from one daemon (no repeated
+    // or interleaved seq), and each stats message holds the cameras of one shard.
+    for id in SHARDED {
+        let topic = format!("effistream/{id}/classification");
+        let seqs: Vec<u64> = messages
+            .iter()
+            .filter(|m| m.topic == topic)
+            .map(|m| m.json()["seq"].as_u64().unwrap())
+            .collect();
+        assert!(seqs.len() >= 3, "{id}: {seqs:?}");
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{id}: {seqs:?}");
+    }
+    for m in messages.iter().filter(|m| m.topic == "effistream/stats") {
+        let ids: Vec<String> = m.json()["cameras"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        let index = u32::from(!Shard { index: 0, count: 2 }.takes(&ids[0]));
+        let shard = Shard { index, count: 2 };
+        assert!(
+            ids.iter().all(|id| shard.takes(id)),
+            "stats mixing shards: {ids:?}"
+        );
+    }
+
+    // Each shard has its own retained status and client id; none is kicked off.
+    let statuses = common::mosquitto::Subscriber::connect(
+        broker.port(),
+        &["effistream/status", "effistream/status/+"],
+    );
+    let retained = statuses.texts(Duration::from_secs(1));
+    assert_eq!(
+        retained,
+        vec![
+            ("effistream/status/0".to_owned(), "online".to_owned()),
+            ("effistream/status/1".to_owned(), "online".to_owned()),
+        ]
+    );
+    let broker_log = broker.log();
+    for index in 0..2 {
+        let id = format!("effistream-obs-{}-shard-{index}", std::process::id());
+        assert!(
+            broker_log.contains(&format!(" as {id} ")),
+            "{id}:\n{broker_log}"
+        );
+    }
+    assert!(!broker_log.contains("already connected"), "{broker_log}");
+
+    // Shard 1 vanishes: its Last Will marks only shard 1 offline.
+    shards[1].kill();
+    let will = statuses.wait_for(Duration::from_secs(15), |m| {
+        m.topic.starts_with("effistream/status")
+    });
+    assert_eq!(
+        (will.topic.as_str(), will.text()),
+        ("effistream/status/1", "offline")
+    );
+    assert!(
+        statuses.collect(Duration::from_secs(1)).is_empty(),
+        "shard 0's status changed"
+    );
+    shards[0].terminate();
+}
+
+#[test]
+fn a_shard_without_cameras_runs_idle_and_bad_shards_are_refused() {
+    let _serial = serial();
+    let broker = Mosquitto::new();
+    // "a" hashes to shard 0 of 2.
+    assert!(effistream::shard::Shard { index: 0, count: 2 }.takes("a"));
+    let text = config(&[("a", "ball")], &broker.url(), HTTP);
+    let mut idle = Daemon::start(&text, &["--shard", "1/2"]);
+    let url = idle.http_url();
+    idle.wait_log("takes none of the cameras", Duration::from_secs(10));
+    idle.wait_log("Online.", Duration::from_secs(60));
+    let (status, body) = wait_status(&format!("{url}/readyz"), 200, Duration::from_secs(10));
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        idle.wait(Duration::ZERO).is_none(),
+        "exited: {}",
+        idle.log()
+    );
+    let (known, _) = cameras_in(&scrape(&url));
+    assert!(known.is_empty(), "{known:?}");
+    idle.terminate();
+
+    for (args, reason) in [
+        (
+            &["--shard", "2/2"][..],
+            "the index must be less than the number of shards (0 to 1)",
+        ),
+        (
+            &["--shard", "0/0"][..],
+            "the number of shards must be at least 1",
+        ),
+        (&["--shard", "1"][..], "expected I/N"),
+    ] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_effistream"))
+            .arg("run")
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains("--shard") && stderr.contains(reason),
+            "{args:?}: {stderr}"
+        );
+    }
+    let mut bad = Daemon::start(&format!("shard = \"3/2\"\n{text}"), &[]);
+    assert!(!bad.wait(Duration::from_secs(10)).expect("exits").success());
+    assert!(
+        bad.log()
+            .contains("shard = \"3/2\": the index must be less than the number of shards"),
+        "{}",
+        bad.log()
+    );
+}

@@ -126,14 +126,14 @@ pub fn discovery(topics: &Topics, camera: &str, options: &DiscoveryOptions<'_>) 
 }
 
 /// Hands the discovery message of every camera to `publisher` (retained, re-published
-/// after every reconnect).
+/// after every reconnect). `topics` are the publisher's (a shard's status topic included).
 pub fn announce(
     publisher: &crate::mqtt::Publisher,
+    topics: &Topics,
     config: &crate::config::Config,
     model: &str,
     cameras: &[crate::config::CameraConfig],
-) -> Result<(), crate::mqtt::MqttError> {
-    let topics = Topics::new(&config.mqtt.topic_prefix)?;
+) {
     let options = DiscoveryOptions {
         discovery_prefix: &config.homeassistant.discovery_prefix,
         node_id: &config.homeassistant.node_id,
@@ -141,11 +141,10 @@ pub fn announce(
         qos: config.mqtt.qos,
     };
     for camera in cameras {
-        let d = discovery(&topics, &camera.id, &options);
+        let d = discovery(topics, &camera.id, &options);
         tracing::debug!(topic = %d.topic, "Home Assistant discovery.");
         publisher.retain(d.topic, d.payload.to_string().into_bytes());
     }
-    Ok(())
 }
 
 #[cfg(test)]

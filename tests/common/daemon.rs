@@ -91,6 +91,12 @@ impl Daemon {
         None
     }
 
+    /// SIGKILL, and waits for the exit: no clean MQTT disconnect, the broker sends the Will.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// SIGTERM, then asserts a clean exit within 5 s.
     pub fn terminate(&mut self) {
         let status = Command::new("kill")

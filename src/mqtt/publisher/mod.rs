@@ -153,6 +153,9 @@ pub struct PublisherOptions {
     /// jitter).
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
+    /// Publish the daemon's status (and Last Will) on `{prefix}/status/{level}`
+    /// ([`Topics::with_status_level`]): shards.
+    pub status_level: Option<String>,
 }
 
 impl Default for PublisherOptions {
@@ -162,6 +165,7 @@ impl Default for PublisherOptions {
             overflow: Overflow::DropNewest,
             reconnect_initial: Duration::from_millis(250),
             reconnect_max: Duration::from_secs(10),
+            status_level: None,
         }
     }
 }
@@ -308,7 +312,10 @@ impl Publisher {
         options: PublisherOptions,
     ) -> Result<Self, MqttError> {
         let endpoint = cfg.endpoint().map_err(MqttError::Url)?;
-        let topics = Topics::new(&cfg.topic_prefix)?;
+        let mut topics = Topics::new(&cfg.topic_prefix)?;
+        if let Some(level) = &options.status_level {
+            topics = topics.with_status_level(level);
+        }
         let qos = qos(cfg.qos)?;
         let (mqtt_options, broker) = mqtt_options(cfg, &endpoint, &topics, qos, &options)?;
         info!(
