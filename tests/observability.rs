@@ -917,3 +917,101 @@ fn a_shard_without_cameras_runs_idle_and_bad_shards_are_refused() {
         bad.log()
     );
 }
+
+fn statefulset_mounts_weights() -> bool {
+    let text =
+        std::fs::read_to_string(common::repo().join("deploy/kubernetes/statefulset.yaml")).unwrap();
+    text.contains("mountPath: /weights")
+}
+
+/// The lines of `text` indented under the line `key`, without the indentation (a YAML
+/// block scalar).
+fn yaml_block(text: &str, key: &str) -> String {
+    let lines = text.lines().skip_while(|l| l.trim() != key).skip(1);
+    let first = lines
+        .clone()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_default();
+    let indent = first.len() - first.trim_start().len();
+    assert!(indent > 0, "no block under {key}");
+    lines
+        .take_while(|l| l.trim().is_empty() || l.len() - l.trim_start().len() >= indent)
+        .map(|l| l.get(indent..).unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn the_kubernetes_manifests_shard_the_configmap_cameras_by_pod_ordinal() {
+    use effistream::config::Config;
+    use effistream::shard::Shard;
+
+    let dir = common::repo().join("deploy/kubernetes");
+    let read = |name: &str| std::fs::read_to_string(dir.join(name)).unwrap();
+    let configmap = read("configmap.yaml");
+    let toml = yaml_block(&configmap, "effistream.toml: |");
+    // The weights live on the pod's volume; validation wants the file to exist.
+    let weights = tempfile::NamedTempFile::new().unwrap();
+    let volume_path = "/weights/efficientnet_b1_pruned.safetensors";
+    assert!(toml.contains(volume_path) && statefulset_mounts_weights());
+    let toml = toml.replace(volume_path, &weights.path().display().to_string());
+    let config = Config::from_toml_with_env(&toml, "configmap.yaml", |name| match name {
+        "CAMERA_PASSWORD" | "MQTT_PASSWORD" => Ok("secret".into()),
+        _ => Err(std::env::VarError::NotPresent),
+    })
+    .unwrap();
+    assert_eq!(config.http.listen, "0.0.0.0:9464");
+    assert!(config.http.enabled);
+
+    let statefulset = read("statefulset.yaml");
+    let field = |name: &str| -> String {
+        let line = statefulset
+            .lines()
+            .map(str::trim)
+            .skip_while(|l| *l != format!("- name: {name}"))
+            .nth(1)
+            .unwrap_or_else(|| panic!("no env {name}"));
+        line.trim_start_matches("value:")
+            .trim()
+            .trim_matches('"')
+            .to_owned()
+    };
+    let replicas: u32 = statefulset
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("replicas: "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        field("SHARDS"),
+        replicas.to_string(),
+        "SHARDS must equal replicas"
+    );
+    assert!(statefulset.contains("- --shard\n            - $(POD_INDEX)/$(SHARDS)"));
+    assert!(statefulset.contains("metadata.labels['apps.kubernetes.io/pod-index']"));
+    for probe in ["path: /healthz", "path: /readyz"] {
+        assert!(statefulset.contains(probe), "{probe}");
+    }
+    assert!(read("service.yaml").contains("clusterIP: None"));
+
+    // Every pod gets cameras, and together they run each camera once.
+    let ids: Vec<&str> = config.enabled_cameras().map(|c| c.id.as_str()).collect();
+    assert!(ids.len() >= 6);
+    for index in 0..replicas {
+        let shard = Shard {
+            index,
+            count: replicas,
+        };
+        assert!(ids.iter().any(|id| shard.takes(id)), "pod {index} idle");
+    }
+    for id in ids {
+        let owners = (0..replicas).filter(|&index| {
+            Shard {
+                index,
+                count: replicas,
+            }
+            .takes(id)
+        });
+        assert_eq!(owners.count(), 1, "{id}");
+    }
+}
