@@ -153,6 +153,9 @@ pub struct MqttConfig {
     pub url: String,
     /// Address of the built-in broker when `url = "embedded"`.
     pub embedded_listen: String,
+    /// Address of the built-in broker's MQTT-over-WebSocket listener (the dashboard's);
+    /// empty: none.
+    pub embedded_websocket_listen: String,
     pub client_id: String,
     /// First level of every topic.
     pub topic_prefix: String,
@@ -197,6 +200,10 @@ pub struct HttpConfig {
     pub enabled: bool,
     /// IP address and port to listen on; port 0 picks a free port (logged and printed).
     pub listen: String,
+    /// The broker's MQTT-over-WebSocket URL for the dashboard page; default: the embedded
+    /// broker's WebSocket listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_websocket_url: Option<String>,
 }
 
 /// Home Assistant MQTT discovery.
@@ -286,6 +293,7 @@ impl Default for MqttConfig {
         Self {
             url: "embedded".to_owned(),
             embedded_listen: "127.0.0.1:1883".to_owned(),
+            embedded_websocket_listen: "127.0.0.1:9001".to_owned(),
             client_id: "effistream".to_owned(),
             topic_prefix: "effistream".to_owned(),
             qos: 1,
@@ -306,6 +314,7 @@ impl Default for HttpConfig {
         Self {
             enabled: true,
             listen: "127.0.0.1:9464".to_owned(),
+            mqtt_websocket_url: None,
         }
     }
 }
@@ -587,6 +596,26 @@ impl Config {
         self.http
             .listen_addr()
             .map_err(|r| v.bad("http.listen", quoted(&self.http.listen), r))?;
+        self.mqtt.embedded_websocket_addr().map_err(|r| {
+            v.bad(
+                "mqtt.embedded_websocket_listen",
+                quoted(&self.mqtt.embedded_websocket_listen),
+                r,
+            )
+        })?;
+        if let Some(url) = &self.http.mqtt_websocket_url {
+            let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+            let valid = matches!(scheme.as_deref(), Some("ws" | "wss"))
+                && url.len() > "wss://".len()
+                && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !valid {
+                return Err(v.bad(
+                    "http.mqtt_websocket_url",
+                    quoted(url),
+                    "expected the broker's MQTT-over-WebSocket URL, ws://host:port/path or wss://...",
+                ));
+            }
+        }
         v.homeassistant(&self.homeassistant)?;
         if let Some(shard) = &self.shard {
             shard
@@ -666,6 +695,18 @@ impl CameraConfig {
 }
 
 impl MqttConfig {
+    /// The embedded broker's WebSocket address, `None` when `embedded_websocket_listen`
+    /// is empty. The error is the reason.
+    pub fn embedded_websocket_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        if self.embedded_websocket_listen.is_empty() {
+            return Ok(None);
+        }
+        self.embedded_websocket_listen
+            .parse()
+            .map(Some)
+            .map_err(|_| "not an IP address and a port like 127.0.0.1:9001, nor empty".to_owned())
+    }
+
     /// Where the broker is: `embedded` (listening on `embedded_listen`),
     /// `mqtt://host[:port]` or `mqtts://host[:port]`. IPv6 hosts are returned without
     /// brackets. The error is a reason that does not repeat the value.

@@ -20,7 +20,7 @@ use anyhow::{Context, bail};
 
 use crate::config::{Config, MqttEndpoint};
 use crate::engine::{Engine, EngineConfig};
-use crate::http::{Observed, camera_status};
+use crate::http::{Dashboard, Observed, camera_status};
 use crate::model::{Classifier, Variant};
 use crate::mqtt::{
     CameraStats, CameraStatus, Classification, EmbeddedBroker, InferenceStats, Overflow, Publisher,
@@ -104,9 +104,13 @@ pub fn run(mut config: Config, options: RunOptions) -> anyhow::Result<StopReason
         .mqtt
         .endpoint()
         .map_err(|e| anyhow::anyhow!("mqtt.url: {e}"))?;
-    let (endpoint, _broker) = match endpoint {
+    let websocket = config
+        .mqtt
+        .embedded_websocket_addr()
+        .map_err(|e| anyhow::anyhow!("mqtt.embedded_websocket_listen: {e}"))?;
+    let (endpoint, broker) = match endpoint {
         MqttEndpoint::Embedded(addr) => {
-            let broker = EmbeddedBroker::start(addr)?;
+            let broker = EmbeddedBroker::start_with_websocket(addr, websocket)?;
             // With port 0, the port the broker got.
             config.mqtt.embedded_listen = broker.addr().to_string();
             (MqttEndpoint::Embedded(broker.addr()), Some(broker))
@@ -116,7 +120,15 @@ pub fn run(mut config: Config, options: RunOptions) -> anyhow::Result<StopReason
     print_subscribe_hint(&config, &endpoint);
     // Before the model loads, so that probes get an answer (not ready yet) meanwhile.
     let observed = Arc::new(Observed::new(variant.name));
-    let _http = crate::http::start(&config.http, observed.clone())?;
+    let dashboard = Dashboard::new(
+        &config.mqtt.topic_prefix,
+        config.http.mqtt_websocket_url.clone(),
+        broker
+            .as_ref()
+            .and_then(EmbeddedBroker::websocket_addr)
+            .map(|a| a.port()),
+    );
+    let _http = crate::http::start(&config.http, observed.clone(), dashboard)?;
     // A full queue drops its oldest message: the newest results matter most to a
     // dashboard, and the drop is counted either way.
     let publisher = Publisher::start_with(

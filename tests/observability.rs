@@ -2,12 +2,14 @@
 //! parsed), health and readiness probes against a real mosquitto that is down, then up.
 //! The tests run one at a time: they share two cores with the daemons they start.
 
+#[path = "common/chromium.rs"]
+mod chromium;
 mod common;
 #[path = "common/daemon.rs"]
 mod daemon;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::mosquitto::Mosquitto;
@@ -370,6 +372,15 @@ fn readiness_waits_for_the_broker_and_metrics_count_what_the_daemon_does() {
 
     // Unknown paths.
     assert_eq!(http_get(&format!("{base}/nope")).0, 404);
+    // The dashboard of a daemon on an external broker without mqtt_websocket_url: the
+    // page gets no WebSocket address (and says what to set).
+    let (status, head, page) = http_get(&format!("{base}/"));
+    assert_eq!(status, 200);
+    assert!(head.contains("Content-Type: text/html"), "{head}");
+    assert!(page.contains(
+        r#"const CONFIG = {"prefix":"effistream","url":null,"port":null,"path":"/mqtt"};"#
+    ));
+    assert!(page.contains("set [http] mqtt_websocket_url"));
 
     // The broker goes away: not ready again.
     broker.kill();
@@ -1014,4 +1025,232 @@ fn the_kubernetes_manifests_shard_the_configmap_cameras_by_pod_ordinal() {
         });
         assert_eq!(owners.count(), 1, "{id}");
     }
+}
+
+/// Headless Chromium on the dashboard at `base`, once its MQTT client is connected.
+fn open_dashboard(base: &str) -> chromium::Chromium {
+    let mut browser = chromium::Chromium::start();
+    let opened = Instant::now();
+    browser.open(&format!("{base}/"));
+    // Null until the page has loaded.
+    let state = "document.getElementById('broker')?.dataset.state ?? null";
+    while browser.eval(state) != "connected" {
+        assert!(
+            opened.elapsed() < Duration::from_secs(10),
+            "page not connected: {}",
+            browser.eval("document.body?.innerText ?? ''")
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!(
+        "page connected {} ms after opening",
+        opened.elapsed().as_millis()
+    );
+    browser
+}
+
+/// The dashboard's camera rows, each as {camera, status, label, score, fps, holds}.
+fn dashboard_rows(browser: &mut chromium::Chromium) -> Vec<serde_json::Value> {
+    let rows = browser.eval(
+        "Array.from(document.querySelectorAll('tr[data-camera]')).map(r => \
+         Object.fromEntries(Array.from(r.cells).map(c => [c.className, c.textContent])))",
+    );
+    rows.as_array().unwrap().clone()
+}
+
+/// Classifications as a test subscriber received them: (when, camera, seq, top label).
+type Received = Arc<Mutex<Vec<(Instant, String, u64, String)>>>;
+
+fn record_classifications(port: u16) -> Received {
+    let subscriber = common::mosquitto::Subscriber::connect(port, &["effistream/+/classification"]);
+    let received: Received = Arc::default();
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        while Arc::strong_count(&sink) > 1 {
+            if let Some(m) = subscriber.recv(Duration::from_millis(100)) {
+                let v = m.json();
+                let label = v["top"][0]["label"].as_str().unwrap_or("").to_owned();
+                let camera = v["camera"].as_str().unwrap().to_owned();
+                let seq = v["seq"].as_u64().unwrap();
+                sink.lock()
+                    .unwrap()
+                    .push((Instant::now(), camera, seq, label));
+            }
+        }
+    });
+    received
+}
+
+#[test]
+fn the_dashboard_shows_live_labels_over_the_embedded_brokers_websocket_within_2_s() {
+    let _serial = serial();
+    let mut daemon = Daemon::start(
+        &config(
+            &[("door", "ball"), ("yard", "snow")],
+            "embedded",
+            "embedded_listen = \"127.0.0.1:0\"\nembedded_websocket_listen = \"127.0.0.1:0\"\n\n\
+             [state]\nmin_consecutive = 1\nmin_score = 0.0\n\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        ),
+        &[],
+    );
+    let base = daemon.http_url();
+    let dashboard = daemon.wait_log("Dashboard: http://", Duration::from_secs(5));
+    assert!(dashboard.ends_with(&format!("{base}/")), "{dashboard}");
+    let hint = daemon.wait_log("mosquitto_sub -h 127.0.0.1 -p ", Duration::from_secs(5));
+    let mqtt_port: u16 = hint
+        .split("-p ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    daemon.wait_log("Online.", Duration::from_secs(60));
+    let received = record_classifications(mqtt_port);
+
+    let mut browser = open_dashboard(&base);
+
+    // Five times: the next classification of "door" published after now appears on the
+    // page, with its label, within 2 s of the test's subscriber receiving it.
+    let shown_seq =
+        "Number(document.querySelector('tr[data-camera=\"door\"] td.label')?.dataset.seq ?? -1)";
+    let mut latencies = Vec::new();
+    for _ in 0..5 {
+        let mark = Instant::now();
+        let (at, seq, label) = loop {
+            let found = received
+                .lock()
+                .unwrap()
+                .iter()
+                .find(|(at, camera, _, _)| *at > mark && camera == "door")
+                .cloned();
+            if let Some((at, _, seq, label)) = found {
+                break (at, seq, label);
+            }
+            assert!(
+                mark.elapsed() < Duration::from_secs(10),
+                "no classification of door"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        while browser.eval(shown_seq).as_i64().unwrap() < seq as i64 {
+            assert!(
+                at.elapsed() < Duration::from_secs(2),
+                "door seq {seq} not on the page within 2 s; page shows seq {}",
+                browser.eval(shown_seq)
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        latencies.push(at.elapsed());
+        // The label the page shows is the one published for what it shows.
+        let cell = browser.eval(
+            "(() => { const c = document.querySelector('tr[data-camera=\"door\"] td.label'); \
+             return {seq: Number(c.dataset.seq), label: c.textContent, \
+             delay: Number(c.dataset.shownAt) - Number(c.dataset.publishedAt)}; })()",
+        );
+        let shown = cell["seq"].as_u64().unwrap();
+        let published = received
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, camera, s, _)| camera == "door" && *s == shown)
+            .map(|(_, _, _, label)| label.clone());
+        if let Some(published) = published {
+            assert_eq!(cell["label"].as_str().unwrap(), published, "seq {shown}");
+        }
+        assert!(!label.is_empty());
+        let delay = cell["delay"].as_f64().unwrap();
+        assert!(
+            (0.0..2000.0).contains(&delay),
+            "publication to display: {delay} ms"
+        );
+    }
+    latencies.sort();
+    eprintln!(
+        "label on the page after the subscriber got it: median {} ms, max {} ms",
+        latencies[2].as_millis(),
+        latencies[4].as_millis()
+    );
+
+    // Every camera's row: status, label, score, fps and the label that holds.
+    let rows = dashboard_rows(&mut browser);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    for (row, camera) in rows.iter().zip(["door", "yard"]) {
+        assert_eq!(row["camera"], camera);
+        assert_eq!(row["status"], "online", "{row}");
+        assert!(!row["label"].as_str().unwrap().is_empty(), "{row}");
+        assert!(row["score"].as_str().unwrap().ends_with(" %"), "{row}");
+        let fps: f64 = row["fps"].as_str().unwrap().parse().unwrap();
+        assert!(
+            fps > 0.5 && fps < 6.0,
+            "{camera}: {fps} fps at 5 fps configured"
+        );
+        assert!(!row["holds"].as_str().unwrap().is_empty(), "{row}");
+    }
+    assert_eq!(
+        browser.eval("document.getElementById('daemon').textContent"),
+        "online"
+    );
+    // To look at the page: EFFISTREAM_DASHBOARD_SCREENSHOT=/tmp/dashboard.png.
+    if let Some(path) = std::env::var_os("EFFISTREAM_DASHBOARD_SCREENSHOT") {
+        let shot = browser.call(
+            "Page.captureScreenshot",
+            serde_json::json!({"format": "png"}),
+        );
+        std::fs::write(path, base64_decode(shot["data"].as_str().unwrap())).unwrap();
+    }
+    drop(browser);
+    daemon.terminate();
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut bits, mut count) = (0u32, 0);
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let value = ALPHABET.iter().position(|&a| a == c).expect("base64") as u32;
+        bits = (bits << 6) | value;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    out
+}
+
+#[test]
+fn the_dashboard_uses_the_configured_websocket_url_of_an_external_broker() {
+    let _serial = serial();
+    // An external broker with a WebSocket listener (Debian's mosquitto has none).
+    let any = "127.0.0.1:0".parse().unwrap();
+    let broker = effistream::mqtt::EmbeddedBroker::start_with_websocket(any, Some(any)).unwrap();
+    let ws = broker.websocket_addr().unwrap();
+    let mut daemon = Daemon::start(
+        &config(
+            &[("porch", "ball")],
+            &broker.url(),
+            &format!("[http]\nlisten = \"127.0.0.1:0\"\nmqtt_websocket_url = \"ws://{ws}/mqtt\"\n"),
+        ),
+        &[],
+    );
+    let base = daemon.http_url();
+    daemon.wait_log("Online.", Duration::from_secs(60));
+    let mut browser = open_dashboard(&base);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rows = loop {
+        let rows = dashboard_rows(&mut browser);
+        if rows
+            .first()
+            .is_some_and(|r| !r["label"].as_str().unwrap().is_empty())
+        {
+            break rows;
+        }
+        assert!(Instant::now() < deadline, "no label: {rows:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(rows[0]["camera"], "porch");
+    drop(browser);
+    daemon.terminate();
 }
