@@ -1,9 +1,11 @@
 //! `effistream run`: wires the configuration to the sources, the engine and the MQTT
 //! publisher, publishes statistics, and shuts everything down in order on SIGINT/SIGTERM.
 //!
-//! Start-up: the embedded broker (if `mqtt.url = "embedded"`), the publisher (a broker
-//! that is down is retried in the background), the model and its warm-up batch on every
-//! worker, `{prefix}/status = online`, then one source per enabled camera.
+//! Start-up: the cameras of this shard (`--shard I/N`, [`crate::shard`]), the embedded
+//! broker (if `mqtt.url = "embedded"`), the HTTP server ([`crate::http`]: dashboard,
+//! metrics, probes; not ready yet), the publisher (a broker that is down is retried in
+//! the background) and the Home Assistant discovery messages, the model and its warm-up
+//! batch on every worker, `{prefix}/status = online`, then one source per enabled camera.
 //!
 //! Shutdown, within 5 s: the sources stop (no new frames), frames still waiting in the
 //! channel are dropped and counted as `shutdown`, batches already formed are finished and
