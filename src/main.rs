@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Run the daemon: cameras → batched inference → MQTT, until SIGINT/SIGTERM. Without
     /// --config: one test://ball camera, efficientnet_b1_pruned, the embedded broker on
-    /// 127.0.0.1:1883.
+    /// 127.0.0.1:1883, the dashboard and metrics on http://127.0.0.1:9464/.
     Run(RunArgs),
     /// Classify image files (JPEG, PNG) and print the top-k classes of each.
     Classify(ClassifyArgs),
