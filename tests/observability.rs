@@ -1,5 +1,8 @@
-//! Observability of the daemon process: the HTTP server's Prometheus metrics (scraped and
-//! parsed), health and readiness probes against a real mosquitto that is down, then up.
+//! The daemon process as dashboards, Prometheus, Kubernetes and Home Assistant see it:
+//! the HTTP server's metrics (scraped and parsed) and probes against a real mosquitto that
+//! is down, then up; Home Assistant discovery payloads against the documented options and
+//! the real payloads; two shards on one broker; the Kubernetes manifests; the dashboard
+//! page in headless Chromium. Brokers and servers on 127.0.0.1, ports chosen at run time.
 //! The tests run one at a time: they share two cores with the daemons they start.
 
 #[path = "common/chromium.rs"]
