@@ -62,6 +62,11 @@ pub struct Config {
     pub reconnect: ReconnectConfig,
     pub mqtt: MqttConfig,
     pub state: StateConfig,
+    pub http: HttpConfig,
+    pub homeassistant: HomeAssistantConfig,
+    /// `I/N`: run only the cameras whose id hashes to `I` modulo `N` ([`crate::shard`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 /// One camera: where its frames come from and how often to classify them.
@@ -148,6 +153,9 @@ pub struct MqttConfig {
     pub url: String,
     /// Address of the built-in broker when `url = "embedded"`.
     pub embedded_listen: String,
+    /// Address of the built-in broker's MQTT-over-WebSocket listener (the dashboard's);
+    /// empty: none.
+    pub embedded_websocket_listen: String,
     pub client_id: String,
     /// First level of every topic.
     pub topic_prefix: String,
@@ -188,6 +196,32 @@ pub struct StateConfig {
     pub min_score: f32,
 }
 
+/// The HTTP server: Prometheus metrics, health probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Serve HTTP at all.
+    pub enabled: bool,
+    /// IP address and port to listen on; port 0 picks a free port (logged and printed).
+    pub listen: String,
+    /// The broker's MQTT-over-WebSocket URL for the dashboard page; default: the embedded
+    /// broker's WebSocket listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_websocket_url: Option<String>,
+}
+
+/// Home Assistant MQTT discovery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeAssistantConfig {
+    /// Publish a retained discovery message per camera.
+    pub enabled: bool,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: String,
+    /// Node id in the discovery topics and unique ids (`[a-zA-Z0-9_-]`).
+    pub node_id: String,
+}
+
 mod defaults {
     pub fn fps() -> f64 {
         5.0
@@ -211,6 +245,9 @@ impl Default for Config {
             reconnect: ReconnectConfig::default(),
             mqtt: MqttConfig::default(),
             state: StateConfig::default(),
+            http: HttpConfig::default(),
+            homeassistant: HomeAssistantConfig::default(),
+            shard: None,
         }
     }
 }
@@ -260,6 +297,7 @@ impl Default for MqttConfig {
         Self {
             url: "embedded".to_owned(),
             embedded_listen: "127.0.0.1:1883".to_owned(),
+            embedded_websocket_listen: "127.0.0.1:9001".to_owned(),
             client_id: "effistream".to_owned(),
             topic_prefix: "effistream".to_owned(),
             qos: 1,
@@ -272,6 +310,35 @@ impl Default for MqttConfig {
             ca_file: None,
             cert_file: None,
             key_file: None,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:9464".to_owned(),
+            mqtt_websocket_url: None,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The address to listen on; the error is the reason.
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, String> {
+        self.listen
+            .parse()
+            .map_err(|_| "not an IP address and a port like 127.0.0.1:9464".to_owned())
+    }
+}
+
+impl Default for HomeAssistantConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            discovery_prefix: "homeassistant".to_owned(),
+            node_id: "effistream".to_owned(),
         }
     }
 }
@@ -531,6 +598,35 @@ impl Config {
         v.reconnect(&self.reconnect)?;
         v.mqtt(&self.mqtt)?;
         v.state(&self.state)?;
+        self.http
+            .listen_addr()
+            .map_err(|r| v.bad("http.listen", quoted(&self.http.listen), r))?;
+        self.mqtt.embedded_websocket_addr().map_err(|r| {
+            v.bad(
+                "mqtt.embedded_websocket_listen",
+                quoted(&self.mqtt.embedded_websocket_listen),
+                r,
+            )
+        })?;
+        if let Some(url) = &self.http.mqtt_websocket_url {
+            let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+            let valid = matches!(scheme.as_deref(), Some("ws" | "wss"))
+                && url.len() > "wss://".len()
+                && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !valid {
+                return Err(v.bad(
+                    "http.mqtt_websocket_url",
+                    quoted(url),
+                    "expected the broker's MQTT-over-WebSocket URL, ws://host:port/path or wss://...",
+                ));
+            }
+        }
+        v.homeassistant(&self.homeassistant)?;
+        if let Some(shard) = &self.shard {
+            shard
+                .parse::<crate::shard::Shard>()
+                .map_err(|r| v.bad("shard", quoted(shard), r))?;
+        }
         if self.stats_interval_s > 86_400 {
             return Err(v.bad(
                 "stats_interval_s",
@@ -615,6 +711,18 @@ impl MqttConfig {
                 .map_err(|r| format!("mqtt.password_file {}: {r}", quoted_path(path))),
             (None, None) => Ok(None),
         }
+    }
+
+    /// The embedded broker's WebSocket address, `None` when `embedded_websocket_listen`
+    /// is empty. The error is the reason.
+    pub fn embedded_websocket_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        if self.embedded_websocket_listen.is_empty() {
+            return Ok(None);
+        }
+        self.embedded_websocket_listen
+            .parse()
+            .map(Some)
+            .map_err(|_| "not an IP address and a port like 127.0.0.1:9001, nor empty".to_owned())
     }
 
     /// Where the broker is: `embedded` (listening on `embedded_listen`),
@@ -1166,6 +1274,25 @@ impl Validator<'_> {
             if let Some(path) = path {
                 check_file(path).map_err(|r| self.bad(key, quoted_path(path), r))?;
             }
+        }
+        Ok(())
+    }
+
+    fn homeassistant(&self, ha: &HomeAssistantConfig) -> Result<(), ConfigError> {
+        check_topic_prefix(&ha.discovery_prefix).map_err(|r| {
+            self.bad(
+                "homeassistant.discovery_prefix",
+                quoted(&ha.discovery_prefix),
+                r,
+            )
+        })?;
+        let valid = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+        if !(1..=64).contains(&ha.node_id.len()) || !ha.node_id.chars().all(valid) {
+            return Err(self.bad(
+                "homeassistant.node_id",
+                quoted(&ha.node_id),
+                "must be 1 to 64 of the characters a-z, A-Z, 0-9, `_` and `-` (Home Assistant's rule for discovery topic levels)",
+            ));
         }
         Ok(())
     }
@@ -1878,6 +2005,19 @@ mod tests {
             expand("${}", &env)
                 .unwrap_err()
                 .contains("not a valid variable")
+        );
+    }
+
+    #[test]
+    fn a_shard_is_validated_and_printed_back() {
+        let mut config = Config::builtin();
+        config.shard = Some("1/3".into());
+        let text = config.to_toml().unwrap();
+        assert_eq!(Config::from_toml(&text, "t").unwrap(), config, "{text}");
+        let err = Config::from_toml("shard = \"3/3\"", "t.toml").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "t.toml: shard = \"3/3\": the index must be less than the number of shards (0 to 2)"
         );
     }
 

@@ -1,9 +1,11 @@
 //! `effistream run`: wires the configuration to the sources, the engine and the MQTT
 //! publisher, publishes statistics, and shuts everything down in order on SIGINT/SIGTERM.
 //!
-//! Start-up: the embedded broker (if `mqtt.url = "embedded"`), the publisher (a broker
-//! that is down is retried in the background), the model and its warm-up batch on every
-//! worker, `{prefix}/status = online`, then one source per enabled camera.
+//! Start-up: the cameras of this shard (`--shard I/N`, [`crate::shard`]), the embedded
+//! broker (if `mqtt.url = "embedded"`), the HTTP server ([`crate::http`]: dashboard,
+//! metrics, probes; not ready yet), the publisher (a broker that is down is retried in
+//! the background) and the Home Assistant discovery messages, the model and its warm-up
+//! batch on every worker, `{prefix}/status = online`, then one source per enabled camera.
 //!
 //! Shutdown, within 5 s: the sources stop (no new frames), frames still waiting in the
 //! channel are dropped and counted as `shutdown`, batches already formed are finished and
@@ -20,11 +22,13 @@ use anyhow::{Context, bail};
 
 use crate::config::{Config, MqttEndpoint};
 use crate::engine::{Engine, EngineConfig};
+use crate::http::{Dashboard, Observed, camera_status};
 use crate::model::{Classifier, Variant};
 use crate::mqtt::{
     CameraStats, CameraStatus, Classification, EmbeddedBroker, InferenceStats, Overflow, Publisher,
-    PublisherOptions, StatsPayload,
+    PublisherOptions, StatsPayload, Topics,
 };
+use crate::shard::Shard;
 use crate::source::{Source, SourceState};
 
 /// Time budget of each shutdown step; together well under the 5 s promised.
@@ -45,12 +49,14 @@ pub enum StopReason {
 pub struct RunOptions {
     /// Overrides `model.weights`.
     pub weights: Option<PathBuf>,
+    /// Overrides `shard`.
+    pub shard: Option<Shard>,
 }
 
 /// Runs the daemon until SIGINT/SIGTERM or until every camera has ended.
-pub fn run(config: Config, options: RunOptions) -> anyhow::Result<StopReason> {
+pub fn run(mut config: Config, options: RunOptions) -> anyhow::Result<StopReason> {
     let started = Instant::now();
-    let cameras: Vec<_> = config
+    let mut cameras: Vec<_> = config
         .cameras
         .iter()
         .filter(|c| c.enabled)
@@ -58,6 +64,20 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<StopReason> {
         .collect();
     if cameras.is_empty() {
         bail!("no enabled camera in the configuration: add a [[camera]] table");
+    }
+    let shard = match options.shard {
+        Some(shard) => Some(shard),
+        None => config
+            .shard
+            .as_deref()
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| anyhow::anyhow!("shard: {e}"))?,
+    };
+    let mut topics = Topics::new(&config.mqtt.topic_prefix)?;
+    if let Some(shard) = shard {
+        cameras = crate::shard::take(shard, cameras, &mut config.mqtt);
+        topics = topics.with_status_level(&shard.status_level());
     }
     let variant = Variant::by_name(&config.model.name)?;
     gst::init().context("initialising GStreamer")?;
@@ -86,11 +106,31 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<StopReason> {
         .mqtt
         .endpoint()
         .map_err(|e| anyhow::anyhow!("mqtt.url: {e}"))?;
-    let _broker = match endpoint {
-        MqttEndpoint::Embedded(addr) => Some(EmbeddedBroker::start(addr)?),
-        _ => None,
+    let websocket = config
+        .mqtt
+        .embedded_websocket_addr()
+        .map_err(|e| anyhow::anyhow!("mqtt.embedded_websocket_listen: {e}"))?;
+    let (endpoint, broker) = match endpoint {
+        MqttEndpoint::Embedded(addr) => {
+            let broker = EmbeddedBroker::start_with_websocket(addr, websocket)?;
+            // With port 0, the port the broker got.
+            config.mqtt.embedded_listen = broker.addr().to_string();
+            (MqttEndpoint::Embedded(broker.addr()), Some(broker))
+        }
+        endpoint => (endpoint, None),
     };
     print_subscribe_hint(&config, &endpoint);
+    // Before the model loads, so that probes get an answer (not ready yet) meanwhile.
+    let observed = Arc::new(Observed::new(variant.name));
+    let dashboard = Dashboard::new(
+        &config.mqtt.topic_prefix,
+        config.http.mqtt_websocket_url.clone(),
+        broker
+            .as_ref()
+            .and_then(EmbeddedBroker::websocket_addr)
+            .map(|a| a.port()),
+    );
+    let _http = crate::http::start(&config.http, observed.clone(), dashboard)?;
     // A full queue drops its oldest message: the newest results matter most to a
     // dashboard, and the drop is counted either way.
     let publisher = Publisher::start_with(
@@ -98,10 +138,15 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<StopReason> {
         &config.state,
         PublisherOptions {
             persistent_session: config.mqtt.persistent_session,
+            status_level: shard.map(|s| s.status_level()),
             overflow: Overflow::DropOldest,
             ..PublisherOptions::default()
         },
     )?;
+    observed.set_publisher(&publisher);
+    if config.homeassistant.enabled {
+        crate::mqtt::homeassistant::announce(&publisher, &topics, &config, variant.name, &cameras);
+    }
 
     let weights = options.weights.or_else(|| config.model.weights.clone());
     let classifier = match Classifier::load(variant, weights.as_deref()) {
@@ -131,6 +176,7 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<StopReason> {
             threshold: config.model.threshold,
         },
     )?;
+    observed.set_engine(engine.histograms(), engine.queue_probe());
     publisher.set_online();
     tracing::info!(
         model = variant.name,
@@ -159,14 +205,21 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<StopReason> {
             });
         });
         let stream = engine.stream(&camera.id, on_result)?;
-        streams.push((camera.id.clone(), stream.counters().clone()));
+        let counters = stream.counters().clone();
+        streams.push((camera.id.clone(), counters.clone()));
         let p = publisher.clone();
         let on_state = Arc::new(move |id: &str, state: SourceState| {
             p.camera_status(id, camera_status(state));
         });
         match Source::spawn(camera, &config.reconnect, stream, on_state) {
-            Ok(source) => sources.push(source),
-            Err(e) => tracing::error!(camera = %camera.id, error = %e, "Camera not started."),
+            Ok(source) => {
+                observed.add_camera(&camera.id, counters, Some(source.watch()));
+                sources.push(source);
+            }
+            Err(e) => {
+                observed.add_camera(&camera.id, counters, None);
+                tracing::error!(camera = %camera.id, error = %e, "Camera not started.");
+            }
         }
     }
 
@@ -188,7 +241,8 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<StopReason> {
             }
             Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
         }
-        if sources.iter().all(Source::is_finished) {
+        // A shard without cameras keeps running (serving HTTP, status online).
+        if !cameras.is_empty() && sources.iter().all(Source::is_finished) {
             break StopReason::SourcesEnded;
         }
         if config.stats_interval_s > 0 && Instant::now() >= next_stats {
@@ -204,6 +258,7 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<StopReason> {
         }
     };
     tracing::info!(?reason, "Shutting down.");
+    observed.set_stopping();
     let shutdown_started = Instant::now();
 
     for source in &sources {
@@ -226,14 +281,6 @@ pub fn run(config: Config, options: RunOptions) -> anyhow::Result<StopReason> {
         "Stopped."
     );
     Ok(reason)
-}
-
-fn camera_status(state: SourceState) -> CameraStatus {
-    match state {
-        SourceState::Online => CameraStatus::Online,
-        SourceState::Reconnecting => CameraStatus::Reconnecting,
-        SourceState::Offline => CameraStatus::Offline,
-    }
 }
 
 /// Prints how to watch the messages with mosquitto_sub.

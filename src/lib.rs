@@ -12,7 +12,8 @@
 //! - [`source`]: camera pipelines in GStreamer, watched and rebuilt when they fail;
 //! - [`mqtt`]: the topics, payloads and JSON Schemas of the MQTT contract, the publisher
 //!   and an embedded broker;
-//! - [`config`] and [`daemon`]: the configuration file and `effistream run`.
+//! - [`config`] and [`daemon`]: the configuration file and `effistream run`;
+//! - [`http`]: the daemon's HTTP server: Prometheus metrics and health probes.
 //!
 //! # Quick start
 //!
@@ -34,9 +35,12 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod error;
+pub mod hash;
+pub mod http;
 pub mod model;
 pub mod mqtt;
 pub mod preprocess;
+pub mod shard;
 pub mod source;
 
 pub use error::{Error, Result};

@@ -27,7 +27,7 @@ struct Cli {
 enum Command {
     /// Run the daemon: cameras → batched inference → MQTT, until SIGINT/SIGTERM. Without
     /// --config: one test://ball camera, efficientnet_b1_pruned, the embedded broker on
-    /// 127.0.0.1:1883.
+    /// 127.0.0.1:1883, the dashboard and metrics on http://127.0.0.1:9464/.
     Run(RunArgs),
     /// Classify image files (JPEG, PNG) and print the top-k classes of each.
     Classify(ClassifyArgs),
@@ -72,6 +72,12 @@ struct RunArgs {
     /// Weights file for the configured model; overrides `[model] weights`.
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
+    /// Run only shard I of N: the cameras whose id's FNV-1a hash modulo N is I, so that N
+    /// daemons with the same camera list cover it together. Overrides `shard`. The MQTT
+    /// client id gets `-shard-I` appended and the daemon's status goes to
+    /// `{prefix}/status/I` (docs/scaling.md).
+    #[arg(long, value_name = "I/N")]
+    shard: Option<effistream::shard::Shard>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -330,6 +336,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         config,
         effistream::daemon::RunOptions {
             weights: args.weights,
+            shard: args.shard,
         },
     )?;
     Ok(ExitCode::SUCCESS)

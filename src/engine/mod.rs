@@ -35,7 +35,7 @@ use crate::error::Result;
 use crate::model::{ClassScore, Classifier};
 use crate::preprocess::RgbImage;
 
-pub use stats::{EngineSnapshot, LatencyHistogram};
+pub use stats::{EngineHistograms, EngineSnapshot, LatencyHistogram};
 
 /// One video frame to classify.
 #[derive(Debug, Clone)]
@@ -297,6 +297,17 @@ impl Engine {
         self.frames_rx.len()
     }
 
+    /// A probe of the frames waiting in the channel that outlives borrows of the engine
+    /// (for metrics scraped from another thread).
+    pub fn queue_probe(&self) -> QueueProbe {
+        QueueProbe(self.frames_rx.clone())
+    }
+
+    /// Cumulative inference time and batch size histograms (shared, never reset).
+    pub fn histograms(&self) -> EngineHistograms {
+        self.stats.histograms.clone()
+    }
+
     /// Inference time and batch size statistics since the last snapshot.
     pub fn take_snapshot(&self) -> EngineSnapshot {
         self.stats.take_snapshot()
@@ -324,6 +335,22 @@ impl Engine {
             }
         }
         self.stats.take_snapshot()
+    }
+}
+
+/// Frames waiting in an engine's channel, readable from any thread ([`Engine::queue_probe`]).
+#[derive(Clone)]
+pub struct QueueProbe(Receiver<Queued>);
+
+impl QueueProbe {
+    pub fn depth(&self) -> usize {
+        self.0.len()
+    }
+}
+
+impl std::fmt::Debug for QueueProbe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("QueueProbe").field(&self.depth()).finish()
     }
 }
 

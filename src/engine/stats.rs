@@ -1,6 +1,9 @@
-//! Inference time and batch size statistics, reset at each snapshot.
+//! Inference time and batch size statistics: a snapshot reset at each stats message, and
+//! cumulative histograms for metrics scrapers ([`EngineHistograms`]).
 
 use std::sync::Mutex;
+
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 
 /// Statistics gathered since the previous snapshot.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -56,9 +59,30 @@ impl LatencyHistogram {
     }
 }
 
+/// Cumulative histograms since the engine started, never reset: what Prometheus scrapes.
+/// Cloning shares the counts.
+#[derive(Debug, Clone)]
+pub struct EngineHistograms {
+    /// Time each batch took (preprocessing and network), seconds; buckets from 5 ms to
+    /// 10.24 s, doubling.
+    pub inference_seconds: Histogram,
+    /// Frames in each batch formed; buckets 1, 2, 4, ... 256.
+    pub batch_size: Histogram,
+}
+
+impl Default for EngineHistograms {
+    fn default() -> Self {
+        Self {
+            inference_seconds: Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            batch_size: Histogram::new(exponential_buckets(1.0, 2.0, 9)),
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(super) struct EngineStats {
     current: Mutex<EngineSnapshot>,
+    pub histograms: EngineHistograms,
 }
 
 impl EngineStats {
@@ -66,11 +90,15 @@ impl EngineStats {
         let mut s = self.current.lock().unwrap_or_else(|e| e.into_inner());
         s.batches += 1;
         s.frames += frames as u64;
+        self.histograms.batch_size.observe(frames as f64);
     }
 
     pub fn batch_done(&self, inference_ms: f64) {
         let mut s = self.current.lock().unwrap_or_else(|e| e.into_inner());
         s.inference_ms.record(inference_ms);
+        self.histograms
+            .inference_seconds
+            .observe(inference_ms / 1e3);
     }
 
     pub fn take_snapshot(&self) -> EngineSnapshot {

@@ -2,7 +2,8 @@
 //! somewhere without any setup.
 //!
 //! rumqttd has no shutdown API: once started, the broker's threads (`effistream-broker`,
-//! rumqttd's router `router-0` and server `effistream-broker-v4`) live until the process
+//! rumqttd's router `router-0`, servers `effistream-broker-v4` and, with a WebSocket
+//! listener, `effistream-broker-ws`) live until the process
 //! exits. Start it once per process.
 
 use std::collections::HashMap;
@@ -31,6 +32,7 @@ const START_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug)]
 pub struct EmbeddedBroker {
     addr: SocketAddr,
+    websocket: Option<SocketAddr>,
     thread: JoinHandle<()>,
 }
 
@@ -42,15 +44,25 @@ impl EmbeddedBroker {
     /// Limits: packets up to [`MAX_PACKET_SIZE`], 100 messages in flight per client, 1000
     /// clients; retained messages are kept in memory.
     pub fn start(listen: SocketAddr) -> Result<Self, MqttError> {
-        // rumqttd only logs a failed bind: bind here first to report it.
-        let addr = TcpListener::bind(listen)
-            .and_then(|listener| listener.local_addr())
-            .map_err(|error| MqttError::BrokerListen {
-                addr: listen,
-                error,
-            })?;
+        Self::start_with_websocket(listen, None)
+    }
 
-        let config = broker_config(addr);
+    /// [`EmbeddedBroker::start`], also serving MQTT over WebSocket (subprotocol `mqtt`,
+    /// any path) on `websocket` when given (port 0 picks a free port), for browsers.
+    pub fn start_with_websocket(
+        listen: SocketAddr,
+        websocket: Option<SocketAddr>,
+    ) -> Result<Self, MqttError> {
+        // rumqttd only logs a failed bind: bind here first to report it.
+        let bind = |addr: SocketAddr| {
+            TcpListener::bind(addr)
+                .and_then(|listener| listener.local_addr())
+                .map_err(|error| MqttError::BrokerListen { addr, error })
+        };
+        let addr = bind(listen)?;
+        let websocket = websocket.map(bind).transpose()?;
+
+        let config = broker_config(addr, websocket);
         let thread = std::thread::Builder::new()
             .name("effistream-broker".to_owned())
             .spawn(move || {
@@ -86,8 +98,17 @@ impl EmbeddedBroker {
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         }
-        info!(%addr, "Embedded MQTT broker listening.");
-        Ok(Self { addr, thread })
+        info!(%addr, websocket = ?websocket, "Embedded MQTT broker listening.");
+        Ok(Self {
+            addr,
+            websocket,
+            thread,
+        })
+    }
+
+    /// The address of the WebSocket listener, if any (with the real port).
+    pub fn websocket_addr(&self) -> Option<SocketAddr> {
+        self.websocket
     }
 
     /// The address the broker listens on (with the real port when started with port 0).
@@ -108,10 +129,10 @@ impl EmbeddedBroker {
     }
 }
 
-fn broker_config(addr: SocketAddr) -> Config {
-    let server = ServerSettings {
-        name: "effistream-broker-v4".to_owned(),
-        listen: addr,
+fn broker_config(addr: SocketAddr, websocket: Option<SocketAddr>) -> Config {
+    let server = |name: &str, listen| ServerSettings {
+        name: name.to_owned(),
+        listen,
         tls: None,
         next_connection_delay_ms: 1,
         connections: ConnectionSettings {
@@ -123,6 +144,8 @@ fn broker_config(addr: SocketAddr) -> Config {
             dynamic_filters: true,
         },
     };
+    let websocket =
+        websocket.map(|ws| HashMap::from([("1".to_owned(), server("effistream-broker-ws", ws))]));
     Config {
         id: 0,
         router: RouterConfig {
@@ -133,7 +156,11 @@ fn broker_config(addr: SocketAddr) -> Config {
             max_segment_count: 4,
             ..RouterConfig::default()
         },
-        v4: Some(HashMap::from([("1".to_owned(), server)])),
+        v4: Some(HashMap::from([(
+            "1".to_owned(),
+            server("effistream-broker-v4", addr),
+        )])),
+        ws: websocket,
         ..Config::default()
     }
 }
@@ -198,5 +225,48 @@ mod tests {
             format!("mqtt://127.0.0.1:{}", broker.addr().port())
         );
         probe(broker.addr()).unwrap();
+        assert_eq!(broker.websocket_addr(), None);
+    }
+
+    #[test]
+    fn the_websocket_listener_speaks_mqtt_to_a_browser_handshake() {
+        let any = "127.0.0.1:0".parse().unwrap();
+        let broker = EmbeddedBroker::start_with_websocket(any, Some(any)).unwrap();
+        let ws = broker.websocket_addr().unwrap();
+        assert_ne!(ws.port(), 0);
+        let mut stream = TcpStream::connect(ws).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        write!(
+            stream,
+            "GET /mqtt HTTP/1.1\r\nHost: {ws}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+             Sec-WebSocket-Protocol: mqtt\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            stream.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8(head).unwrap().to_ascii_lowercase();
+        assert!(head.starts_with("http/1.1 101"), "{head}");
+        assert!(head.contains("sec-websocket-protocol: mqtt"), "{head}");
+        // CONNECT in one masked binary frame (mask 0: the payload is sent as is).
+        let connect = [
+            0x10, 14, 0, 4, b'M', b'Q', b'T', b'T', 4, 0x02, 0, 10, 0, 2, b'w', b's',
+        ];
+        let mut frame = vec![0x82, 0x80 | connect.len() as u8, 0, 0, 0, 0];
+        frame.extend_from_slice(&connect);
+        stream.write_all(&frame).unwrap();
+        let mut answer = [0u8; 6];
+        stream.read_exact(&mut answer).unwrap();
+        assert_eq!(
+            answer,
+            [0x82, 4, 0x20, 2, 0, 0],
+            "a binary frame with CONNACK 0"
+        );
     }
 }

@@ -63,6 +63,9 @@
 //! # Ok::<(), effistream::mqtt::MqttError>(())
 //! ```
 //!
+//! With `[homeassistant] enabled = true` the daemon also publishes a retained Home
+//! Assistant discovery message per camera ([`homeassistant`]).
+//!
 //! # The embedded broker
 //!
 //! [`EmbeddedBroker`] runs rumqttd in this process so that `effistream run` works out of
@@ -70,6 +73,7 @@
 //! mosquitto.
 
 mod broker;
+pub mod homeassistant;
 mod payload;
 mod publisher;
 mod state;

@@ -19,6 +19,8 @@ use crate::mqtt::MqttError;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
     prefix: String,
+    /// `{prefix}/status`, or `{prefix}/status/{level}` for a shard.
+    status: String,
 }
 
 impl Topics {
@@ -30,7 +32,16 @@ impl Topics {
         })?;
         Ok(Self {
             prefix: prefix.to_owned(),
+            status: format!("{prefix}/status"),
         })
+    }
+
+    /// These topics with the daemon's status one level down, `{prefix}/status/{level}`
+    /// (shards: [`crate::shard`]); camera topics are unchanged. `level` must be a valid
+    /// topic level (no `/`, `+`, `#`).
+    pub fn with_status_level(mut self, level: &str) -> Self {
+        self.status = format!("{}/status/{level}", self.prefix);
+        self
     }
 
     /// The first level(s) of every topic.
@@ -40,7 +51,7 @@ impl Topics {
 
     /// `{prefix}/status`: `online` / `offline`, retained, also the Last Will.
     pub fn status(&self) -> String {
-        format!("{}/status", self.prefix)
+        self.status.clone()
     }
 
     /// `{prefix}/stats`: periodic statistics, not retained.

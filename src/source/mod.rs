@@ -122,6 +122,14 @@ impl Source {
         &self.counters
     }
 
+    /// The counters and the state, readable from another thread after the source is gone.
+    pub fn watch(&self) -> SourceWatch {
+        SourceWatch {
+            counters: self.counters.clone(),
+            state: self.state.clone(),
+        }
+    }
+
     /// Asks the thread to stop its pipeline; [`Source::join`] waits for it.
     pub fn request_stop(&self) {
         self.stop.store(true, Ordering::SeqCst);
@@ -150,6 +158,20 @@ impl Source {
 impl Drop for Source {
     fn drop(&mut self) {
         self.request_stop();
+    }
+}
+
+/// A source's counters and last state, shared with the source thread ([`Source::watch`]).
+#[derive(Debug, Clone)]
+pub struct SourceWatch {
+    pub counters: Arc<SourceCounters>,
+    state: Arc<Mutex<Option<SourceState>>>,
+}
+
+impl SourceWatch {
+    /// The last state reported, `None` before the first.
+    pub fn state(&self) -> Option<SourceState> {
+        self.state.lock().ok().and_then(|s| *s)
     }
 }
 

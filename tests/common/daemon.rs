@@ -1,11 +1,16 @@
-//! The daemon as a process for the tests: start it on a TOML configuration, signal it,
-//! read its log and resident memory; a test configuration; helpers over the messages it
-//! publishes. Shared by `tests/daemon.rs` and `tests/soak.rs` (not part of `common`, which
-//! the plugin's tests compile too, without the `effistream` binary).
+//! The daemon as a process for the tests: start it on a TOML configuration (written to a
+//! temporary file, stderr to a log file, killed on drop), signal it, read its log,
+//! resident memory, threads and descriptors, and its HTTP server; test configurations;
+//! helpers over the messages it publishes. Shared by `tests/daemon.rs`, `tests/soak.rs`
+//! and `tests/observability.rs`. Not part of `common/mod.rs`, which the plugin's tests
+//! also compile (they have no `CARGO_BIN_EXE_effistream`): include it with
+//! `#[path = "common/daemon.rs"] mod harness;`.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -25,7 +30,7 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
 /// A daemon process running `config` (TOML text), logs in a file.
 pub struct Daemon {
     child: Child,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
     log: PathBuf,
 }
 
@@ -34,8 +39,17 @@ impl Daemon {
         Self::start_with_env(config, &[])
     }
 
+    /// `effistream run --config <config> [args]`.
+    pub fn start_args(config: &str, args: &[&str]) -> Self {
+        Self::spawn(config, args, &[])
+    }
+
     /// [`Daemon::start`] with extra environment variables and debug logging when asked.
     pub fn start_with_env(config: &str, env: &[(&str, &str)]) -> Self {
+        Self::spawn(config, &[], env)
+    }
+
+    fn spawn(config: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("effistream.toml");
         std::fs::write(&path, config).unwrap();
@@ -43,17 +57,55 @@ impl Daemon {
         let child = Command::new(env!("CARGO_BIN_EXE_effistream"))
             .args(["run", "--config"])
             .arg(&path)
+            .args(args)
             .env("RUST_LOG", "warn,effistream=info")
             .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
-        Self {
-            child,
-            _dir: dir,
-            log,
+        Self { child, dir, log }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Waits for a log line containing `needle`; panics with the log after `timeout`.
+    pub fn wait_log(&mut self, needle: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(line) = self.log().lines().find(|l| l.contains(needle)) {
+                return line.to_owned();
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                panic!(
+                    "daemon exited ({status}) before logging {needle:?}:\n{}",
+                    self.log()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {needle:?} in the log within {timeout:?}:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The base URL (`http://127.0.0.1:PORT`) of the HTTP server, from the line the daemon
+    /// prints at start.
+    pub fn http_url(&mut self) -> String {
+        let line = self.wait_log("Metrics: http://", Duration::from_secs(10));
+        let start = line.find("http://").unwrap();
+        let url = &line[start..];
+        url[..url.find("/metrics").expect("a /metrics URL")].to_owned()
+    }
+
+    /// SIGKILL, and waits for the exit: no clean MQTT disconnect, the broker sends the Will.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// Still running (not exited yet).
@@ -137,7 +189,8 @@ pub fn lite0_weights() -> PathBuf {
 
 /// A configuration: cameras (id, uri, fps), the mosquitto port, extra TOML.
 pub fn config(cameras: &[(&str, &str, f64)], broker_port: u16, extra: &str) -> String {
-    let mut toml = String::from("stats_interval_s = 2\n");
+    // The HTTP server on a free port: two daemons may run at once.
+    let mut toml = String::from("stats_interval_s = 2\n[http]\nlisten = \"127.0.0.1:0\"\n\n");
     for (id, uri, fps) in cameras {
         toml += &format!(
             "[[camera]]\nid = \"{id}\"\nuri = \"{uri}\"\nfps = {fps}\nstall_timeout_s = 5\n\n"
@@ -209,4 +262,47 @@ pub fn by_camera(messages: &[Message], leaf: &str) -> BTreeMap<String, Vec<Value
         }
     }
     out
+}
+
+/// A GET over a fresh connection: `(status, headers, body)`.
+pub fn http_get(url: &str) -> (u16, String, String) {
+    let rest = url.strip_prefix("http://").expect("an http:// URL");
+    let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let addr: SocketAddr = host.parse().expect("an IP:port host");
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))
+        .unwrap_or_else(|e| panic!("connecting to {url}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let path = if path.is_empty() { "/" } else { path };
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).unwrap();
+    let answer = String::from_utf8(answer).expect("UTF-8 answer");
+    let (head, body) = answer.split_once("\r\n\r\n").expect("a head and a body");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {head:?}"));
+    (status, head.to_owned(), body.to_owned())
+}
+
+/// A configuration: `test://` cameras (id, pattern), the model, `[mqtt]` with `url`, and
+/// `extra` TOML after it.
+pub fn pattern_config(cameras: &[(&str, &str)], mqtt_url: &str, extra: &str) -> String {
+    let mut toml = String::from("stats_interval_s = 1\n");
+    for (id, pattern) in cameras {
+        toml += &format!(
+            "[[camera]]\nid = \"{id}\"\nuri = \"test://{pattern}?width=160&height=120\"\nfps = 5.0\n\n"
+        );
+    }
+    toml += &format!(
+        "[model]\nname = \"tf_efficientnet_lite0\"\nweights = \"{}\"\ntop_k = 3\n\n\
+         [batch]\nmax_size = 4\n\n\
+         [mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"effistream-obs-{}\"\nqos = 1\nkeep_alive_s = 5\n\n{extra}",
+        lite0_weights().display(),
+        std::process::id()
+    );
+    toml
 }

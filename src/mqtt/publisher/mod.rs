@@ -155,6 +155,9 @@ pub struct PublisherOptions {
     /// jitter).
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
+    /// Publish the daemon's status (and Last Will) on `{prefix}/status/{level}`
+    /// ([`Topics::with_status_level`]): shards.
+    pub status_level: Option<String>,
 }
 
 impl Default for PublisherOptions {
@@ -164,6 +167,7 @@ impl Default for PublisherOptions {
             overflow: Overflow::DropNewest,
             reconnect_initial: Duration::from_millis(250),
             reconnect_max: Duration::from_secs(10),
+            status_level: None,
         }
     }
 }
@@ -276,6 +280,7 @@ enum Data {
 enum Control {
     SetOnline,
     CameraStatus(Arc<str>, CameraStatus),
+    Retain(String, Vec<u8>),
     Shutdown {
         deadline: Instant,
         timeout: Duration,
@@ -309,7 +314,10 @@ impl Publisher {
         options: PublisherOptions,
     ) -> Result<Self, MqttError> {
         let endpoint = cfg.endpoint().map_err(MqttError::Url)?;
-        let topics = Topics::new(&cfg.topic_prefix)?;
+        let mut topics = Topics::new(&cfg.topic_prefix)?;
+        if let Some(level) = &options.status_level {
+            topics = topics.with_status_level(level);
+        }
         let qos = qos(cfg.qos)?;
         let (mqtt_options, broker) = mqtt_options(cfg, &endpoint, &topics, qos, &options)?;
         info!(
@@ -355,6 +363,7 @@ impl Publisher {
             online: false,
             cameras: BTreeMap::new(),
             states: BTreeMap::new(),
+            retained: BTreeMap::new(),
             outbox: VecDeque::new(),
             connected: false,
             event_loop_exited: false,
@@ -397,6 +406,12 @@ impl Publisher {
             .inner
             .control_tx
             .send(Control::CameraStatus(Arc::from(camera), status));
+    }
+
+    /// Publishes `payload` retained on `topic` (outside the contract's topics, such as
+    /// Home Assistant discovery), now if connected and again after every reconnect.
+    pub fn retain(&self, topic: String, payload: Vec<u8>) {
+        let _ = self.inner.control_tx.send(Control::Retain(topic, payload));
     }
 
     /// Queues one classification; never blocks. Returns `false` when the message was

@@ -42,6 +42,8 @@ pub(super) struct Worker {
     pub(super) cameras: BTreeMap<Arc<str>, CameraStatus>,
     /// Last retained state payload of every camera.
     pub(super) states: BTreeMap<Arc<str>, Vec<u8>>,
+    /// Other retained messages ([`super::Publisher::retain`]), by topic.
+    pub(super) retained: BTreeMap<String, Vec<u8>>,
     /// Publications not yet accepted by rumqttc.
     pub(super) outbox: VecDeque<Publication>,
     pub(super) connected: bool,
@@ -120,6 +122,12 @@ impl Worker {
                 }
                 self.cameras.insert(camera, status);
             }
+            Control::Retain(topic, payload) => {
+                if self.connected {
+                    self.stage(topic.clone(), payload.clone(), true);
+                }
+                self.retained.insert(topic, payload);
+            }
             Control::Shutdown { .. } => {}
         }
     }
@@ -190,7 +198,7 @@ impl Worker {
     }
 
     /// The global status (if online, or `offline` once shutting down), every camera's
-    /// status and every camera's last state.
+    /// status and last state, and (unless shutting down) the other retained messages.
     fn stage_statuses(&mut self) {
         let closing = self.shared.closed.load(Ordering::Acquire);
         if self.online || closing {
@@ -216,6 +224,16 @@ impl Worker {
             .collect();
         for (topic, state) in states {
             self.stage(topic, state, true);
+        }
+        if !closing {
+            let retained: Vec<(String, Vec<u8>)> = self
+                .retained
+                .iter()
+                .map(|(topic, payload)| (topic.clone(), payload.clone()))
+                .collect();
+            for (topic, payload) in retained {
+                self.stage(topic, payload, true);
+            }
         }
     }
 

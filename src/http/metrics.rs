@@ -1,0 +1,301 @@
+//! What the daemon shows over HTTP: Prometheus metrics read at scrape time from the
+//! counters the daemon already keeps (sources, engine streams, publisher), the engine's
+//! cumulative histograms, and the readiness verdict.
+//!
+//! | metric | type | labels |
+//! | --- | --- | --- |
+//! | `effistream_camera_frames_total` | counter | `camera` |
+//! | `effistream_camera_processed_total` | counter | `camera` |
+//! | `effistream_camera_dropped_total` | counter | `camera`, `reason` |
+//! | `effistream_camera_reconnects_total` | counter | `camera` |
+//! | `effistream_camera_status` | gauge (1 for the current status) | `camera`, `status` |
+//! | `effistream_inference_duration_seconds` | histogram | |
+//! | `effistream_batch_size` | histogram | |
+//! | `effistream_queue_depth` | gauge | |
+//! | `effistream_mqtt_connected` | gauge | |
+//! | `effistream_mqtt_published_total` | counter | |
+//! | `effistream_mqtt_dropped_total` | counter | |
+//! | `effistream_mqtt_queued` | gauge | |
+//! | `effistream_ready` | gauge | |
+//! | `effistream_uptime_seconds` | gauge | |
+//! | `effistream_build_info` | gauge (always 1) | `version`, `model` |
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::registry::Registry;
+
+use crate::engine::{EngineHistograms, QueueProbe, StreamCounters};
+use crate::mqtt::{CameraStatus, Publisher};
+use crate::source::{SourceState, SourceWatch};
+
+/// The daemon's live state as the HTTP server sees it, filled in as start-up proceeds.
+#[derive(Debug)]
+pub struct Observed {
+    started: Instant,
+    model: String,
+    warm: AtomicBool,
+    stopping: AtomicBool,
+    publisher: OnceLock<Publisher>,
+    engine: OnceLock<(EngineHistograms, QueueProbe)>,
+    cameras: Mutex<Vec<Camera>>,
+}
+
+#[derive(Debug, Clone)]
+struct Camera {
+    id: String,
+    stream: Arc<StreamCounters>,
+    source: Option<SourceWatch>,
+}
+
+impl Observed {
+    pub fn new(model: &str) -> Self {
+        Self {
+            started: Instant::now(),
+            model: model.to_owned(),
+            warm: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
+            publisher: OnceLock::new(),
+            engine: OnceLock::new(),
+            cameras: Mutex::new(Vec::new()),
+        }
+    }
+
+    pub fn set_publisher(&self, publisher: &Publisher) {
+        let _ = self.publisher.set(publisher.clone());
+    }
+
+    /// The engine is warm: the model answers.
+    pub fn set_engine(&self, histograms: EngineHistograms, queue: QueueProbe) {
+        let _ = self.engine.set((histograms, queue));
+        self.warm.store(true, Ordering::Release);
+    }
+
+    /// A camera with its engine counters and, if its source started, the source's.
+    pub fn add_camera(&self, id: &str, stream: Arc<StreamCounters>, source: Option<SourceWatch>) {
+        self.cameras
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Camera {
+                id: id.to_owned(),
+                stream,
+                source,
+            });
+    }
+
+    /// Shutdown has begun: not ready any more.
+    pub fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// `Ok` when the daemon serves: the model is warm, it is not shutting down, and the
+    /// publisher is connected to the MQTT broker. That holds for the embedded broker too:
+    /// the connection is local and made within milliseconds, so a publisher that cannot
+    /// reach it is a fault worth a 503. Otherwise the reason, one line.
+    pub fn readiness(&self) -> Result<(), String> {
+        if self.stopping.load(Ordering::Acquire) {
+            return Err("shutting down".into());
+        }
+        if !self.warm.load(Ordering::Acquire) {
+            return Err("model not loaded and warmed up yet".into());
+        }
+        match self.publisher.get() {
+            Some(p) if p.counters().connected => Ok(()),
+            _ => Err("MQTT broker not connected".into()),
+        }
+    }
+
+    /// The Prometheus text exposition (format 0.0.4).
+    pub fn render(self: &Arc<Self>) -> String {
+        let mut registry = Registry::default();
+        registry.register_collector(Box::new(self.clone()));
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut text, &registry);
+        text
+    }
+}
+
+impl Collector for Observed {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let cameras = self
+            .cameras
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let counter = |c: &Camera, f: fn(&Camera) -> u64| ConstCounter::new(f(c));
+
+        type Read = fn(&Camera) -> u64;
+        let per_camera: [(&str, &str, Read); 3] = [
+            (
+                "effistream_camera_frames",
+                "Frames that came out of the camera's pipeline (after its fps limit).",
+                |c| load(c.source.as_ref().map(|s| &s.counters.frames)),
+            ),
+            (
+                "effistream_camera_processed",
+                "Frames inferred and handed to MQTT.",
+                |c| c.stream.processed.load(Ordering::Relaxed),
+            ),
+            (
+                "effistream_camera_reconnects",
+                "Pipeline rebuilds after a failure, stall or end of stream.",
+                |c| load(c.source.as_ref().map(|s| &s.counters.reconnects)),
+            ),
+        ];
+        for (name, help, read) in per_camera {
+            let mut family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            for c in &cameras {
+                let labels = [("camera", c.id.as_str())];
+                counter(c, read).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "effistream_camera_dropped",
+            "Frames not inferred, by reason: channel_full (no room in the engine), too_old (older than batch.max_frame_age_ms), shutdown, failed.",
+            None,
+            MetricType::Counter,
+        )?;
+        for c in &cameras {
+            for (reason, n) in c.stream.dropped() {
+                let labels = [("camera", c.id.as_str()), ("reason", reason)];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        let mut family = encoder.encode_descriptor(
+            "effistream_camera_status",
+            "1 for the camera's current status (online, reconnecting, offline), 0 for the others.",
+            None,
+            MetricType::Gauge,
+        )?;
+        for c in &cameras {
+            let current = c
+                .source
+                .as_ref()
+                .and_then(SourceWatch::state)
+                .map_or(CameraStatus::Offline, camera_status);
+            for status in [
+                CameraStatus::Online,
+                CameraStatus::Reconnecting,
+                CameraStatus::Offline,
+            ] {
+                let labels = [("camera", c.id.as_str()), ("status", status.as_str())];
+                ConstGauge::new(i64::from(status == current))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        if let Some((histograms, queue)) = self.engine.get() {
+            for (name, help, histogram) in [
+                (
+                    "effistream_inference_duration_seconds",
+                    "Time each batch took: preprocessing and network.",
+                    &histograms.inference_seconds,
+                ),
+                (
+                    "effistream_batch_size",
+                    "Frames per batch.",
+                    &histograms.batch_size,
+                ),
+            ] {
+                let family =
+                    encoder.encode_descriptor(name, help, None, histogram.metric_type())?;
+                histogram.encode(family)?;
+            }
+            gauge(
+                &mut encoder,
+                "effistream_queue_depth",
+                "Frames waiting in the engine's channel.",
+                queue.depth() as i64,
+            )?;
+        }
+
+        if let Some(publisher) = self.publisher.get() {
+            let counters = publisher.counters();
+            gauge(
+                &mut encoder,
+                "effistream_mqtt_connected",
+                "1 while connected to the MQTT broker.",
+                i64::from(counters.connected),
+            )?;
+            for (name, help, value) in [
+                (
+                    "effistream_mqtt_published",
+                    "Publications confirmed (written at QoS 0, acknowledged at QoS 1 and 2).",
+                    counters.published,
+                ),
+                (
+                    "effistream_mqtt_dropped",
+                    "Messages dropped: queue full, lost at shutdown, or unpublishable.",
+                    counters.dropped,
+                ),
+            ] {
+                let family = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+                ConstCounter::new(value).encode(family)?;
+            }
+            gauge(
+                &mut encoder,
+                "effistream_mqtt_queued",
+                "Messages accepted and not yet confirmed by the broker.",
+                i64::try_from(counters.queued).unwrap_or(i64::MAX),
+            )?;
+        }
+
+        gauge(
+            &mut encoder,
+            "effistream_ready",
+            "1 when /readyz answers 200.",
+            i64::from(self.readiness().is_ok()),
+        )?;
+        let family = encoder.encode_descriptor(
+            "effistream_uptime_seconds",
+            "Seconds since the daemon started.",
+            None,
+            MetricType::Gauge,
+        )?;
+        ConstGauge::new(self.started.elapsed().as_secs_f64()).encode(family)?;
+        let mut family = encoder.encode_descriptor(
+            "effistream_build_info",
+            "Always 1; the labels say what runs.",
+            None,
+            MetricType::Gauge,
+        )?;
+        let labels = [
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("model", self.model.as_str()),
+        ];
+        ConstGauge::new(1i64).encode(family.encode_family(&labels)?)?;
+        Ok(())
+    }
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let family = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(family)
+}
+
+fn load(counter: Option<&std::sync::atomic::AtomicU64>) -> u64 {
+    counter.map_or(0, |c| c.load(Ordering::Relaxed))
+}
+
+/// The status topic's value of a source state.
+pub fn camera_status(state: SourceState) -> CameraStatus {
+    match state {
+        SourceState::Online => CameraStatus::Online,
+        SourceState::Reconnecting => CameraStatus::Reconnecting,
+        SourceState::Offline => CameraStatus::Offline,
+    }
+}

@@ -1,0 +1,204 @@
+//! Home Assistant MQTT discovery: one retained sensor configuration per camera, so that
+//! every camera appears in Home Assistant as a device with a "Label" sensor.
+//!
+//! Topic: `{discovery_prefix}/sensor/{node_id}/{object_id}/config`, where `object_id` is
+//! the camera id when it only has the characters Home Assistant allows in a topic level
+//! (`[a-zA-Z0-9_-]`), and otherwise the id with each other character replaced by `_`
+//! followed by `_` and the id's FNV-1a hash in 8 hex digits ([`object_id`]), so that two
+//! ids never share a topic.
+//!
+//! The sensor:
+//!
+//! - state: the retained `{prefix}/{camera}/state` topic, `value_template`
+//!   `{{ value_json.label }}`: the label that holds (state hysteresis), not every frame's;
+//! - attributes: from `{prefix}/{camera}/classification`, the latest frame's `score` (top-1),
+//!   `label`, `class_id`, `top` (the top-k list of the payload), `model` and
+//!   `captured_at`. They change at the camera's `fps`: exclude the entity from Home
+//!   Assistant's recorder if its database should not grow with them;
+//! - availability: the daemon's `{prefix}/status` and the camera's `{prefix}/{camera}/status`
+//!   must both say `online` (`availability_mode: all`); `reconnecting` counts as
+//!   unavailable (an availability template maps it to `offline`);
+//! - `unique_id` `{node_id}_{object_id}_label`, a device per camera (identifiers
+//!   `{node_id}_{object_id}`, model = the network), and `origin` naming effistream.
+
+use serde_json::{Value, json};
+
+use crate::hash::fnv1a64;
+use crate::mqtt::topics::Topics;
+
+/// The discovery message of one camera.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Discovery {
+    pub topic: String,
+    pub payload: Value,
+}
+
+/// What the discovery messages are built from.
+#[derive(Debug, Clone, Copy)]
+pub struct DiscoveryOptions<'a> {
+    pub discovery_prefix: &'a str,
+    pub node_id: &'a str,
+    /// The model's name, shown as the device's model.
+    pub model: &'a str,
+    /// QoS of the state topic.
+    pub qos: u8,
+}
+
+/// The id used for `camera` in discovery topics and unique ids: `[a-zA-Z0-9_-]` only.
+///
+/// ```
+/// use effistream::mqtt::homeassistant::object_id;
+///
+/// assert_eq!(object_id("front-door_2"), "front-door_2");
+/// assert_eq!(object_id("front door"), "front_door_4f69b8b8");
+/// assert_ne!(object_id("front door"), object_id("front.door"));
+/// ```
+pub fn object_id(camera: &str) -> String {
+    let allowed = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if camera.chars().all(allowed) {
+        return camera.to_owned();
+    }
+    let cleaned: String = camera
+        .chars()
+        .map(|c| if allowed(c) { c } else { '_' })
+        .collect();
+    format!("{cleaned}_{:08x}", fnv1a64(camera.as_bytes()) as u32)
+}
+
+/// The retained discovery message of `camera`.
+pub fn discovery(topics: &Topics, camera: &str, options: &DiscoveryOptions<'_>) -> Discovery {
+    let object = object_id(camera);
+    let node = options.node_id;
+    let version = env!("CARGO_PKG_VERSION");
+    let entity: String = format!("{node}_{object}_label")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let payload = json!({
+        "name": "Label",
+        "unique_id": format!("{node}_{object}_label"),
+        "default_entity_id": format!("sensor.{entity}"),
+        "icon": "mdi:cctv",
+        "state_topic": topics.state(camera),
+        "value_template": "{{ value_json.label }}",
+        "json_attributes_topic": topics.classification(camera),
+        "json_attributes_template": concat!(
+            "{{ {'score': value_json.top[0].score if value_json.top else None, ",
+            "'label': value_json.top[0].label if value_json.top else None, ",
+            "'class_id': value_json.top[0].class_id if value_json.top else None, ",
+            "'top': value_json.top, 'model': value_json.model, ",
+            "'captured_at': value_json.captured_at} | tojson }}"
+        ),
+        "qos": options.qos,
+        "availability": [
+            {"topic": topics.status()},
+            {
+                "topic": topics.camera_status(camera),
+                "value_template": "{{ 'online' if value == 'online' else 'offline' }}",
+            },
+        ],
+        "availability_mode": "all",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": {
+            "identifiers": [format!("{node}_{object}")],
+            "name": camera,
+            "manufacturer": "effistream",
+            "model": options.model,
+            "sw_version": version,
+        },
+        "origin": {
+            "name": "effistream",
+            "sw_version": version,
+            "support_url": env!("CARGO_PKG_REPOSITORY"),
+        },
+    });
+    Discovery {
+        topic: format!("{}/sensor/{node}/{object}/config", options.discovery_prefix),
+        payload,
+    }
+}
+
+/// Hands the discovery message of every camera to `publisher` (retained, re-published
+/// after every reconnect). `topics` are the publisher's (a shard's status topic included).
+pub fn announce(
+    publisher: &crate::mqtt::Publisher,
+    topics: &Topics,
+    config: &crate::config::Config,
+    model: &str,
+    cameras: &[crate::config::CameraConfig],
+) {
+    let options = DiscoveryOptions {
+        discovery_prefix: &config.homeassistant.discovery_prefix,
+        node_id: &config.homeassistant.node_id,
+        model,
+        qos: config.mqtt.qos,
+    };
+    for camera in cameras {
+        let d = discovery(topics, &camera.id, &options);
+        tracing::debug!(topic = %d.topic, "Home Assistant discovery.");
+        publisher.retain(d.topic, d.payload.to_string().into_bytes());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_ids_keep_allowed_ids_and_hash_the_others_apart() {
+        assert_eq!(object_id("Cam-1_a"), "Cam-1_a");
+        let odd = ["a b", "a.b", "a:b", "ünï", "a b "];
+        let ids: std::collections::BTreeSet<String> = odd.iter().map(|c| object_id(c)).collect();
+        assert_eq!(ids.len(), odd.len());
+        for id in ids {
+            assert!(
+                id.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-'),
+                "{id}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_payload_points_at_the_contract_topics() {
+        let topics = Topics::new("site/cams").unwrap();
+        let d = discovery(
+            &topics,
+            "front door",
+            &DiscoveryOptions {
+                discovery_prefix: "homeassistant",
+                node_id: "effistream",
+                model: "efficientnet_b1_pruned",
+                qos: 1,
+            },
+        );
+        let object = object_id("front door");
+        assert_eq!(
+            d.topic,
+            format!("homeassistant/sensor/effistream/{object}/config")
+        );
+        assert_eq!(d.payload["state_topic"], "site/cams/front door/state");
+        assert_eq!(
+            d.payload["availability"][0]["topic"], "site/cams/status",
+            "{}",
+            d.payload
+        );
+        let entity = d.payload["default_entity_id"].as_str().unwrap();
+        assert!(
+            entity.starts_with("sensor.effistream_front_door_"),
+            "{entity}"
+        );
+        assert!(
+            entity[7..]
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        );
+    }
+}
