@@ -175,9 +175,41 @@ fn soak_with_rtsp_and_broker_restarts_keeps_memory_threads_and_fds_flat_and_lose
         assert!(daemon.is_running(), "daemon exited:\n{}", daemon.log());
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The reconnects as Prometheus sees them, to compare with the final stats.
+    let base = daemon.http_url();
+    let (status, _, metrics) = harness::http_get(&format!("{base}/metrics"));
+    assert_eq!(status, 200, "{metrics}");
+    let reconnects_metric: BTreeMap<String, u64> = cameras
+        .iter()
+        .map(|(id, _, _)| {
+            let prefix = format!("effistream_camera_reconnects_total{{camera=\"{id}\"}} ");
+            let value = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix(&prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in:\n{metrics}"));
+            (id.to_string(), value.trim().parse().unwrap())
+        })
+        .collect();
     daemon.terminate();
     // Everything received during the run waited in the subscriber's channel.
     let messages = subscriber.collect(Duration::from_secs(3));
+
+    // Metrics and stats count the same reconnects; every RTSP outage cost each RTSP camera
+    // at least one, a broker outage none.
+    let stats = last_stats(&messages);
+    let rtsp_faults = faults.iter().filter(|f| f.1 == Fault::Rtsp).count() as u64;
+    for (camera, metric) in &reconnects_metric {
+        let counted = stats["cameras"][camera]["reconnects"].as_u64().unwrap();
+        assert_eq!(
+            *metric, counted,
+            "{camera}: metrics {metric}, stats {counted}"
+        );
+        if camera.starts_with("rtsp") {
+            assert!(counted >= rtsp_faults, "{camera}: {counted} reconnects");
+        } else {
+            assert_eq!(counted, 0, "{camera}");
+        }
+    }
 
     let report = Report::new(&samples, &fault_log, &messages, duration);
     eprintln!("{}", report.text);
