@@ -14,7 +14,8 @@ use common::mosquitto::{
     Message, Mosquitto, Subscriber, assert_valid, schema_validator as validator,
 };
 use harness::{
-    Daemon, by_camera, config, last_stats, lite0_weights, serial, until_drained, wait_online,
+    Daemon, by_camera, config, distinct_seqs, last_stats, lite0_weights, serial, until_drained,
+    wait_online,
 };
 
 #[test]
@@ -500,21 +501,9 @@ fn broken_cameras_back_off_with_a_clear_log_line_and_never_stall_the_others() {
 
 #[test]
 fn a_30_s_broker_outage_loses_nothing_accepted_with_qos_1_and_a_persistent_session() {
-    use common::mosquitto::{MosquittoOptions, SubscriberOptions};
     let _serial = serial();
-    let mut broker = Mosquitto::with(MosquittoOptions {
-        persistence: true,
-        ..MosquittoOptions::default()
-    });
-    let subscriber = Subscriber::connect_with(
-        broker.port(),
-        &["effistream/#"],
-        SubscriberOptions {
-            client_id: Some(format!("outage-sub-{}", std::process::id())),
-            persistent: true,
-            ..SubscriberOptions::default()
-        },
-    );
+    let mut broker = Mosquitto::persistent();
+    let subscriber = Subscriber::persistent(broker.port(), &["effistream/#"], "outage-sub");
     let cameras = [
         ("a", "test://smpte?width=320&height=240", 5.0),
         ("b", "test://ball?width=320&height=240", 5.0),
@@ -553,13 +542,7 @@ fn a_30_s_broker_outage_loses_nothing_accepted_with_qos_1_and_a_persistent_sessi
     let classifications = by_camera(&messages, "classification");
     for camera in ["a", "b"] {
         let processed = last_stats["cameras"][camera]["processed"].as_u64().unwrap();
-        let seqs: std::collections::BTreeSet<u64> = classifications
-            .get(camera)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-            .iter()
-            .map(|v| v["seq"].as_u64().unwrap())
-            .collect();
+        let seqs = distinct_seqs(&classifications, camera);
         // Frames kept flowing through the outage, and every one inferred arrived.
         assert!(
             processed as f64 >= 0.8 * 5.0 * (outage.as_secs_f64() + 4.0),

@@ -441,19 +441,8 @@ fn broker_restart_republishes_retained_statuses_and_queued_messages() {
 fn persistent_session_loses_nothing_across_a_broker_restart() {
     // QoS 1, a persistent session on both sides and a broker that saves its state: every
     // message accepted and not counted as dropped reaches the persistent subscriber.
-    let mut broker = Mosquitto::with(MosquittoOptions {
-        persistence: true,
-        ..MosquittoOptions::default()
-    });
-    let subscriber = Subscriber::connect_with(
-        broker.port(),
-        &["ps/cam/classification"],
-        SubscriberOptions {
-            client_id: Some(format!("ps-sub-{}", std::process::id())),
-            persistent: true,
-            ..SubscriberOptions::default()
-        },
-    );
+    let mut broker = Mosquitto::persistent();
+    let subscriber = Subscriber::persistent(broker.port(), &["ps/cam/classification"], "ps-sub");
     let options = PublisherOptions {
         persistent_session: true,
         overflow: Overflow::DropOldest,

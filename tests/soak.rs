@@ -19,13 +19,13 @@ mod common;
 #[path = "common/daemon.rs"]
 mod harness;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use common::mosquitto::{Mosquitto, MosquittoOptions, Subscriber, SubscriberOptions};
+use common::mosquitto::{Mosquitto, Subscriber};
 use common::rtsp::RtspServer;
-use harness::{Daemon, by_camera, config, last_stats, serial, wait_online};
+use harness::{Daemon, by_camera, config, distinct_seqs, last_stats, serial, wait_online};
 
 const RTSP_OUTAGE: Duration = Duration::from_secs(6);
 const BROKER_OUTAGE: Duration = Duration::from_secs(10);
@@ -67,19 +67,8 @@ fn soak_with_rtsp_and_broker_restarts_keeps_memory_threads_and_fds_flat_and_lose
     let fault_every = env_secs("EFFISTREAM_SOAK_FAULT_EVERY_S", 25);
     let warm_up = (duration / 4).min(Duration::from_secs(60));
 
-    let mut broker = Mosquitto::with(MosquittoOptions {
-        persistence: true,
-        ..MosquittoOptions::default()
-    });
-    let subscriber = Subscriber::connect_with(
-        broker.port(),
-        &["effistream/#"],
-        SubscriberOptions {
-            client_id: Some(format!("soak-sub-{}", std::process::id())),
-            persistent: true,
-            ..SubscriberOptions::default()
-        },
-    );
+    let mut broker = Mosquitto::persistent();
+    let subscriber = Subscriber::persistent(broker.port(), &["effistream/#"], "soak-sub");
     let mut rtsp = RtspServer::start();
     let rtsp_url = rtsp.url();
     let cameras = [
@@ -300,14 +289,7 @@ impl Report {
         let mut received_total = 0;
         for (camera, c) in stats["cameras"].as_object().unwrap() {
             let processed = c["processed"].as_u64().unwrap();
-            let seqs: BTreeSet<u64> = classifications
-                .get(camera)
-                .map(Vec::as_slice)
-                .unwrap_or_default()
-                .iter()
-                .map(|v| v["seq"].as_u64().unwrap())
-                .collect();
-            let received = seqs.len() as u64;
+            let received = distinct_seqs(&classifications, camera).len() as u64;
             processed_total += processed;
             received_total += received;
             let dropped: BTreeMap<&String, u64> = c["dropped"]

@@ -253,6 +253,21 @@ pub fn until_drained(
     false
 }
 
+/// The distinct `seq` of `camera`'s classifications in `by_camera` output (QoS 1 may
+/// deliver one twice).
+pub fn distinct_seqs(
+    classifications: &BTreeMap<String, Vec<Value>>,
+    camera: &str,
+) -> std::collections::BTreeSet<u64> {
+    classifications
+        .get(camera)
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .map(|v| v["seq"].as_u64().unwrap())
+        .collect()
+}
+
 pub fn by_camera(messages: &[Message], leaf: &str) -> BTreeMap<String, Vec<Value>> {
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for m in messages {

@@ -54,6 +54,15 @@ impl Mosquitto {
         broker
     }
 
+    /// A running anonymous broker that keeps retained messages and persistent sessions
+    /// across `stop()`/`start()`.
+    pub fn persistent() -> Self {
+        Self::with(MosquittoOptions {
+            persistence: true,
+            ..MosquittoOptions::default()
+        })
+    }
+
     /// A broker that is not running yet: its port is chosen (and free), nothing listens.
     pub fn stopped() -> Self {
         Self::stopped_with(MosquittoOptions::default())
@@ -280,6 +289,20 @@ impl Subscriber {
     /// acknowledged the subscription.
     pub fn connect(port: u16, filters: &[&str]) -> Self {
         Self::connect_with(port, filters, SubscriberOptions::default())
+    }
+
+    /// [`Subscriber::connect`] with a persistent session (QoS 1, `clean_session = false`)
+    /// under the client id `{name}-{pid}`: the broker queues for it while it is away.
+    pub fn persistent(port: u16, filters: &[&str], name: &str) -> Self {
+        Self::connect_with(
+            port,
+            filters,
+            SubscriberOptions {
+                client_id: Some(format!("{name}-{}", std::process::id())),
+                persistent: true,
+                ..SubscriberOptions::default()
+            },
+        )
     }
 
     pub fn connect_with(port: u16, filters: &[&str], options: SubscriberOptions) -> Self {

@@ -10,7 +10,7 @@ use rumqttc::{Client, ConnectReturnCode, ConnectionError, Event, Packet, RecvTim
 
 use super::connect_options;
 use crate::config::{MqttConfig, MqttEndpoint};
-use crate::mqtt::{MqttError, tls};
+use crate::mqtt::MqttError;
 
 /// Connects once and disconnects cleanly; returns what was reached (`mqtt://host:port`,
 /// or the embedded broker's address after checking that it can listen there). Errors
@@ -20,10 +20,6 @@ pub fn probe(cfg: &MqttConfig, timeout: Duration) -> Result<String, MqttError> {
     if let MqttEndpoint::Embedded(addr) = endpoint {
         TcpListener::bind(addr).map_err(|error| MqttError::BrokerListen { addr, error })?;
         return Ok(format!("embedded broker, can listen on {addr}"));
-    }
-    if matches!(endpoint, MqttEndpoint::Tls { .. }) {
-        // The files first: their errors name the key.
-        tls::client_config(cfg)?;
     }
     let mut probe_cfg = cfg.clone();
     probe_cfg.client_id = probe_client_id(&cfg.client_id);
