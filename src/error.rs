@@ -106,6 +106,11 @@ pub enum Error {
     #[error("{0}")]
     Source(String),
 
+    /// A kernel set that is unknown or that this CPU cannot run (`EFFISTREAM_KERNELS`),
+    /// or a precision it lacks the instructions for.
+    #[error("{0}")]
+    Kernels(String),
+
     /// An error inside candle while running the network.
     #[error("inference failed: {0}")]
     Candle(candle_core::Error),

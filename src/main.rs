@@ -8,7 +8,9 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use effistream::config::Config;
-use effistream::model::{Classifier, Variant};
+use effistream::model::fast::KernelSet;
+use effistream::model::fast::flush::{self, compute_pool};
+use effistream::model::{Backend, Classifier, Variant};
 use effistream::preprocess::RgbImage;
 use serde::Serialize;
 
@@ -61,6 +63,19 @@ struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
+    /// Kernel set: avx512, avx2 or portable; default: the best this CPU has (also
+    /// EFFISTREAM_KERNELS).
+    #[arg(long, value_name = "SET")]
+    kernels: Option<String>,
+    /// Leave subnormal floats unflushed on the compute threads, to measure what flushing
+    /// them saves (never faster).
+    #[arg(long)]
+    no_flush: bool,
+    /// Batches in flight at once, each on its own share of the threads (--threads / S):
+    /// what the daemon does with `[workers] count = S`. Images/s are the total; latency
+    /// is per batch.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    streams: u16,
 }
 
 #[derive(Debug, clap::Args)]
@@ -169,6 +184,12 @@ struct JsonLine<'a> {
 }
 
 fn classify(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
+    // The network runs on threads that flush subnormals (one per CPU).
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    compute_pool(threads, "effistream-classify")?.install(|| classify_in_pool(args))
+}
+
+fn classify_in_pool(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
     let variant = Variant::by_name(&args.model)?;
     let classifier = Classifier::load(variant, args.weights.as_deref())?;
     let top_k = usize::from(args.top_k).min(classifier.num_classes());
@@ -241,12 +262,30 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         usize::from,
     );
+    let streams = usize::from(args.streams);
+    if !threads.is_multiple_of(streams) {
+        anyhow::bail!("--streams {streams} must divide --threads {threads}");
+    }
     // SAFETY: no other thread exists yet; candle reads this to size its matrix products.
     unsafe { std::env::set_var("RAYON_NUM_THREADS", threads.to_string()) };
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("effistream-bench-{i}"))
-        .build()?;
+    let per_stream = threads / streams;
+    let pools = (0..streams)
+        .map(|s| {
+            let name = format!("effistream-bench-{s}");
+            if args.no_flush {
+                Ok(rayon::ThreadPoolBuilder::new()
+                    .num_threads(per_stream)
+                    .thread_name(move |i| format!("{name}-{i}"))
+                    .build()?)
+            } else {
+                Ok(compute_pool(per_stream, &name)?)
+            }
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let backend = match &args.kernels {
+        Some(name) => Backend::Fast(KernelSet::choose(name)?),
+        None => Backend::from_env()?,
+    };
     let variant = Variant::by_name(&args.model)?;
     let weights = match &args.weights {
         Some(path) => Weights::from_file(variant, path)?,
@@ -258,48 +297,103 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             Weights::random(variant, 1)?
         }
     };
-    let classifier = Classifier::new(&weights)?;
+    let classifier = Classifier::with_backend(&weights, backend)?;
     let batch = usize::from(args.batch);
     let len = classifier.preprocess().output_len();
     // A fixed pseudo-random input, normalised range.
     let input: Vec<f32> = (0..batch * len)
         .map(|i| ((i.wrapping_mul(2_654_435_761) % 2001) as f32 / 1000.0) - 1.0)
         .collect();
+    // Each stream runs batches back to back on its own pool, all streams at once (like
+    // OpenVINO's THROUGHPUT hint with one request per stream in flight).
+    let barrier = std::sync::Barrier::new(streams);
+    let measured: Vec<anyhow::Result<(usize, f64, LatencyHistogram)>> =
+        std::thread::scope(|scope| {
+            let handles: Vec<_> = pools
+                .iter()
+                .map(|pool| {
+                    let (classifier, input, barrier) = (&classifier, &input, &barrier);
+                    scope.spawn(move || {
+                        pool.install(|| -> anyhow::Result<(usize, f64, LatencyHistogram)> {
+                            for _ in 0..3 {
+                                classifier.logits(input.clone())?;
+                            }
+                            barrier.wait();
+                            let mut latency = LatencyHistogram::default();
+                            let started = Instant::now();
+                            let mut images = 0;
+                            while started.elapsed().as_secs_f64() < args.seconds {
+                                let t = Instant::now();
+                                classifier.logits(input.clone())?;
+                                latency.record(t.elapsed().as_secs_f64() * 1e3);
+                                images += batch;
+                            }
+                            Ok((images, started.elapsed().as_secs_f64(), latency))
+                        })
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(anyhow::anyhow!("bench thread panicked")))
+                })
+                .collect()
+        });
     let mut latency = LatencyHistogram::default();
-    let (images, elapsed) = pool.install(|| -> anyhow::Result<(usize, f64)> {
-        for _ in 0..3 {
-            classifier.logits(input.clone())?;
-        }
-        let started = Instant::now();
-        let mut images = 0;
-        while started.elapsed().as_secs_f64() < args.seconds {
-            let t = Instant::now();
-            classifier.logits(input.clone())?;
-            latency.record(t.elapsed().as_secs_f64() * 1e3);
-            images += batch;
-        }
-        Ok((images, started.elapsed().as_secs_f64()))
-    })?;
+    let (mut images, mut elapsed) = (0, 0f64);
+    for m in measured {
+        let (n, secs, lat) = m?;
+        images += n;
+        elapsed = elapsed.max(secs);
+        latency.merge(&lat);
+    }
     let images_per_s = images as f64 / elapsed;
     let (p50, p99) = (latency.quantile(0.5), latency.quantile(0.99));
+    let kernels = match classifier.backend() {
+        Backend::Fast(k) => k.name(),
+        Backend::Reference => "reference",
+    };
+    let flushed = pools
+        .iter()
+        .flat_map(|pool| pool.broadcast(|_| flush::enabled()))
+        .all(|f| f);
     if args.json {
         println!(
             "{}",
             serde_json::json!({
-                "model": variant.name, "batch": batch, "threads": threads,
+                "model": variant.name, "batch": batch, "threads": threads, "streams": streams,
                 "images_per_s": images_per_s, "p50_ms": p50, "p99_ms": p99,
                 "batches": latency.count(), "seconds": elapsed,
+                "kernels": kernels, "precision": "f32", "subnormals_flushed": flushed,
+                "cpu": cpu_name(),
                 "weights": args.weights.as_ref().map_or("random".into(), |p| p.display().to_string()),
             })
         );
     } else {
         println!(
-            "{} batch {batch} threads {threads}: {images_per_s:.1} images/s, batch latency p50 {p50:.1} ms p99 {p99:.1} ms ({} batches in {elapsed:.1} s)",
+            "{} batch {batch} threads {threads} streams {streams}: {images_per_s:.1} images/s, batch latency p50 {p50:.1} ms p99 {p99:.1} ms ({} batches in {elapsed:.1} s; {kernels} kernels, f32, subnormals {}; {})",
             variant.name,
-            latency.count()
+            latency.count(),
+            if flushed { "flushed" } else { "not flushed" },
+            cpu_name(),
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The CPU's model name, from /proc/cpuinfo.
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_owned())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_owned())
 }
 
 fn models() -> anyhow::Result<ExitCode> {

@@ -5,6 +5,7 @@
 mod common;
 
 use common::{golden, max_abs_diff, top_k};
+use effistream::model::fast::KernelSet;
 use effistream::model::{Backend, Classifier};
 use effistream::preprocess::RgbImage;
 
@@ -19,8 +20,14 @@ fn assert_matches_timm(variant: &str, image: &str, got: &[f32], want: &[f32]) ->
     diff
 }
 
+/// Every kernel set this CPU supports (AVX-512, AVX2 + FMA, portable), each a network of
+/// its own in this one process.
 fn check_variant(name: &str) {
-    check_backend(name, Backend::Fast);
+    let sets = KernelSet::available();
+    assert!(sets.contains(&KernelSet::Portable));
+    for kernels in sets {
+        check_backend(name, Backend::Fast(kernels));
+    }
 }
 
 fn check_backend(name: &str, backend: Backend) {
@@ -55,12 +62,11 @@ fn check_backend(name: &str, backend: Backend) {
         };
         assert_eq!(ids(&single[0]), ids(&batch[i]), "{name} {path}: top-5");
     }
-    let kernels = match backend {
-        Backend::Fast if effistream::model::fast::simd::avx2() => "fast, AVX2 + FMA",
-        Backend::Fast => "fast, portable",
-        Backend::Reference => "reference",
-    };
-    eprintln!("{name} ({kernels}): largest logit difference to timm {worst:.2e}");
+    assert_eq!(classifier.backend(), backend);
+    eprintln!(
+        "{name} ({}): largest logit difference to timm {worst:.2e}",
+        backend.describe()
+    );
 }
 
 #[test]
@@ -69,14 +75,14 @@ fn the_reference_candle_implementation_matches_timm_too() {
     check_backend("efficientnet_b0", Backend::Reference);
 }
 
-/// The portable kernels (what runs on CPUs without AVX2 + FMA): this test binary again,
-/// with `EFFISTREAM_NO_SIMD=1` set before the kernels decide, on one pruned variant.
+/// `EFFISTREAM_KERNELS` picks the set the default backend builds: this test binary again
+/// with it set to `portable` (which every CPU has), on one pruned variant.
 #[test]
-fn the_portable_kernels_match_timm_too() {
-    let test = "efficientnet_b1_pruned_matches_timm_logits_at_batch_1_and_4";
+fn effistream_kernels_forces_a_kernel_set() {
+    let test = "the_default_backend_matches_timm";
     let out = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", test, "--nocapture", "--test-threads", "1"])
-        .env("EFFISTREAM_NO_SIMD", "1")
+        .env("EFFISTREAM_KERNELS", "portable")
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -84,10 +90,15 @@ fn the_portable_kernels_match_timm_too() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
     assert!(
-        stderr.contains("(fast, portable)"),
+        stderr.contains("(fast (portable))"),
         "not the portable kernels: {stderr}"
     );
-    eprint!("portable kernels: {stderr}");
+}
+
+/// The backend `Classifier::new` picks (`EFFISTREAM_BACKEND`, `EFFISTREAM_KERNELS`).
+#[test]
+fn the_default_backend_matches_timm() {
+    check_backend("efficientnet_b1_pruned", Backend::from_env().unwrap());
 }
 
 #[test]

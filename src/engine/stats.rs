@@ -39,6 +39,11 @@ impl LatencyHistogram {
         self.values.len()
     }
 
+    /// Adds every value of `other`.
+    pub fn merge(&mut self, other: &LatencyHistogram) {
+        self.values.extend_from_slice(&other.values);
+    }
+
     pub fn mean(&self) -> f64 {
         if self.values.is_empty() {
             0.0

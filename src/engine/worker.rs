@@ -9,8 +9,9 @@ use rayon::prelude::*;
 
 use super::stats::EngineStats;
 use super::{Classified, DropReason, EngineConfig, Queued};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::model::Classifier;
+use crate::model::fast::flush;
 use crate::preprocess::RgbImage;
 
 pub(super) struct Worker {
@@ -28,17 +29,15 @@ impl Worker {
         warm: Sender<Result<()>>,
     ) {
         let id = self.id;
-        let pool = match rayon::ThreadPoolBuilder::new()
-            .num_threads(self.config.threads)
-            .thread_name(move |i| format!("effistream-compute-{id}-{i}"))
-            .build()
-        {
-            Ok(pool) => pool,
-            Err(e) => {
-                let _ = warm.send(Err(Error::Thread(format!("compute pool: {e}"))));
-                return;
-            }
-        };
+        // Subnormals flushed on every compute thread (see model::fast::flush).
+        let pool =
+            match flush::compute_pool(self.config.threads, &format!("effistream-compute-{id}")) {
+                Ok(pool) => pool,
+                Err(e) => {
+                    let _ = warm.send(Err(e));
+                    return;
+                }
+            };
         let _ = warm.send(pool.install(|| self.warm_up()));
         drop(warm);
         loop {

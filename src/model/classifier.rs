@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::error::Result;
 use crate::model::efficientnet::EfficientNet;
-use crate::model::fast::FastNet;
+use crate::model::fast::{FastNet, KernelSet};
 use crate::model::labels;
 use crate::model::variants::Variant;
 use crate::model::weights::{self, Weights};
@@ -33,19 +33,29 @@ pub struct Prediction {
 /// Which implementation of the network runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
-    /// [`FastNet`]: fused channels-last kernels, SIMD (the default).
-    Fast,
+    /// [`FastNet`]: fused channels-last kernels of one [`KernelSet`] (the default).
+    Fast(KernelSet),
     /// [`EfficientNet`]: the plain candle implementation the fast one is checked against
     /// (`EFFISTREAM_BACKEND=reference` selects it).
     Reference,
 }
 
 impl Backend {
-    /// `EFFISTREAM_BACKEND=reference` selects the reference; anything else the fast path.
-    pub fn from_env() -> Self {
+    /// `EFFISTREAM_BACKEND=reference` selects the reference; anything else the fast path
+    /// with the kernel set [`KernelSet::from_env`] picks (the best this CPU has, unless
+    /// `EFFISTREAM_KERNELS` names one; naming one the CPU lacks is an error).
+    pub fn from_env() -> Result<Self> {
         match std::env::var("EFFISTREAM_BACKEND").as_deref() {
-            Ok("reference") => Backend::Reference,
-            _ => Backend::Fast,
+            Ok("reference") => Ok(Backend::Reference),
+            _ => Ok(Backend::Fast(KernelSet::from_env()?)),
+        }
+    }
+
+    /// `fast (avx512)`, `fast (portable)`, `reference`.
+    pub fn describe(self) -> String {
+        match self {
+            Backend::Fast(k) => format!("fast ({k})"),
+            Backend::Reference => "reference".into(),
         }
     }
 }
@@ -80,13 +90,15 @@ impl Classifier {
     /// Builds the classifier from weights already checked for their variant, with the
     /// backend [`Backend::from_env`] picks.
     pub fn new(weights: &Weights) -> Result<Self> {
-        Self::with_backend(weights, Backend::from_env())
+        let backend = Backend::from_env()?;
+        tracing::info!(model = weights.variant.name, backend = %backend.describe(), "Building the network.");
+        Self::with_backend(weights, backend)
     }
 
     pub fn with_backend(weights: &Weights, backend: Backend) -> Result<Self> {
         let (network, num_classes) = match backend {
-            Backend::Fast => {
-                let net = FastNet::new(weights)?;
+            Backend::Fast(kernels) => {
+                let net = FastNet::new(weights, kernels)?;
                 let classes = net.num_classes();
                 (Network::Fast(net), classes)
             }
@@ -106,6 +118,24 @@ impl Classifier {
 
     pub fn variant(&self) -> &'static Variant {
         self.variant
+    }
+
+    /// The implementation that runs, with its kernel set.
+    pub fn backend(&self) -> Backend {
+        match &self.network {
+            Network::Fast(net) => Backend::Fast(net.kernels()),
+            Network::Reference(_) => Backend::Reference,
+        }
+    }
+
+    /// Pieces of work the network ran on threads that had not flushed subnormals
+    /// themselves (see [`crate::model::fast::flush`]): 0 when every compute thread
+    /// came from [`crate::model::fast::flush::compute_pool`]. Always 0 for the reference.
+    pub fn unflushed_calls(&self) -> u64 {
+        match &self.network {
+            Network::Fast(net) => net.unflushed_calls(),
+            Network::Reference(_) => 0,
+        }
     }
 
     pub fn preprocess(&self) -> &Preprocess {

@@ -2,10 +2,12 @@
 //! the activation fused, and the per-channel sums that squeeze-and-excitation needs
 //! gathered on the way.
 //!
-//! Channels are contiguous, so one vector holds 8 channels of one pixel: for each output
-//! pixel, every in-bounds tap adds `weight[tap][c..c+8] * input[pixel][c..c+8]`. 'Same' and
-//! symmetric padding are resolved into `pad_top`/`pad_left` and the bounds checks.
+//! Channels are contiguous, so one vector holds 8 (AVX2) or 16 (AVX-512) channels of one
+//! pixel: for each output pixel, every in-bounds tap adds
+//! `weight[tap][c..c+L] * input[pixel][c..c+L]`. 'Same' and symmetric padding are resolved
+//! into `pad_top`/`pad_left` and the bounds checks.
 
+use super::isa::KernelSet;
 use crate::model::variants::Activation;
 
 /// Weights of one depthwise convolution: `[k*k][c]` (tap-major, channels contiguous).
@@ -36,6 +38,7 @@ impl Depthwise {
     /// across threads.
     pub fn run(
         &self,
+        ks: KernelSet,
         g: Geometry,
         input: &[f32],
         rows: std::ops::Range<usize>,
@@ -45,13 +48,17 @@ impl Depthwise {
         assert!(input.len() >= g.h * g.w * self.c);
         assert!(out.len() >= rows.len() * g.out_w * self.c);
         assert!(row_sums.len() >= rows.len() * self.c);
+        assert_eq!(self.weight.len(), self.k * self.k * self.c);
+        assert_eq!(self.bias.len(), self.c);
         #[cfg(target_arch = "x86_64")]
-        if super::simd::avx2() {
-            // SAFETY: the CPU has AVX2 and FMA; lengths checked above and every access
-            // below stays within them.
-            unsafe { x86::run(self, g, input, rows, out, row_sums) };
-            return;
+        match ks {
+            // SAFETY (both): the network was built with a kernel set the CPU supports;
+            // lengths checked above and every access below stays within them.
+            KernelSet::Avx512 => return unsafe { x512::run(self, g, input, rows, out, row_sums) },
+            KernelSet::Avx2 => return unsafe { x86::run(self, g, input, rows, out, row_sums) },
+            KernelSet::Portable => {}
         }
+        let _ = ks;
         self.portable(g, input, rows, out, row_sums);
     }
 
@@ -261,6 +268,162 @@ mod x86 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod x512 {
+    use std::arch::x86_64::*;
+
+    use super::{Depthwise, Geometry, taps};
+    use crate::model::fast::simd::x512::{activate, mask};
+
+    /// Output pixels computed together in the interior, sharing each weight load.
+    const P: usize = 4;
+
+    /// # Safety
+    /// AVX-512 F and FMA available; slice lengths checked by [`Depthwise::run`].
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn run(
+        dw: &Depthwise,
+        g: Geometry,
+        input: &[f32],
+        rows: std::ops::Range<usize>,
+        out: &mut [f32],
+        row_sums: &mut [f32],
+    ) {
+        let (c, k, s) = (dw.c, dw.k, dw.stride);
+        // Output columns whose every tap is inside the input: no bounds checks there.
+        let ox_lo = g.pad_left.div_ceil(s).min(g.out_w);
+        let ox_hi = if g.w + g.pad_left >= k {
+            ((g.w + g.pad_left - k) / s + 1).clamp(ox_lo, g.out_w)
+        } else {
+            ox_lo
+        };
+        for (r, oy) in rows.enumerate() {
+            let (ky0, ky1) = taps(oy, s, g.pad_top, k, g.h);
+            let sums = unsafe { row_sums.as_mut_ptr().add(r * c) };
+            unsafe {
+                for c0 in (0..c).step_by(16) {
+                    _mm512_mask_storeu_ps(sums.add(c0), mask(c - c0), _mm512_setzero_ps());
+                }
+            }
+            let row = Row {
+                dw,
+                g,
+                input: input.as_ptr(),
+                out: unsafe { out.as_mut_ptr().add(r * g.out_w * c) },
+                sums,
+                oy,
+                ky0,
+                ky1,
+            };
+            let mut ox = 0;
+            while ox < ox_lo {
+                unsafe { row.pixels::<1>(ox, false) };
+                ox += 1;
+            }
+            while ox + P <= ox_hi {
+                unsafe { row.pixels::<P>(ox, true) };
+                ox += P;
+            }
+            while ox < g.out_w {
+                unsafe { row.pixels::<1>(ox, ox < ox_hi) };
+                ox += 1;
+            }
+        }
+    }
+
+    /// One output row being computed.
+    struct Row<'a> {
+        dw: &'a Depthwise,
+        g: Geometry,
+        input: *const f32,
+        out: *mut f32,
+        sums: *mut f32,
+        oy: usize,
+        ky0: usize,
+        ky1: usize,
+    }
+
+    impl Row<'_> {
+        /// Output pixels `ox..ox+N`, all channels. `interior`: every horizontal tap is
+        /// inside the input for all of them.
+        ///
+        /// # Safety
+        /// AVX-512 F and FMA; the pixels exist.
+        #[inline]
+        #[target_feature(enable = "avx512f,fma")]
+        unsafe fn pixels<const N: usize>(&self, ox: usize, interior: bool) {
+            let c = self.dw.c;
+            let mut c0 = 0;
+            while c0 + 16 <= c {
+                unsafe { self.chunk::<N, false>(ox, c0, interior) };
+                c0 += 16;
+            }
+            if c0 < c {
+                unsafe { self.chunk::<N, true>(ox, c0, interior) };
+            }
+        }
+
+        /// Sixteen channels (fewer with `MASKED`) of `N` output pixels.
+        ///
+        /// # Safety
+        /// AVX-512 F and FMA; the pixels and channels exist.
+        #[inline]
+        #[target_feature(enable = "avx512f,fma")]
+        unsafe fn chunk<const N: usize, const MASKED: bool>(
+            &self,
+            ox: usize,
+            c0: usize,
+            interior: bool,
+        ) {
+            let (dw, g) = (self.dw, self.g);
+            let (c, k, s) = (dw.c, dw.k, dw.stride);
+            let m = mask(c - c0);
+            let load = |p: *const f32| unsafe {
+                if MASKED {
+                    _mm512_maskz_loadu_ps(m, p)
+                } else {
+                    _mm512_loadu_ps(p)
+                }
+            };
+            let bias = load(unsafe { dw.bias.as_ptr().add(c0) });
+            let mut acc = [bias; N];
+            let (kx0, kx1) = if interior {
+                (0, k)
+            } else {
+                taps(ox, s, g.pad_left, k, g.w)
+            };
+            for ky in self.ky0..self.ky1 {
+                let iy = self.oy * s + ky - g.pad_top;
+                let in_row = unsafe { self.input.add(iy * g.w * c + c0) };
+                let w_row = unsafe { dw.weight.as_ptr().add(ky * k * c + c0) };
+                for kx in kx0..kx1 {
+                    let w = load(unsafe { w_row.add(kx * c) });
+                    for (p, acc) in acc.iter_mut().enumerate() {
+                        let ix = (ox + p) * s + kx - g.pad_left;
+                        let x = load(unsafe { in_row.add(ix * c) });
+                        *acc = _mm512_fmadd_ps(x, w, *acc);
+                    }
+                }
+            }
+            let act = Some(dw.act);
+            let mut sum = load(unsafe { self.sums.add(c0) });
+            for (p, acc) in acc.iter().enumerate() {
+                let v = activate(*acc, act);
+                sum = _mm512_add_ps(sum, v);
+                let dst = unsafe { self.out.add((ox + p) * c + c0) };
+                unsafe {
+                    if MASKED {
+                        _mm512_mask_storeu_ps(dst, m, v);
+                    } else {
+                        _mm512_storeu_ps(dst, v);
+                    }
+                }
+            }
+            unsafe { _mm512_mask_storeu_ps(self.sums.add(c0), m, sum) };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,8 +441,13 @@ mod tests {
             (8, 8, 17, 5, 2),
             (15, 15, 12, 5, 2),
             (1, 1, 9, 3, 1),
+            (12, 10, 40, 3, 1),
+            (11, 11, 33, 5, 2),
         ] {
-            for padding in [Padding::Same, Padding::Symmetric] {
+            for (padding, ks) in [Padding::Same, Padding::Symmetric]
+                .into_iter()
+                .flat_map(|p| KernelSet::available().into_iter().map(move |k| (p, k)))
+            {
                 let (pad_top, out_h) = padding.resolve(h, k, s);
                 let (pad_left, out_w) = padding.resolve(w, k, s);
                 let input: Vec<f32> = (0..h * w * c).map(|_| rnd()).collect();
@@ -304,8 +472,8 @@ mod tests {
                 let split = out_h / 2;
                 let (a, b) = out.split_at_mut(split * out_w * c);
                 let (sa, sb) = row_sums.split_at_mut(split * c);
-                dw.run(g, &input, 0..split, a, sa);
-                dw.run(g, &input, split..out_h, b, sb);
+                dw.run(ks, g, &input, 0..split, a, sa);
+                dw.run(ks, g, &input, split..out_h, b, sb);
                 let mut sums = vec![0f32; c];
                 for row in row_sums.chunks_exact(c) {
                     for (s, v) in sums.iter_mut().zip(row) {
@@ -333,7 +501,7 @@ mod tests {
                             let got = out[(oy * out_w + ox) * c + ch];
                             assert!(
                                 (got - want).abs() < 1e-5,
-                                "{h}x{w}x{c} k{k} s{s} {padding:?}"
+                                "{ks} {h}x{w}x{c} k{k} s{s} {padding:?}"
                             );
                         }
                     }

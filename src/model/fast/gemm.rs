@@ -4,18 +4,28 @@
 //! `out[m×n] = act(a[m×k] · W[k×n] + bias (+ residual))`. The weights are packed once at
 //! load time into panels of [`NR`] = 16 columns (`[k][16]`, zero-padded), so the inner loop
 //! reads them contiguously; the activations `a` are read in place (rows of `k` floats,
-//! channels-last), no copy. The AVX2 micro-kernel computes [`MR`] = 6 rows × 16 columns
-//! in 12 registers; rows are processed in blocks that keep `a` in L1 while every panel
-//! passes over it.
+//! channels-last), no copy. The AVX2 micro-kernel computes 6 rows × 16 columns in 12
+//! registers; the AVX-512 one 12 rows × 32 columns (two panels) in 24 of its 32
+//! registers, or 12 × 16 for an odd last panel, with mask registers for ragged edges.
+//! Rows are processed in blocks that keep `a` in cache while every panel passes over it.
 
+use super::isa::KernelSet;
 use crate::model::variants::Activation;
 
 /// Columns per packed panel.
 pub const NR: usize = 16;
-/// Rows per micro-kernel call.
-pub const MR: usize = 6;
-/// Rows per cache block: `a` rows of a block are reused by every panel.
+/// Rows per cache block: `a` rows of a block are reused by every panel (a multiple of
+/// every micro-kernel's row count).
 const MB: usize = 96;
+
+/// Rows one micro-kernel call of `ks` computes: splitting rows across threads in
+/// multiples of it keeps every call full.
+pub fn rows_per_tile(ks: KernelSet) -> usize {
+    match ks {
+        KernelSet::Avx512 => 12,
+        KernelSet::Avx2 | KernelSet::Portable => 6,
+    }
+}
 
 /// A `k × n` weight matrix packed in panels, with its bias.
 #[derive(Debug, Clone)]
@@ -90,6 +100,7 @@ pub struct Epilogue<'a> {
 /// `ldo`. `panels` is [`Packed::data`] or a scaled copy of it.
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
+    ks: KernelSet,
     m: usize,
     k: usize,
     n: usize,
@@ -103,31 +114,37 @@ pub fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(a.len() >= (m - 1) * lda + k, "gemm: a too short");
     assert!(out.len() >= (m - 1) * ldo + n, "gemm: out too short");
-    assert!(
-        panels.len() >= n.div_ceil(NR) * k * NR,
-        "gemm: panels too short"
-    );
-    assert!(
-        epilogue.bias.len() >= n.div_ceil(NR) * NR,
-        "gemm: bias too short"
-    );
-    if let Some((r, ldr)) = epilogue.residual {
-        assert!(r.len() >= (m - 1) * ldr + n, "gemm: residual too short");
+    assert!(n <= ldo, "gemm: rows of out overlap");
+    // SAFETY: out holds the m rows of n floats at stride ldo that are written, and the
+    // exclusive borrow keeps everyone else away from them.
+    unsafe {
+        gemm_panels(
+            ks,
+            m,
+            k,
+            n,
+            a,
+            lda,
+            panels,
+            epilogue,
+            out.as_mut_ptr(),
+            ldo,
+            0..n.div_ceil(NR),
+        )
     }
-    #[cfg(target_arch = "x86_64")]
-    if super::simd::avx2() {
-        // SAFETY: the CPU has AVX2 and FMA; every slice was checked to be long enough for
-        // the rows and columns the kernel touches.
-        unsafe { x86::gemm(m, k, n, a, lda, panels, epilogue, out, ldo) };
-        return;
-    }
-    portable(m, k, n, a, lda, panels, epilogue, out, ldo);
 }
 
+/// The panels `range` (columns `range.start * 16 .. min(n, range.end * 16)`) of
+/// [`gemm`]'s product, so that threads can share out the columns of one output.
+///
+/// # Safety
+/// `out` points to `m` rows of at least `n` floats at stride `ldo` (`n <= ldo`), valid for
+/// writes for the whole call, and nothing else reads or writes those rows' columns of
+/// `range` meanwhile.
 #[allow(clippy::too_many_arguments)]
-fn portable(
+pub unsafe fn gemm_panels(
+    ks: KernelSet,
     m: usize,
     k: usize,
     n: usize,
@@ -135,7 +152,56 @@ fn portable(
     lda: usize,
     panels: &[f32],
     ep: Epilogue<'_>,
-    out: &mut [f32],
+    out: *mut f32,
+    ldo: usize,
+    range: std::ops::Range<usize>,
+) {
+    let c0 = range.start * NR;
+    let c1 = n.min(range.end * NR);
+    if m == 0 || c1 <= c0 {
+        return;
+    }
+    assert!(a.len() >= (m - 1) * lda + k, "gemm: a too short");
+    assert!(panels.len() >= range.end * k * NR, "gemm: panels too short");
+    assert!(ep.bias.len() >= range.end * NR, "gemm: bias too short");
+    if let Some((r, ldr)) = ep.residual {
+        assert!(r.len() >= (m - 1) * ldr + c1, "gemm: residual too short");
+    }
+    // The columns of the range as a product of their own.
+    let (n, panels, out) = (c1 - c0, &panels[range.start * k * NR..], unsafe {
+        out.add(c0)
+    });
+    let ep = Epilogue {
+        bias: &ep.bias[c0..],
+        residual: ep.residual.map(|(r, ldr)| (&r[c0..], ldr)),
+        act: ep.act,
+    };
+    #[cfg(target_arch = "x86_64")]
+    match ks {
+        // SAFETY (both): the network was built with a kernel set the CPU supports; every
+        // slice was checked to be long enough for the rows and columns the kernel
+        // touches, and the caller vouches for out.
+        KernelSet::Avx512 => return unsafe { x512::gemm(m, k, n, a, lda, panels, ep, out, ldo) },
+        KernelSet::Avx2 => return unsafe { x86::gemm(m, k, n, a, lda, panels, ep, out, ldo) },
+        KernelSet::Portable => {}
+    }
+    let _ = ks;
+    // SAFETY: as above.
+    unsafe { portable(m, k, n, a, lda, panels, ep, out, ldo) };
+}
+
+/// # Safety
+/// As [`gemm_panels`], for all `n` columns.
+#[allow(clippy::too_many_arguments)]
+unsafe fn portable(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: &[f32],
+    lda: usize,
+    panels: &[f32],
+    ep: Epilogue<'_>,
+    out: *mut f32,
     ldo: usize,
 ) {
     let mut acc = [0f32; NR];
@@ -155,12 +221,13 @@ fn portable(
                     *s += rv;
                 }
             }
-            let dst = &mut out[i * ldo + p * NR..i * ldo + p * NR + cols];
-            for (d, s) in dst.iter_mut().zip(&acc[..cols]) {
-                *d = match ep.act {
+            for (j, s) in acc[..cols].iter().enumerate() {
+                let v = match ep.act {
                     Some(act) => act.apply(*s),
                     None => *s,
                 };
+                // SAFETY: row i, column p * 16 + j < n of out (caller's contract).
+                unsafe { *out.add(i * ldo + p * NR + j) = v };
             }
         }
     }
@@ -170,8 +237,10 @@ fn portable(
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Epilogue, MB, MR, NR};
+    use super::{Epilogue, MB, NR};
     use crate::model::fast::simd::x86::{activate, mask};
+
+    const MR: usize = 6;
 
     /// # Safety
     /// AVX2 and FMA available; slices long enough (checked by the caller).
@@ -185,7 +254,7 @@ mod x86 {
         lda: usize,
         panels: &[f32],
         ep: Epilogue<'_>,
-        out: &mut [f32],
+        out: *mut f32,
         ldo: usize,
     ) {
         let panel_count = n.div_ceil(NR);
@@ -199,7 +268,7 @@ mod x86 {
                 while i < i0 + block {
                     let rows = MR.min(i0 + block - i);
                     let a_ptr = unsafe { a.as_ptr().add(i * lda) };
-                    let o_ptr = unsafe { out.as_mut_ptr().add(i * ldo + p * NR) };
+                    let o_ptr = unsafe { out.add(i * ldo + p * NR) };
                     let r_ptr = ep
                         .residual
                         .map(|(r, ldr)| (unsafe { r.as_ptr().add(i * ldr + p * NR) }, ldr));
@@ -288,6 +357,180 @@ mod x86 {
     }
 }
 
+#[cfg(target_arch = "x86_64")]
+mod x512 {
+    use std::arch::x86_64::*;
+
+    use super::{Epilogue, MB, NR};
+    use crate::model::fast::simd::x512::{activate, mask};
+
+    const MR: usize = 12;
+
+    /// Where one tile reads and writes.
+    #[derive(Clone, Copy)]
+    struct Tile<'a> {
+        k: usize,
+        a: *const f32,
+        lda: usize,
+        /// Panels `p` and (for two-panel tiles) `p + 1`.
+        b: [*const f32; 2],
+        bias: *const f32,
+        residual: Option<(*const f32, usize)>,
+        ep: Epilogue<'a>,
+        out: *mut f32,
+        ldo: usize,
+        /// Columns of the last panel that exist (1..=16).
+        cols: usize,
+    }
+
+    /// # Safety
+    /// AVX-512 F and FMA available; slices long enough (checked by the caller).
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f,fma")]
+    pub unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f32],
+        lda: usize,
+        panels: &[f32],
+        ep: Epilogue<'_>,
+        out: *mut f32,
+        ldo: usize,
+    ) {
+        let panel_count = n.div_ceil(NR);
+        let mut i0 = 0;
+        while i0 < m {
+            let block = MB.min(m - i0);
+            let mut p = 0;
+            while p < panel_count {
+                let two = p + 1 < panel_count;
+                let last = if two { p + 1 } else { p };
+                let mut i = i0;
+                while i < i0 + block {
+                    let rows = MR.min(i0 + block - i);
+                    // SAFETY: rows i..i+rows and panels p..=last exist (caller's checks).
+                    let t = unsafe {
+                        Tile {
+                            k,
+                            a: a.as_ptr().add(i * lda),
+                            lda,
+                            b: [
+                                panels.as_ptr().add(p * k * NR),
+                                panels.as_ptr().add(last * k * NR),
+                            ],
+                            bias: ep.bias.as_ptr().add(p * NR),
+                            residual: ep
+                                .residual
+                                .map(|(r, ldr)| (r.as_ptr().add(i * ldr + p * NR), ldr)),
+                            ep,
+                            out: out.add(i * ldo + p * NR),
+                            ldo,
+                            cols: NR.min(n - last * NR),
+                        }
+                    };
+                    // SAFETY: as above.
+                    unsafe {
+                        if two {
+                            tile::<2>(rows, t);
+                        } else {
+                            tile::<1>(rows, t);
+                        }
+                    }
+                    i += rows;
+                }
+                p = last + 1;
+            }
+            i0 += block;
+        }
+    }
+
+    /// Up to [`MR`] rows (`rows`) × `P` panels of 16 columns: accumulate over `k`, then
+    /// bias, residual, activation, and store (the last panel masked to `cols`).
+    ///
+    /// Always computes 12 rows, so that every accumulator lives in a register (the rows
+    /// are written out with literal indices, which the compiler keeps in registers where
+    /// loops over a generic count spilled them): rows past `rows` read the last real row
+    /// again and are not stored.
+    ///
+    /// # Safety
+    /// `a` has `rows` rows of `k` floats at stride `lda`; each `b` a `[k][16]` panel;
+    /// `bias` `16 * P` floats; `residual` and `out` `rows` rows of
+    /// `16 * (P - 1) + cols` floats at their strides.
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    unsafe fn tile<const P: usize>(rows: usize, t: Tile<'_>) {
+        debug_assert!((1..=MR).contains(&rows));
+        macro_rules! each_row {
+            ($m:ident) => {
+                $m!(0);
+                $m!(1);
+                $m!(2);
+                $m!(3);
+                $m!(4);
+                $m!(5);
+                $m!(6);
+                $m!(7);
+                $m!(8);
+                $m!(9);
+                $m!(10);
+                $m!(11);
+            };
+        }
+        unsafe {
+            let mut ap = [t.a; MR];
+            for (r, p) in ap.iter_mut().enumerate() {
+                *p = t.a.add(r.min(rows - 1) * t.lda);
+            }
+            let b0 = _mm512_loadu_ps(t.bias);
+            let b1 = if P == 2 {
+                _mm512_loadu_ps(t.bias.add(NR))
+            } else {
+                b0
+            };
+            let mut acc = [[b0, b1]; MR];
+            for kk in 0..t.k {
+                let w0 = _mm512_loadu_ps(t.b[0].add(kk * NR));
+                let w1 = if P == 2 {
+                    _mm512_loadu_ps(t.b[1].add(kk * NR))
+                } else {
+                    w0
+                };
+                macro_rules! fma {
+                    ($r:literal) => {
+                        let x = _mm512_set1_ps(*ap[$r].add(kk));
+                        acc[$r][0] = _mm512_fmadd_ps(x, w0, acc[$r][0]);
+                        if P == 2 {
+                            acc[$r][1] = _mm512_fmadd_ps(x, w1, acc[$r][1]);
+                        }
+                    };
+                }
+                each_row!(fma);
+            }
+            let last = mask(t.cols);
+            macro_rules! store {
+                ($r:literal) => {
+                    if $r < rows {
+                        for j in 0..P {
+                            let m = if j + 1 == P { last } else { 0xffff };
+                            let mut v = acc[$r][j];
+                            if let Some((res, ldr)) = t.residual {
+                                v = _mm512_add_ps(
+                                    v,
+                                    _mm512_maskz_loadu_ps(m, res.add($r * ldr + j * NR)),
+                                );
+                            }
+                            v = activate(v, t.ep.act);
+                            _mm512_mask_storeu_ps(t.out.add($r * t.ldo + j * NR), m, v);
+                        }
+                    }
+                };
+            }
+            each_row!(store);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,6 +577,9 @@ mod tests {
             (100, 32, 33),
             (6, 64, 96),
             (97, 40, 12),
+            (25, 9, 47),
+            (130, 20, 64),
+            (12, 5, 80),
         ] {
             let a: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
             let w: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
@@ -356,18 +602,20 @@ mod tests {
                     residual.then_some(res.as_slice()),
                     act,
                 );
-                let mut out = vec![f32::NAN; m * n];
-                let ep = Epilogue {
-                    bias: &packed.bias,
-                    residual: residual.then_some((res.as_slice(), n)),
-                    act,
-                };
-                gemm(m, k, n, &a, k, &packed.data, ep, &mut out, n);
-                for (x, y) in out.iter().zip(&want) {
-                    assert!(
-                        (x - y).abs() < 1e-4,
-                        "m{m} k{k} n{n} {residual} {act:?}: {x} vs {y}"
-                    );
+                for ks in KernelSet::available() {
+                    let mut out = vec![f32::NAN; m * n];
+                    let ep = Epilogue {
+                        bias: &packed.bias,
+                        residual: residual.then_some((res.as_slice(), n)),
+                        act,
+                    };
+                    gemm(ks, m, k, n, &a, k, &packed.data, ep, &mut out, n);
+                    for (x, y) in out.iter().zip(&want) {
+                        assert!(
+                            (x - y).abs() < 1e-4,
+                            "{ks} m{m} k{k} n{n} {residual} {act:?}: {x} vs {y}"
+                        );
+                    }
                 }
             }
         }
@@ -381,5 +629,52 @@ mod tests {
         assert_eq!(dst[0..2], [0.0, 1.0]);
         assert_eq!(dst[NR..NR + 2], [20.0, 22.0]);
         assert_eq!(dst[2 * NR..2 * NR + 2], [60.0, 63.0]);
+    }
+}
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+
+    /// Throughput of the kernels on layer shapes of b1_pruned (in-cache and not):
+    /// `cargo test --release --lib gemm_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn gemm_speed() {
+        for &(m, k, n) in &[
+            (14400, 16, 96),
+            (3600, 24, 144),
+            (900, 40, 240),
+            (225, 80, 480),
+            (64, 192, 1152),
+            (64, 1152, 192),
+            (3600, 144, 24),
+            (900, 240, 40),
+            (1200, 64, 64),
+        ] {
+            let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+            let packed = Packed::new(k, n, |kk, j| ((kk + j) % 5) as f32 * 0.1, &vec![0.0; n]);
+            let mut out = vec![0f32; m * n];
+            for ks in KernelSet::available() {
+                if ks == KernelSet::Portable {
+                    continue;
+                }
+                let ep = Epilogue {
+                    bias: &packed.bias,
+                    residual: None,
+                    act: None,
+                };
+                let reps = (2e9 / (m * k * n) as f64).max(3.0) as usize;
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    gemm(ks, m, k, n, &a, k, &packed.data, ep, &mut out, n);
+                }
+                let s = t.elapsed().as_secs_f64();
+                eprintln!(
+                    "{ks:>7} m{m} k{k} n{n}: {:.1} GMAC/s",
+                    (m * k * n * reps) as f64 / s / 1e9
+                );
+            }
+        }
     }
 }

@@ -19,12 +19,19 @@
 //! Buffers live in workspaces that are reused across calls. Parallelism: a batch with at
 //! least as many images as threads runs one image per thread; otherwise every matrix
 //! product and depthwise convolution splits its output rows across the threads.
+//!
+//! The network is built for one [`KernelSet`] (AVX-512, AVX2 + FMA or portable), and
+//! every thread that runs it has subnormals flushed ([`flush`]).
 
 pub mod dw;
+pub mod flush;
 pub mod gemm;
+pub mod isa;
 pub mod simd;
+pub mod team;
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use candle_core::{CpuStorage, CustomOp1, Layout, Shape};
 use rayon::prelude::*;
@@ -36,7 +43,13 @@ use crate::model::variants::{
 };
 use crate::model::weights::Weights;
 use dw::{Depthwise, Geometry};
-use gemm::{Epilogue, MR, Packed};
+use gemm::{Epilogue, Packed};
+
+/// Blocks whose input has at most this many pixels (b1_pruned at 240: from the second
+/// block of stage 4, 15×15, on) run on the whole batch at once; see [`FastNet::forward`].
+pub const BATCHED_PIXELS: usize = 256;
+pub use isa::KernelSet;
+use team::Team;
 
 /// Squeeze-and-excitation weights.
 #[derive(Debug)]
@@ -44,8 +57,8 @@ struct SqueezeExcite {
     /// `[reduced][channels]`.
     reduce: Vec<f32>,
     reduce_bias: Vec<f32>,
-    /// `[channels][reduced]`.
-    expand: Vec<f32>,
+    /// `[reduced][channels]` (transposed from PyTorch's `[channels][reduced]`).
+    expand_t: Vec<f32>,
     expand_bias: Vec<f32>,
 }
 
@@ -61,6 +74,9 @@ struct Block {
 /// The compiled network.
 #[derive(Debug)]
 pub struct FastNet {
+    kernels: KernelSet,
+    /// Calls that began on a thread without FTZ|DAZ (see [`flush`]).
+    unflushed: AtomicU64,
     padding: Padding,
     act: Activation,
     stem: Packed,
@@ -99,7 +115,14 @@ fn pointwise(weights: &Weights, conv: &str, bn: &str) -> Result<Packed> {
 }
 
 impl FastNet {
-    pub fn new(weights: &Weights) -> Result<Self> {
+    /// Compiles the network for `kernels`, which must be a set this CPU supports
+    /// ([`KernelSet::supported`]; an error otherwise).
+    pub fn new(weights: &Weights, kernels: KernelSet) -> Result<Self> {
+        if !kernels.supported() {
+            return Err(crate::Error::Kernels(format!(
+                "this CPU cannot run the {kernels} kernels"
+            )));
+        }
         let variant: &Variant = weights.variant;
         let act = variant.activation;
         let (stem_w, stem_b) = fold_bn(weights, "conv_stem", "bn1")?;
@@ -144,10 +167,19 @@ impl FastNet {
                 };
                 let se = if variant.squeeze_excite {
                     let t = |name: &str| -> Result<Vec<f32>> { to_vec(weights.get(&p(name))?) };
+                    let reduce_bias = t("se.conv_reduce.bias")?;
+                    let expand = t("se.conv_expand.weight")?;
+                    let r = reduce_bias.len();
+                    let mut expand_t = vec![0f32; expand.len()];
+                    for ch in 0..expand.len() / r.max(1) {
+                        for j in 0..r {
+                            expand_t[j * (expand.len() / r) + ch] = expand[ch * r + j];
+                        }
+                    }
                     Some(SqueezeExcite {
                         reduce: t("se.conv_reduce.weight")?,
-                        reduce_bias: t("se.conv_reduce.bias")?,
-                        expand: t("se.conv_expand.weight")?,
+                        reduce_bias,
+                        expand_t,
                         expand_bias: t("se.conv_expand.bias")?,
                     })
                 } else {
@@ -176,6 +208,8 @@ impl FastNet {
             &to_vec(weights.get("classifier.bias")?)?,
         );
         Ok(Self {
+            kernels,
+            unflushed: AtomicU64::new(0),
             padding: variant.padding,
             act,
             stem,
@@ -190,46 +224,118 @@ impl FastNet {
         self.classifier.n
     }
 
+    /// The kernel set the network was built with.
+    pub fn kernels(&self) -> KernelSet {
+        self.kernels
+    }
+
+    /// How many pieces of work (an image, or a share of one layer) began on a thread
+    /// without FTZ|DAZ, which then ran with them set for the call ([`flush::Scope`]).
+    /// Stays 0 when every thread that runs the network comes from
+    /// [`flush::compute_pool`].
+    pub fn unflushed_calls(&self) -> u64 {
+        self.unflushed.load(Ordering::Relaxed)
+    }
+
+    /// Subnormals flushed for one piece of work on the current thread.
+    fn flushed(&self) -> flush::Scope {
+        let scope = flush::Scope::new();
+        if scope.stray() {
+            self.unflushed.fetch_add(1, Ordering::Relaxed);
+        }
+        scope
+    }
+
     /// Logits of `n` normalised CHW images of `size × size` laid end to end, into `out`
     /// (`n × classes`). Uses the current rayon pool's threads.
+    ///
+    /// The early blocks, whose activations are large, run image by image (one image a
+    /// thread when there are enough, each layer split across the threads otherwise); the
+    /// blocks whose input has at most [`BATCHED_PIXELS`] pixels, and the head, run on all
+    /// images at once, so that their weights (most of the network's bytes) are read once
+    /// per batch and the threads share out every layer.
     pub fn forward(&self, input: &[f32], n: usize, size: usize, out: &mut [f32]) {
         let len = 3 * size * size;
         let classes = self.num_classes();
         assert_eq!(input.len(), n * len, "forward: input length");
         assert_eq!(out.len(), n * classes, "forward: output length");
+        if n == 0 {
+            return;
+        }
+        let _flushed = self.flushed();
         let threads = rayon::current_num_threads();
-        if n >= threads || threads == 1 {
+        let (split, (h, w, c)) = self.split(size);
+        let features = h * w * c;
+        let mut batch = self.take_workspace();
+        resize(&mut batch.x, n * features);
+        if n >= threads && threads > 1 {
+            // One image a thread, no synchronisation inside the early blocks.
             input
                 .par_chunks(len)
-                .zip(out.par_chunks_mut(classes))
-                .for_each(|(image, logits)| {
-                    self.with_workspace(|ws| self.image(ws, image, size, logits, false))
+                .zip(batch.x[..n * features].par_chunks_mut(features))
+                .for_each(|(image, dst)| {
+                    let _flushed = self.flushed();
+                    let mut ws = self.take_workspace();
+                    self.early(&mut ws, image, size, split, None);
+                    dst.copy_from_slice(&ws.x[..features]);
+                    self.give_back(ws);
                 });
+            Team::lead(threads - 1, |team| {
+                self.late(&mut batch, n, (h, w, c), split, Some(team), out)
+            });
         } else {
-            for (image, logits) in input.chunks(len).zip(out.chunks_mut(classes)) {
-                self.with_workspace(|ws| self.image(ws, image, size, logits, true));
-            }
+            Team::lead(threads - 1, |team| {
+                let par = (threads > 1).then_some(team);
+                let mut ws = self.take_workspace();
+                let early = batch.x[..n * features].chunks_mut(features);
+                for (image, dst) in input.chunks(len).zip(early) {
+                    self.early(&mut ws, image, size, split, par);
+                    dst.copy_from_slice(&ws.x[..features]);
+                }
+                self.give_back(ws);
+                self.late(&mut batch, n, (h, w, c), split, par, out);
+            });
         }
+        self.give_back(batch);
     }
 
-    fn with_workspace(&self, f: impl FnOnce(&mut Workspace)) {
-        let taken = self
-            .workspaces
+    /// The index of the first block that runs on the whole batch, and the activation
+    /// shape `(h, w, c)` it takes.
+    fn split(&self, size: usize) -> (usize, (usize, usize, usize)) {
+        let (_, mut h) = self.padding.resolve(size, STEM_KERNEL, STEM_STRIDE);
+        let (_, mut w) = self.padding.resolve(size, STEM_KERNEL, STEM_STRIDE);
+        let mut c = self.stem.n;
+        for (i, block) in self.blocks.iter().enumerate() {
+            if h * w <= BATCHED_PIXELS {
+                return (i, (h, w, c));
+            }
+            h = self.padding.resolve(h, block.dw.k, block.dw.stride).1;
+            w = self.padding.resolve(w, block.dw.k, block.dw.stride).1;
+            c = block.project.n;
+        }
+        (self.blocks.len(), (h, w, c))
+    }
+
+    fn take_workspace(&self) -> Workspace {
+        self.workspaces
             .lock()
             .map(|mut w| w.pop())
-            .unwrap_or_default();
-        let mut ws = taken.unwrap_or_default();
-        f(&mut ws);
+            .unwrap_or_default()
+            .unwrap_or_default()
+    }
+
+    fn give_back(&self, ws: Workspace) {
         if let Ok(mut w) = self.workspaces.lock() {
             w.push(ws);
         }
     }
 
-    /// One image. `par`: split each layer across the pool's threads.
-    fn image(&self, ws: &mut Workspace, image: &[f32], size: usize, logits: &mut [f32], par: bool) {
+    /// The stem and blocks `..split` of one image, into `ws.x`, each layer shared out
+    /// across `par`'s threads.
+    fn early(&self, ws: &mut Workspace, image: &[f32], size: usize, split: usize, par: Par<'_>) {
         let (k, s) = (STEM_KERNEL, STEM_STRIDE);
-        let (pad_top, mut h) = self.padding.resolve(size, k, s);
-        let (pad_left, mut w) = self.padding.resolve(size, k, s);
+        let (pad_top, h) = self.padding.resolve(size, k, s);
+        let (pad_left, w) = self.padding.resolve(size, k, s);
         let taps = 3 * k * k;
         resize(&mut ws.im2col, h * w * taps);
         for oy in 0..h {
@@ -261,14 +367,14 @@ impl FastNet {
                 }
             }
         }
-        let mut c = self.stem.n;
+        let c = self.stem.n;
         resize(&mut ws.x, h * w * c);
         let ep = Epilogue {
             bias: &self.stem.bias,
             residual: None,
             act: Some(self.act),
         };
-        gemm_rows(
+        self.gemm_par(
             par,
             h * w,
             taps,
@@ -278,99 +384,37 @@ impl FastNet {
             ep,
             &mut ws.x,
         );
-
-        for block in &self.blocks {
-            let m = h * w;
-            let mid = block.dw.c;
-            if let Some(expand) = &block.expand {
-                resize(&mut ws.expanded, m * mid);
-                let ep = Epilogue {
-                    bias: &expand.bias,
-                    residual: None,
-                    act: Some(self.act),
-                };
-                gemm_rows(par, m, c, mid, &ws.x, &expand.data, ep, &mut ws.expanded);
-            }
-            let dw_in = if block.expand.is_some() {
-                &ws.expanded
-            } else {
-                &ws.x
-            };
-            let (pad_top, out_h) = self.padding.resolve(h, block.dw.k, block.dw.stride);
-            let (pad_left, out_w) = self.padding.resolve(w, block.dw.k, block.dw.stride);
-            let g = Geometry {
-                h,
-                w,
-                out_w,
-                pad_top,
-                pad_left,
-            };
-            resize(&mut ws.depthwise, out_h * out_w * mid);
-            resize(&mut ws.row_sums, out_h * mid);
-            depthwise_rows(
-                par,
-                &block.dw,
-                g,
-                out_h,
-                dw_in,
-                &mut ws.depthwise,
-                &mut ws.row_sums,
-            );
-            resize(&mut ws.sums, mid);
-            let sums = &mut ws.sums[..mid];
-            sums.fill(0.0);
-            for row in ws.row_sums[..out_h * mid].chunks_exact(mid) {
-                for (s, v) in sums.iter_mut().zip(row) {
-                    *s += v;
-                }
-            }
-
-            let panels = match &block.se {
-                Some(se) => {
-                    let inv = 1.0 / (out_h * out_w) as f32;
-                    sums.iter_mut().for_each(|v| *v *= inv);
-                    se.gate(sums, &mut ws.reduced, self.act);
-                    // The gate scales the projection's input channels: fold it into
-                    // whichever is smaller, the depthwise output or the weights.
-                    let om = out_h * out_w;
-                    if om * mid <= block.project.data.len() {
-                        for row in ws.depthwise[..om * mid].chunks_exact_mut(mid) {
-                            for (v, g) in row.iter_mut().zip(sums.iter()) {
-                                *v *= g;
-                            }
-                        }
-                        &block.project.data
-                    } else {
-                        block.project.scaled_into(sums, &mut ws.scaled);
-                        &ws.scaled
-                    }
-                }
-                None => &block.project.data,
-            };
-            let cout = block.project.n;
-            let om = out_h * out_w;
-            resize(&mut ws.y, om * cout);
-            let ep = Epilogue {
-                bias: &block.project.bias,
-                residual: block.skip.then_some((ws.x.as_slice(), c)),
-                act: None,
-            };
-            gemm_rows(par, om, mid, cout, &ws.depthwise, panels, ep, &mut ws.y);
-            std::mem::swap(&mut ws.x, &mut ws.y);
-            (h, w, c) = (out_h, out_w, cout);
+        let mut shape = (h, w, c);
+        for block in &self.blocks[..split] {
+            shape = self.block(block, ws, 1, shape, par);
         }
+    }
 
+    /// Blocks `split..` and the head of `n` images at once, from `ws.x`, into `logits`.
+    fn late(
+        &self,
+        ws: &mut Workspace,
+        n: usize,
+        mut shape: (usize, usize, usize),
+        split: usize,
+        par: Par<'_>,
+        logits: &mut [f32],
+    ) {
+        for block in &self.blocks[split..] {
+            shape = self.block(block, ws, n, shape, par);
+        }
+        let (h, w, c) = shape;
         let m = h * w;
         let features = self.head.n;
-        resize(&mut ws.expanded, m * features);
+        resize(&mut ws.expanded, n * m * features);
         let ep = Epilogue {
             bias: &self.head.bias,
             residual: None,
             act: Some(self.act),
         };
-        gemm_rows(
+        self.gemm_par(
             par,
-            m,
+            n * m,
             c,
             features,
             &ws.x,
@@ -378,62 +422,159 @@ impl FastNet {
             ep,
             &mut ws.expanded,
         );
-        resize(&mut ws.pooled, features);
-        let pooled = &mut ws.pooled[..features];
-        pooled.fill(0.0);
-        for row in ws.expanded[..m * features].chunks_exact(features) {
-            for (p, v) in pooled.iter_mut().zip(row) {
-                *p += v;
-            }
-        }
-        let inv = 1.0 / m as f32;
-        pooled.iter_mut().for_each(|v| *v *= inv);
+        resize(&mut ws.pooled, n * features);
+        let pooled = &mut ws.pooled[..n * features];
+        mean_rows(
+            self.kernels,
+            &ws.expanded,
+            m,
+            features,
+            1.0 / m as f32,
+            pooled,
+        );
         let ep = Epilogue {
             bias: &self.classifier.bias,
             residual: None,
             act: None,
         };
-        gemm::gemm(
-            1,
+        let classes = self.classifier.n;
+        self.gemm_par(
+            par,
+            n,
             features,
-            self.classifier.n,
+            classes,
             &ws.pooled,
-            features,
             &self.classifier.data,
             ep,
             logits,
-            self.classifier.n,
         );
+    }
+
+    /// One block on `n` images of `(h, w, c)` laid end to end in `ws.x`, the result left
+    /// in `ws.x`; returns its shape.
+    fn block(
+        &self,
+        block: &Block,
+        ws: &mut Workspace,
+        n: usize,
+        (h, w, c): (usize, usize, usize),
+        par: Par<'_>,
+    ) -> (usize, usize, usize) {
+        let ks = self.kernels;
+        let m = h * w;
+        let mid = block.dw.c;
+        if let Some(expand) = &block.expand {
+            resize(&mut ws.expanded, n * m * mid);
+            let ep = Epilogue {
+                bias: &expand.bias,
+                residual: None,
+                act: Some(self.act),
+            };
+            self.gemm_par(
+                par,
+                n * m,
+                c,
+                mid,
+                &ws.x,
+                &expand.data,
+                ep,
+                &mut ws.expanded,
+            );
+        }
+        let dw_in = if block.expand.is_some() {
+            &ws.expanded
+        } else {
+            &ws.x
+        };
+        let (pad_top, out_h) = self.padding.resolve(h, block.dw.k, block.dw.stride);
+        let (pad_left, out_w) = self.padding.resolve(w, block.dw.k, block.dw.stride);
+        let g = Geometry {
+            h,
+            w,
+            out_w,
+            pad_top,
+            pad_left,
+        };
+        let om = out_h * out_w;
+        resize(&mut ws.depthwise, n * om * mid);
+        resize(&mut ws.row_sums, n * out_h * mid);
+        self.depthwise_par(
+            par,
+            &block.dw,
+            g,
+            n,
+            out_h,
+            &dw_in[..n * m * mid],
+            &mut ws.depthwise[..n * om * mid],
+            &mut ws.row_sums[..n * out_h * mid],
+        );
+        // Per image, the channel means of the depthwise output.
+        resize(&mut ws.sums, n * mid);
+        let sums = &mut ws.sums[..n * mid];
+        mean_rows(ks, &ws.row_sums, out_h, mid, 1.0 / om as f32, sums);
+
+        let mut panels = &block.project.data;
+        if let Some(se) = &block.se {
+            for sums in ws.sums[..n * mid].chunks_exact_mut(mid) {
+                se.gate(ks, sums, &mut ws.reduced, self.act);
+            }
+            // The gate scales the projection's input channels: fold it into whichever
+            // is smaller, the depthwise output or (one image only) the weights.
+            if n == 1 && om * mid > block.project.data.len() {
+                block.project.scaled_into(&ws.sums[..mid], &mut ws.scaled);
+                panels = &ws.scaled;
+            } else {
+                for (image, gate) in ws.depthwise[..n * om * mid]
+                    .chunks_exact_mut(om * mid)
+                    .zip(ws.sums.chunks_exact(mid))
+                {
+                    for row in image.chunks_exact_mut(mid) {
+                        simd::mul(ks, row, gate);
+                    }
+                }
+            }
+        }
+        let cout = block.project.n;
+        resize(&mut ws.y, n * om * cout);
+        let ep = Epilogue {
+            bias: &block.project.bias,
+            residual: block.skip.then_some((&ws.x[..n * m * c], c)),
+            act: None,
+        };
+        self.gemm_par(par, n * om, mid, cout, &ws.depthwise, panels, ep, &mut ws.y);
+        std::mem::swap(&mut ws.x, &mut ws.y);
+        (out_h, out_w, cout)
     }
 }
 
 impl SqueezeExcite {
     /// Turns the per-channel means in `pooled` into the gate, in place.
-    fn gate(&self, pooled: &mut [f32], reduced: &mut Vec<f32>, act: Activation) {
+    fn gate(&self, ks: KernelSet, pooled: &mut [f32], reduced: &mut Vec<f32>, act: Activation) {
         let c = pooled.len();
         let r = self.reduce_bias.len();
         resize(reduced, r);
         let reduced = &mut reduced[..r];
         for (j, out) in reduced.iter_mut().enumerate() {
-            let row = &self.reduce[j * c..][..c];
-            *out = self.reduce_bias[j]
-                + row
-                    .iter()
-                    .zip(pooled.iter())
-                    .map(|(w, x)| w * x)
-                    .sum::<f32>();
+            *out = self.reduce_bias[j] + simd::dot(ks, &self.reduce[j * c..][..c], pooled);
         }
-        simd::activate(reduced, act);
-        for (ch, out) in pooled.iter_mut().enumerate() {
-            let row = &self.expand[ch * r..][..r];
-            *out = self.expand_bias[ch]
-                + row
-                    .iter()
-                    .zip(reduced.iter())
-                    .map(|(w, x)| w * x)
-                    .sum::<f32>();
+        simd::activate(ks, reduced, act);
+        pooled.copy_from_slice(&self.expand_bias[..c]);
+        for (j, x) in reduced.iter().enumerate() {
+            simd::axpy(ks, pooled, *x, &self.expand_t[j * c..][..c]);
         }
-        simd::sigmoid(pooled);
+        simd::sigmoid(ks, pooled);
+    }
+}
+
+/// For each image, `scale ×` the sum of its `rows` rows of `c` values: `values` holds the
+/// images' rows end to end, `out` one row of `c` per image.
+fn mean_rows(ks: KernelSet, values: &[f32], rows: usize, c: usize, scale: f32, out: &mut [f32]) {
+    for (out, image) in out.chunks_exact_mut(c).zip(values.chunks_exact(rows * c)) {
+        out.fill(0.0);
+        for row in image.chunks_exact(c) {
+            simd::axpy(ks, out, 1.0, row);
+        }
+        out.iter_mut().for_each(|v| *v *= scale);
     }
 }
 
@@ -445,67 +586,144 @@ fn resize(v: &mut Vec<f32>, len: usize) {
     }
 }
 
-/// [`gemm::gemm`] on `m` rows of `a` (stride `k`) into `out` (stride `n`), the rows split
-/// across the pool's threads when `par`.
-#[allow(clippy::too_many_arguments)]
-fn gemm_rows(
-    par: bool,
-    m: usize,
-    k: usize,
-    n: usize,
-    a: &[f32],
-    panels: &[f32],
-    ep: Epilogue<'_>,
-    out: &mut [f32],
-) {
-    let threads = if par { rayon::current_num_threads() } else { 1 };
-    if threads <= 1 || m < 4 * MR {
-        gemm::gemm(m, k, n, a, k, panels, ep, out, n);
-        return;
-    }
-    let chunk = m.div_ceil(threads).next_multiple_of(MR);
-    out[..m * n]
-        .par_chunks_mut(chunk * n)
-        .enumerate()
-        .for_each(|(i, out)| {
-            let r0 = i * chunk;
-            let rows = out.len() / n;
-            let ep = Epilogue {
-                residual: ep.residual.map(|(r, ldr)| (&r[r0 * ldr..], ldr)),
-                ..ep
-            };
-            gemm::gemm(rows, k, n, &a[r0 * k..], k, panels, ep, out, n);
-        });
-}
+/// The threads a layer is shared out across: none (this thread alone) or a [`Team`].
+type Par<'a> = Option<&'a Team>;
 
-/// The depthwise convolution of all `out_h` rows, split across threads when `par`; each
-/// row's channel sums land in `row_sums`.
-fn depthwise_rows(
-    par: bool,
-    dw: &Depthwise,
-    g: Geometry,
-    out_h: usize,
-    input: &[f32],
-    out: &mut [f32],
-    row_sums: &mut [f32],
-) {
-    let threads = if par { rayon::current_num_threads() } else { 1 };
-    if threads <= 1 || out_h < 2 * threads {
-        dw.run(g, input, 0..out_h, out, row_sums);
-        return;
+/// A pointer to an output that threads write disjoint parts of.
+#[derive(Clone, Copy)]
+struct Shared(*mut f32);
+// SAFETY: only used by `gemm_par` and `depthwise_par`, whose chunks write disjoint parts.
+unsafe impl Send for Shared {}
+// SAFETY: as above.
+unsafe impl Sync for Shared {}
+
+impl FastNet {
+    /// [`gemm::gemm`] on `m` rows of `a` (stride `k`) into `out` (stride `n`), shared out
+    /// across the team: by rows when each thread gets at least four micro-kernel tiles of
+    /// them, otherwise by columns (a few pixels, many channels: the late layers of a
+    /// single image), so that each thread reads only its share of the weights.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_par(
+        &self,
+        par: Par<'_>,
+        m: usize,
+        k: usize,
+        n: usize,
+        a: &[f32],
+        panels: &[f32],
+        ep: Epilogue<'_>,
+        out: &mut [f32],
+    ) {
+        let ks = self.kernels;
+        let mr = gemm::rows_per_tile(ks);
+        let threads = par.map_or(1, Team::threads);
+        let panel_count = n.div_ceil(gemm::NR);
+        assert!(out.len() >= m * n, "gemm_par: out too short");
+        let shared = Shared(out.as_mut_ptr());
+        match par {
+            Some(team) if threads > 1 && m >= threads * 4 * mr => {
+                let chunk = m.div_ceil(threads).next_multiple_of(mr);
+                team.run(m.div_ceil(chunk), &|i| {
+                    let out = shared;
+                    let r0 = i * chunk;
+                    let rows = chunk.min(m - r0);
+                    let ep = Epilogue {
+                        residual: ep.residual.map(|(r, ldr)| (&r[r0 * ldr..], ldr)),
+                        ..ep
+                    };
+                    // SAFETY: out holds m rows of n floats (asserted above) and outlives
+                    // the job; each chunk writes only its own rows.
+                    unsafe {
+                        gemm::gemm_panels(
+                            ks,
+                            rows,
+                            k,
+                            n,
+                            &a[r0 * k..],
+                            k,
+                            panels,
+                            ep,
+                            out.0.add(r0 * n),
+                            n,
+                            0..panel_count,
+                        )
+                    };
+                });
+            }
+            Some(team) if threads > 1 && panel_count >= 2 * threads => {
+                // Whole pairs of panels per thread (the AVX-512 kernel's width).
+                let per = panel_count.div_ceil(2).div_ceil(threads) * 2;
+                team.run(panel_count.div_ceil(per), &|t| {
+                    let out = shared;
+                    let range = t * per..((t + 1) * per).min(panel_count);
+                    // SAFETY: out holds m rows of n floats (asserted above) and outlives
+                    // the job; each chunk writes only the columns of its own panels.
+                    unsafe { gemm::gemm_panels(ks, m, k, n, a, k, panels, ep, out.0, n, range) };
+                });
+            }
+            _ => gemm::gemm(ks, m, k, n, a, k, panels, ep, out, n),
+        }
     }
-    let c = dw.c;
-    let rows_per = out_h.div_ceil(threads);
-    let row_len = g.out_w * c;
-    out[..out_h * row_len]
-        .par_chunks_mut(rows_per * row_len)
-        .zip(row_sums[..out_h * c].par_chunks_mut(rows_per * c))
-        .enumerate()
-        .for_each(|(i, (out, sums))| {
-            let r0 = i * rows_per;
-            let rows = out.len() / row_len;
-            dw.run(g, input, r0..r0 + rows, out, sums);
+
+    /// The depthwise convolution of `n` images (all `out_h` rows of each), shared out
+    /// across the team in bands of rows, enough for every thread; each row's channel
+    /// sums land in `row_sums`.
+    #[allow(clippy::too_many_arguments)]
+    fn depthwise_par(
+        &self,
+        par: Par<'_>,
+        dw: &Depthwise,
+        g: Geometry,
+        n: usize,
+        out_h: usize,
+        input: &[f32],
+        out: &mut [f32],
+        row_sums: &mut [f32],
+    ) {
+        let ks = self.kernels;
+        let c = dw.c;
+        let (image_in, image_out) = (g.h * g.w * c, out_h * g.out_w * c);
+        assert!(input.len() >= n * image_in && out.len() >= n * image_out);
+        assert!(row_sums.len() >= n * out_h * c);
+        let threads = par.map_or(1, Team::threads);
+        let bands = threads.div_ceil(n).min(out_h / 2).max(1);
+        let team = match par {
+            Some(team) if threads > 1 && n * bands >= 2 => team,
+            _ => {
+                for ((input, out), sums) in input
+                    .chunks_exact(image_in)
+                    .zip(out.chunks_exact_mut(image_out))
+                    .zip(row_sums.chunks_exact_mut(out_h * c))
+                {
+                    dw.run(ks, g, input, 0..out_h, out, sums);
+                }
+                return;
+            }
+        };
+        let rows_per = out_h.div_ceil(bands);
+        let bands = out_h.div_ceil(rows_per);
+        let (out, sums) = (Shared(out.as_mut_ptr()), Shared(row_sums.as_mut_ptr()));
+        team.run(n * bands, &|t| {
+            let (out, sums) = (out, sums);
+            let (image, band) = (t / bands, t % bands);
+            let r0 = band * rows_per;
+            let rows = rows_per.min(out_h - r0);
+            let row_len = g.out_w * c;
+            // SAFETY: out and row_sums hold n images of out_h rows (asserted above) and
+            // outlive the job; each chunk writes only its own rows of its own image.
+            let (out, sums) = unsafe {
+                (
+                    std::slice::from_raw_parts_mut(
+                        out.0.add(image * image_out + r0 * row_len),
+                        rows * row_len,
+                    ),
+                    std::slice::from_raw_parts_mut(sums.0.add((image * out_h + r0) * c), rows * c),
+                )
+            };
+            let input = &input[image * image_in..][..image_in];
+            dw.run(ks, g, input, r0..r0 + rows, out, sums);
         });
+    }
 }
 
 impl CustomOp1 for FastNet {

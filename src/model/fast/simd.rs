@@ -1,32 +1,14 @@
-//! SIMD helpers: runtime CPU detection and vectorised activations.
+//! SIMD helpers: vectorised activations, dot products and `y += a·x`, for each
+//! [`KernelSet`].
 //!
-//! Kernels come in two builds: an x86-64 AVX2 + FMA build (written with `std::arch`
-//! intrinsics, used when the CPU has both, which every x86-64 server CPU since 2013 has)
-//! and a portable build in plain Rust for everything else. [`avx2`] decides once.
+//! Kernels come in three builds: x86-64 AVX-512 ([`x512`]), x86-64 AVX2 + FMA ([`x86`]),
+//! both written with `std::arch` intrinsics, and a portable build in plain Rust. Which one
+//! runs is the [`KernelSet`] the network was built with; the caller has checked that the
+//! CPU supports it ([`KernelSet::supported`]), which is what makes the `unsafe` calls
+//! below sound.
 
-use std::sync::LazyLock;
-
+use super::isa::KernelSet;
 use crate::model::variants::Activation;
-
-static AVX2_FMA: LazyLock<bool> = LazyLock::new(detect);
-
-#[cfg(target_arch = "x86_64")]
-fn detect() -> bool {
-    std::env::var_os("EFFISTREAM_NO_SIMD").is_none()
-        && std::arch::is_x86_feature_detected!("avx2")
-        && std::arch::is_x86_feature_detected!("fma")
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn detect() -> bool {
-    false
-}
-
-/// Whether the AVX2 + FMA kernels run on this CPU (`EFFISTREAM_NO_SIMD=1` forces the
-/// portable ones, for tests and comparisons).
-pub fn avx2() -> bool {
-    *AVX2_FMA
-}
 
 /// Applies `act` to every value, portable version.
 pub fn activate_scalar(values: &mut [f32], act: Activation) {
@@ -37,8 +19,8 @@ pub fn activate_scalar(values: &mut [f32], act: Activation) {
 
 #[cfg(target_arch = "x86_64")]
 pub mod x86 {
-    //! AVX2 + FMA building blocks. Every function requires both features: callers check
-    //! [`super::avx2`] first.
+    //! AVX2 + FMA building blocks. Every function requires both features: callers hold
+    //! [`super::KernelSet::Avx2`] (or `Avx512`), which is only built on CPUs that have them.
     use std::arch::x86_64::*;
 
     use crate::model::variants::Activation;
@@ -180,29 +162,396 @@ pub mod x86 {
             *v = 1.0 / (1.0 + (-*v).exp());
         }
     }
+
+    /// `a · b`; `a` and `b` have the same length.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (mut s0, mut s1) = (_mm256_setzero_ps(), _mm256_setzero_ps());
+        let mut i = 0;
+        // SAFETY: every load reads 8 floats at i + 8 <= n (or i + 16 <= n).
+        unsafe {
+            while i + 16 <= n {
+                s0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(a.as_ptr().add(i)),
+                    _mm256_loadu_ps(b.as_ptr().add(i)),
+                    s0,
+                );
+                s1 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(a.as_ptr().add(i + 8)),
+                    _mm256_loadu_ps(b.as_ptr().add(i + 8)),
+                    s1,
+                );
+                i += 16;
+            }
+            if i + 8 <= n {
+                s0 = _mm256_fmadd_ps(
+                    _mm256_loadu_ps(a.as_ptr().add(i)),
+                    _mm256_loadu_ps(b.as_ptr().add(i)),
+                    s0,
+                );
+                i += 8;
+            }
+        }
+        let mut lanes = [0f32; 8];
+        // SAFETY: lanes holds 8 floats.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), _mm256_add_ps(s0, s1)) };
+        let mut sum: f32 = lanes.iter().sum();
+        for j in i..n {
+            sum += a[j] * b[j];
+        }
+        sum
+    }
+
+    /// `y += a * x`; `y` and `x` have the same length.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+        let n = y.len().min(x.len());
+        let av = _mm256_set1_ps(a);
+        let mut i = 0;
+        // SAFETY: every access covers 8 floats at i + 8 <= n.
+        unsafe {
+            while i + 8 <= n {
+                let p = y.as_mut_ptr().add(i);
+                _mm256_storeu_ps(
+                    p,
+                    _mm256_fmadd_ps(av, _mm256_loadu_ps(x.as_ptr().add(i)), _mm256_loadu_ps(p)),
+                );
+                i += 8;
+            }
+        }
+        for j in i..n {
+            y[j] += a * x[j];
+        }
+    }
+
+    /// `y *= x`; `y` and `x` have the same length.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub fn mul(y: &mut [f32], x: &[f32]) {
+        let n = y.len().min(x.len());
+        let mut i = 0;
+        // SAFETY: every access covers 8 floats at i + 8 <= n.
+        unsafe {
+            while i + 8 <= n {
+                let p = y.as_mut_ptr().add(i);
+                _mm256_storeu_ps(
+                    p,
+                    _mm256_mul_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(x.as_ptr().add(i))),
+                );
+                i += 8;
+            }
+        }
+        for j in i..n {
+            y[j] *= x[j];
+        }
+    }
 }
 
-/// Applies `act` to every value, with SIMD when available.
-pub fn activate(values: &mut [f32], act: Activation) {
-    #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: avx2() checked the CPU features.
-        unsafe { x86::activate_slice(values, act) };
-        return;
+#[cfg(target_arch = "x86_64")]
+pub mod x512 {
+    //! AVX-512 building blocks (16 floats a vector, mask registers for the edges). Every
+    //! function requires AVX-512 F (and FMA): callers hold [`super::KernelSet::Avx512`],
+    //! which is only built on CPUs that have it.
+    use std::arch::x86_64::*;
+
+    use crate::model::variants::Activation;
+
+    /// `exp(x)` for 16 lanes: the same Cephes algorithm as the AVX2 build (about 1 ulp),
+    /// inputs clamped to [-87.3, 88.3]; the power of two is put in with `vscalefps`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and FMA.
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn exp(x: __m512) -> __m512 {
+        let x = _mm512_min_ps(
+            _mm512_max_ps(x, _mm512_set1_ps(-87.3)),
+            _mm512_set1_ps(88.3),
+        );
+        let n = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+            _mm512_mul_ps(x, _mm512_set1_ps(std::f32::consts::LOG2_E)),
+        );
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693_359_4), x);
+        let r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.121_944_4e-4), r);
+        let mut p = _mm512_set1_ps(1.987_569_1e-4);
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.398_199_9e-3));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.333_452e-3));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.166_579_6e-2));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.666_666_5e-1));
+        p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5));
+        let r2 = _mm512_mul_ps(r, r);
+        let p = _mm512_fmadd_ps(p, r2, _mm512_add_ps(r, _mm512_set1_ps(1.0)));
+        _mm512_scalef_ps(p, n)
     }
+
+    /// `1 / d`: the 14-bit estimate refined by one Newton-Raphson step (about 1 ulp),
+    /// much cheaper than a division.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and FMA.
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn recip(d: __m512) -> __m512 {
+        let r = _mm512_rcp14_ps(d);
+        _mm512_mul_ps(r, _mm512_fnmadd_ps(d, r, _mm512_set1_ps(2.0)))
+    }
+
+    /// `1 / (1 + exp(-x))`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and FMA.
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn sigmoid(x: __m512) -> __m512 {
+        let one = _mm512_set1_ps(1.0);
+        recip(_mm512_add_ps(
+            one,
+            exp(_mm512_sub_ps(_mm512_setzero_ps(), x)),
+        ))
+    }
+
+    /// `x * sigmoid(x)`.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and FMA.
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn silu(x: __m512) -> __m512 {
+        _mm512_mul_ps(x, sigmoid(x))
+    }
+
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and FMA.
+    #[inline]
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn activate(x: __m512, act: Option<Activation>) -> __m512 {
+        match act {
+            None => x,
+            Some(Activation::Silu) => silu(x),
+            Some(Activation::Relu6) => {
+                _mm512_min_ps(_mm512_max_ps(x, _mm512_setzero_ps()), _mm512_set1_ps(6.0))
+            }
+        }
+    }
+
+    /// The mask of the first `n` (0..=16) lanes.
+    #[inline]
+    pub fn mask(n: usize) -> __mmask16 {
+        if n >= 16 {
+            0xffff
+        } else {
+            ((1u32 << n) - 1) as __mmask16
+        }
+    }
+
+    /// Applies `act` in place.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and FMA.
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn activate_slice(values: &mut [f32], act: Activation) {
+        let n = values.len();
+        let mut i = 0;
+        while i < n {
+            let m = mask(n - i);
+            // SAFETY: the mask covers only the values left from i.
+            unsafe {
+                let p = values.as_mut_ptr().add(i);
+                _mm512_mask_storeu_ps(p, m, activate(_mm512_maskz_loadu_ps(m, p), Some(act)));
+            }
+            i += 16;
+        }
+    }
+
+    /// `sigmoid` in place.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and FMA.
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn sigmoid_slice(values: &mut [f32]) {
+        let n = values.len();
+        let mut i = 0;
+        while i < n {
+            let m = mask(n - i);
+            // SAFETY: the mask covers only the values left from i.
+            unsafe {
+                let p = values.as_mut_ptr().add(i);
+                _mm512_mask_storeu_ps(p, m, sigmoid(_mm512_maskz_loadu_ps(m, p)));
+            }
+            i += 16;
+        }
+    }
+
+    /// `a · b`; `a` and `b` have the same length.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and FMA.
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+        let n = a.len().min(b.len());
+        let (mut s0, mut s1) = (_mm512_setzero_ps(), _mm512_setzero_ps());
+        let mut i = 0;
+        // SAFETY: full loads stay below n; the last one is masked to what is left.
+        unsafe {
+            while i + 32 <= n {
+                s0 = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(a.as_ptr().add(i)),
+                    _mm512_loadu_ps(b.as_ptr().add(i)),
+                    s0,
+                );
+                s1 = _mm512_fmadd_ps(
+                    _mm512_loadu_ps(a.as_ptr().add(i + 16)),
+                    _mm512_loadu_ps(b.as_ptr().add(i + 16)),
+                    s1,
+                );
+                i += 32;
+            }
+            while i < n {
+                let m = mask(n - i);
+                s0 = _mm512_fmadd_ps(
+                    _mm512_maskz_loadu_ps(m, a.as_ptr().add(i)),
+                    _mm512_maskz_loadu_ps(m, b.as_ptr().add(i)),
+                    s0,
+                );
+                i += 16;
+            }
+        }
+        _mm512_reduce_add_ps(_mm512_add_ps(s0, s1))
+    }
+
+    /// `y += a * x`; `y` and `x` have the same length.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and FMA.
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn axpy(y: &mut [f32], a: f32, x: &[f32]) {
+        let n = y.len().min(x.len());
+        let av = _mm512_set1_ps(a);
+        let mut i = 0;
+        while i < n {
+            let m = mask(n - i);
+            // SAFETY: the mask covers only the values left from i.
+            unsafe {
+                let p = y.as_mut_ptr().add(i);
+                let v = _mm512_fmadd_ps(
+                    av,
+                    _mm512_maskz_loadu_ps(m, x.as_ptr().add(i)),
+                    _mm512_maskz_loadu_ps(m, p),
+                );
+                _mm512_mask_storeu_ps(p, m, v);
+            }
+            i += 16;
+        }
+    }
+
+    /// `y *= x`; `y` and `x` have the same length.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512 F and FMA.
+    #[target_feature(enable = "avx512f,fma")]
+    pub fn mul(y: &mut [f32], x: &[f32]) {
+        let n = y.len().min(x.len());
+        let mut i = 0;
+        while i < n {
+            let m = mask(n - i);
+            // SAFETY: the mask covers only the values left from i.
+            unsafe {
+                let p = y.as_mut_ptr().add(i);
+                let v = _mm512_mul_ps(
+                    _mm512_maskz_loadu_ps(m, p),
+                    _mm512_maskz_loadu_ps(m, x.as_ptr().add(i)),
+                );
+                _mm512_mask_storeu_ps(p, m, v);
+            }
+            i += 16;
+        }
+    }
+}
+
+/// Applies `act` to every value.
+pub fn activate(ks: KernelSet, values: &mut [f32], act: Activation) {
+    #[cfg(target_arch = "x86_64")]
+    match ks {
+        // SAFETY (both): the network was built with a kernel set the CPU supports.
+        KernelSet::Avx512 => return unsafe { x512::activate_slice(values, act) },
+        KernelSet::Avx2 => return unsafe { x86::activate_slice(values, act) },
+        KernelSet::Portable => {}
+    }
+    let _ = ks;
     activate_scalar(values, act);
 }
 
-/// `1 / (1 + exp(-x))` in place, with SIMD when available.
-pub fn sigmoid(values: &mut [f32]) {
+/// `1 / (1 + exp(-x))` in place.
+pub fn sigmoid(ks: KernelSet, values: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if avx2() {
-        // SAFETY: avx2() checked the CPU features.
-        unsafe { x86::sigmoid_slice(values) };
-        return;
+    match ks {
+        // SAFETY (both): the network was built with a kernel set the CPU supports.
+        KernelSet::Avx512 => return unsafe { x512::sigmoid_slice(values) },
+        KernelSet::Avx2 => return unsafe { x86::sigmoid_slice(values) },
+        KernelSet::Portable => {}
     }
+    let _ = ks;
     for v in values {
         *v = 1.0 / (1.0 + (-*v).exp());
+    }
+}
+
+/// `a · b` over the shorter of the two.
+pub fn dot(ks: KernelSet, a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let (a, b) = (&a[..n], &b[..n]);
+    #[cfg(target_arch = "x86_64")]
+    match ks {
+        // SAFETY (both): the CPU supports the set; a and b hold n floats each.
+        KernelSet::Avx512 => return unsafe { x512::dot(a, b) },
+        KernelSet::Avx2 => return unsafe { x86::dot(a, b) },
+        KernelSet::Portable => {}
+    }
+    let _ = ks;
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+/// `y *= x` element by element, over the shorter of the two.
+pub fn mul(ks: KernelSet, y: &mut [f32], x: &[f32]) {
+    let n = y.len().min(x.len());
+    let (y, x) = (&mut y[..n], &x[..n]);
+    #[cfg(target_arch = "x86_64")]
+    match ks {
+        // SAFETY (both): the CPU supports the set; y and x hold n floats each.
+        KernelSet::Avx512 => return unsafe { x512::mul(y, x) },
+        KernelSet::Avx2 => return unsafe { x86::mul(y, x) },
+        KernelSet::Portable => {}
+    }
+    let _ = ks;
+    for (y, x) in y.iter_mut().zip(x) {
+        *y *= x;
+    }
+}
+
+/// `y += a * x`, over the shorter of the two.
+pub fn axpy(ks: KernelSet, y: &mut [f32], a: f32, x: &[f32]) {
+    let n = y.len().min(x.len());
+    let (y, x) = (&mut y[..n], &x[..n]);
+    #[cfg(target_arch = "x86_64")]
+    match ks {
+        // SAFETY (both): the CPU supports the set; y and x hold n floats each.
+        KernelSet::Avx512 => return unsafe { x512::axpy(y, a, x) },
+        KernelSet::Avx2 => return unsafe { x86::axpy(y, a, x) },
+        KernelSet::Portable => {}
+    }
+    let _ = ks;
+    for (y, x) in y.iter_mut().zip(x) {
+        *y += a * x;
     }
 }
 
@@ -211,24 +560,57 @@ mod tests {
     use super::*;
 
     #[test]
-    fn simd_activations_match_the_scalar_ones() {
+    fn simd_activations_match_the_scalar_ones_in_every_kernel_set() {
+        for ks in KernelSet::available() {
+            activations_match(ks);
+            dot_and_axpy_match(ks);
+        }
+    }
+
+    fn dot_and_axpy_match(ks: KernelSet) {
+        for n in [0, 1, 7, 8, 15, 16, 17, 31, 33, 100] {
+            let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+            let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
+            let want: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+            let got = dot(ks, &a, &b);
+            assert!(
+                (got as f64 - want).abs() < 1e-4,
+                "{ks} dot n{n}: {got} vs {want}"
+            );
+            let mut y = b.clone();
+            axpy(ks, &mut y, 0.5, &a);
+            for i in 0..n {
+                assert!((y[i] - (b[i] + 0.5 * a[i])).abs() < 1e-6, "{ks} axpy n{n}");
+            }
+            let mut y = b.clone();
+            mul(ks, &mut y, &a);
+            for i in 0..n {
+                assert_eq!(y[i], b[i] * a[i], "{ks} mul n{n}");
+            }
+        }
+    }
+
+    fn activations_match(ks: KernelSet) {
         let xs: Vec<f32> = (-2000..2000).map(|i| i as f32 * 0.05).collect();
         for act in [Activation::Silu, Activation::Relu6] {
             let mut fast = xs.clone();
-            activate(&mut fast, act);
+            activate(ks, &mut fast, act);
             for (x, y) in xs.iter().zip(&fast) {
                 let want = act.apply(*x);
                 assert!(
                     (y - want).abs() <= 2e-6 * want.abs().max(1.0),
-                    "{act:?}({x}) = {y}, want {want}"
+                    "{ks} {act:?}({x}) = {y}, want {want}"
                 );
             }
         }
         let mut fast = xs.clone();
-        sigmoid(&mut fast);
+        sigmoid(ks, &mut fast);
         for (x, y) in xs.iter().zip(&fast) {
             let want = 1.0 / (1.0 + (-x).exp());
-            assert!((y - want).abs() <= 2e-7, "sigmoid({x}) = {y}, want {want}");
+            assert!(
+                (y - want).abs() <= 2e-7,
+                "{ks} sigmoid({x}) = {y}, want {want}"
+            );
         }
     }
 }
