@@ -513,3 +513,57 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod speed {
+    use super::*;
+    use crate::model::variants::Padding;
+
+    /// Throughput of the depthwise kernels on layer shapes of b1_pruned:
+    /// `cargo test --release --lib dw_speed -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn dw_speed() {
+        for &(h, c, k, s) in &[
+            (120, 32, 3, 1),
+            (120, 48, 3, 2),
+            (60, 62, 3, 1),
+            (30, 61, 5, 1),
+            (15, 399, 5, 1),
+            (8, 990, 5, 1),
+        ] {
+            let (pad, out_h) = Padding::Same.resolve(h, k, s);
+            let g = Geometry {
+                h,
+                w: h,
+                out_w: out_h,
+                pad_top: pad,
+                pad_left: pad,
+            };
+            let input = vec![0.5f32; h * h * c];
+            let dw = Depthwise {
+                c,
+                k,
+                stride: s,
+                weight: vec![0.1; k * k * c],
+                bias: vec![0.0; c],
+                act: Activation::Silu,
+            };
+            let mut out = vec![0f32; out_h * out_h * c];
+            let mut sums = vec![0f32; out_h * c];
+            for ks in KernelSet::available() {
+                let macs = out_h * out_h * c * k * k;
+                let reps = (1e9 / macs as f64).max(3.0) as usize;
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    dw.run(ks, g, &input, 0..out_h, &mut out, &mut sums);
+                }
+                let secs = t.elapsed().as_secs_f64();
+                eprintln!(
+                    "{ks:>8} {h}x{h}x{c} k{k} s{s}: {:.1} GMAC/s",
+                    (macs * reps) as f64 / secs / 1e9
+                );
+            }
+        }
+    }
+}
