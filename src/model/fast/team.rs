@@ -10,6 +10,9 @@
 //! Nobody waits for a helper that has not shown up: the leader runs every chunk no one
 //! else claimed, so a busy pool only makes the pass slower, never stuck.
 
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering::SeqCst};
 
 /// One parallel step: `chunks` calls of `run(chunk)`, in any order, on any threads.
@@ -18,19 +21,34 @@ struct Job<'a> {
     chunks: usize,
     next: AtomicUsize,
     done: AtomicUsize,
+    /// The first panic of a chunk, re-raised on the leader once every chunk is over.
+    panic: Mutex<Option<Box<dyn Any + Send>>>,
 }
 
 impl Job<'_> {
-    /// Claims and runs chunks until none is left.
+    /// Claims and runs chunks until none is left. A chunk that panics still counts as
+    /// done, so that nobody waits for it; the leader re-raises the panic.
     fn work(&self) {
         loop {
             let i = self.next.fetch_add(1, SeqCst);
             if i >= self.chunks {
                 return;
             }
-            (self.run)(i);
+            if let Err(panic) = catch_unwind(AssertUnwindSafe(|| (self.run)(i))) {
+                let mut first = self.panic.lock().unwrap_or_else(|e| e.into_inner());
+                first.get_or_insert(panic);
+            }
             self.done.fetch_add(1, SeqCst);
         }
+    }
+}
+
+/// Tells the helpers to go home when the leader is done, also when it panics.
+struct Finish<'a>(&'a AtomicBool);
+
+impl Drop for Finish<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, SeqCst);
     }
 }
 
@@ -58,9 +76,8 @@ impl Team {
             for _ in 0..helpers {
                 scope.spawn(|_| team.help());
             }
-            let out = lead(&team);
-            team.finished.store(true, SeqCst);
-            out
+            let _finish = Finish(&team.finished);
+            lead(&team)
         })
     }
 
@@ -80,6 +97,7 @@ impl Team {
             chunks,
             next: AtomicUsize::new(0),
             done: AtomicUsize::new(0),
+            panic: Mutex::new(None),
         };
         self.job.store(&job as *const Job<'_> as *mut (), SeqCst);
         job.work();
@@ -89,6 +107,10 @@ impl Team {
         let mut spins = 0u32;
         while job.done.load(SeqCst) < chunks || self.inside.load(SeqCst) > 0 {
             backoff(&mut spins);
+        }
+        let panic = job.panic.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(panic) = panic {
+            resume_unwind(panic);
         }
     }
 
@@ -166,5 +188,32 @@ mod tests {
             })
         });
         assert_eq!(sum, 45);
+    }
+
+    #[test]
+    fn a_panicking_chunk_reaches_the_leader_instead_of_hanging_the_team() {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap();
+        let caught = pool.install(|| {
+            catch_unwind(AssertUnwindSafe(|| {
+                Team::lead(1, |team| {
+                    team.run(8, &|i| assert!(i != 5, "chunk 5 fails"));
+                })
+            }))
+        });
+        assert!(caught.is_err());
+        // The team is usable again afterwards.
+        let ok = pool.install(|| {
+            Team::lead(1, |team| {
+                let n = AtomicUsize::new(0);
+                team.run(4, &|_| {
+                    n.fetch_add(1, SeqCst);
+                });
+                n.load(SeqCst)
+            })
+        });
+        assert_eq!(ok, 4);
     }
 }
