@@ -297,7 +297,8 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
             Weights::random(variant, 1)?
         }
     };
-    let classifier = Classifier::with_backend(&weights, backend)?;
+    let mut classifier = Classifier::with_backend(&weights, backend)?;
+    classifier.set_flush_subnormals(!args.no_flush);
     let batch = usize::from(args.batch);
     let len = classifier.preprocess().output_len();
     // A fixed pseudo-random input, normalised range.

@@ -26,11 +26,7 @@ fn config(workers: usize, threads: usize, max_batch: usize) -> EngineConfig {
 /// Runs `frames` golden photos through an engine of `config`; returns the results.
 fn classify_through_engine(classifier: Arc<Classifier>, config: EngineConfig) -> Vec<Classified> {
     let golden = common::golden("efficientnet_b1_pruned");
-    let images: Vec<RgbImage> = golden
-        .images
-        .iter()
-        .map(|p| RgbImage::open(p).unwrap())
-        .collect();
+    let images = golden.photos();
     let engine = Engine::start(classifier, config).unwrap();
     let results = Arc::new(Mutex::new(Vec::new()));
     let sink = results.clone();
@@ -107,11 +103,7 @@ fn the_engines_compute_threads_flush_subnormals() {
 fn engine_results_match_the_network_on_the_same_photos() {
     let golden = common::golden("efficientnet_b1_pruned");
     let classifier = Arc::new(Classifier::new(&golden.weights()).unwrap());
-    let images: Vec<RgbImage> = golden
-        .images
-        .iter()
-        .map(|p| RgbImage::open(p).unwrap())
-        .collect();
+    let images = golden.photos();
     let direct = classifier.classify(&images, 5).unwrap();
     let results = classify_through_engine(classifier, config(1, 2, 4));
     for r in &results {

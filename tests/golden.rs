@@ -7,7 +7,6 @@ mod common;
 use common::{golden, max_abs_diff, top_k};
 use effistream::model::fast::KernelSet;
 use effistream::model::{Backend, Classifier};
-use effistream::preprocess::RgbImage;
 
 /// Every logit within 1e-3 absolute, or 1e-4 relative to the largest |logit|.
 fn assert_matches_timm(variant: &str, image: &str, got: &[f32], want: &[f32]) -> f32 {
@@ -33,11 +32,7 @@ fn check_variant(name: &str) {
 fn check_backend(name: &str, backend: Backend) {
     let golden = golden(name);
     let classifier = Classifier::with_backend(&golden.weights(), backend).unwrap();
-    let images: Vec<RgbImage> = golden
-        .images
-        .iter()
-        .map(|p| RgbImage::open(p).unwrap())
-        .collect();
+    let images = golden.photos();
 
     // Batch of 4.
     let batch = classifier.classify(&images, 5).unwrap();

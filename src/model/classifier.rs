@@ -128,6 +128,14 @@ impl Classifier {
         }
     }
 
+    /// `false` leaves subnormals unflushed on threads that lack FTZ|DAZ (for
+    /// `effistream bench --no-flush`, to measure what flushing saves); the default is on.
+    pub fn set_flush_subnormals(&mut self, on: bool) {
+        if let Network::Fast(net) = &mut self.network {
+            net.set_flush_subnormals(on);
+        }
+    }
+
     /// Pieces of work the network ran on threads that had not flushed subnormals
     /// themselves (see [`crate::model::fast::flush`]): 0 when every compute thread
     /// came from [`crate::model::fast::flush::compute_pool`]. Always 0 for the reference.

@@ -146,6 +146,14 @@ pub fn golden(variant: &str) -> Golden {
 }
 
 impl Golden {
+    /// The fixture's photos, decoded, in batch order.
+    pub fn photos(&self) -> Vec<effistream::preprocess::RgbImage> {
+        self.images
+            .iter()
+            .map(|p| effistream::preprocess::RgbImage::open(p).unwrap())
+            .collect()
+    }
+
     pub fn weights(&self) -> Weights {
         let file = WeightsFile::from_tensors("golden", self.tensors.clone());
         Weights::for_variant(self.variant, file).unwrap()

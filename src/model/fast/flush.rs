@@ -77,6 +77,14 @@ pub struct Scope {
 }
 
 impl Scope {
+    /// A scope that leaves MXCSR as it is (for measuring what flushing saves).
+    pub fn none() -> Self {
+        Self {
+            #[cfg(target_arch = "x86_64")]
+            restore: None,
+        }
+    }
+
     pub fn new() -> Self {
         #[cfg(target_arch = "x86_64")]
         {

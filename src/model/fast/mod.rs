@@ -16,9 +16,8 @@
 //!   channels); the projection with bias and the residual fused;
 //! - head: 1x1 convolution + activation, mean over pixels, classifier.
 //!
-//! Buffers live in workspaces that are reused across calls. Parallelism: a batch with at
-//! least as many images as threads runs one image per thread; otherwise every matrix
-//! product and depthwise convolution splits its output rows across the threads.
+//! Buffers live in workspaces that are reused across calls. Parallelism: see
+//! [`FastNet::forward`].
 //!
 //! The network is built for one [`KernelSet`] (AVX-512, AVX2 + FMA or portable), and
 //! every thread that runs it has subnormals flushed ([`flush`]).
@@ -44,12 +43,12 @@ use crate::model::variants::{
 use crate::model::weights::Weights;
 use dw::{Depthwise, Geometry};
 use gemm::{Epilogue, Packed};
+pub use isa::KernelSet;
+use team::Team;
 
 /// Blocks whose input has at most this many pixels (b1_pruned at 240: from the second
 /// block of stage 4, 15×15, on) run on the whole batch at once; see [`FastNet::forward`].
 pub const BATCHED_PIXELS: usize = 256;
-pub use isa::KernelSet;
-use team::Team;
 
 /// Squeeze-and-excitation weights.
 #[derive(Debug)]
@@ -77,6 +76,9 @@ pub struct FastNet {
     kernels: KernelSet,
     /// Calls that began on a thread without FTZ|DAZ (see [`flush`]).
     unflushed: AtomicU64,
+    /// Whether the network sets FTZ|DAZ on threads that lack them (always, but for
+    /// measuring what it saves: [`FastNet::set_flush_subnormals`]).
+    flush: bool,
     padding: Padding,
     act: Activation,
     stem: Packed,
@@ -169,18 +171,19 @@ impl FastNet {
                     let t = |name: &str| -> Result<Vec<f32>> { to_vec(weights.get(&p(name))?) };
                     let reduce_bias = t("se.conv_reduce.bias")?;
                     let expand = t("se.conv_expand.weight")?;
-                    let r = reduce_bias.len();
-                    let mut expand_t = vec![0f32; expand.len()];
-                    for ch in 0..expand.len() / r.max(1) {
-                        for j in 0..r {
-                            expand_t[j * (expand.len() / r) + ch] = expand[ch * r + j];
+                    let expand_bias = t("se.conv_expand.bias")?;
+                    let (r, c) = (reduce_bias.len(), expand_bias.len());
+                    let mut expand_t = vec![0f32; r * c];
+                    for (ch, row) in expand.chunks_exact(r).enumerate() {
+                        for (j, w) in row.iter().enumerate() {
+                            expand_t[j * c + ch] = *w;
                         }
                     }
                     Some(SqueezeExcite {
                         reduce: t("se.conv_reduce.weight")?,
                         reduce_bias,
                         expand_t,
-                        expand_bias: t("se.conv_expand.bias")?,
+                        expand_bias,
                     })
                 } else {
                     None
@@ -210,6 +213,7 @@ impl FastNet {
         Ok(Self {
             kernels,
             unflushed: AtomicU64::new(0),
+            flush: true,
             padding: variant.padding,
             act,
             stem,
@@ -237,8 +241,17 @@ impl FastNet {
         self.unflushed.load(Ordering::Relaxed)
     }
 
+    /// `false` stops the network from setting FTZ|DAZ on threads that lack them, so that
+    /// `effistream bench --no-flush` can show what flushing saves. Never faster.
+    pub fn set_flush_subnormals(&mut self, on: bool) {
+        self.flush = on;
+    }
+
     /// Subnormals flushed for one piece of work on the current thread.
     fn flushed(&self) -> flush::Scope {
+        if !self.flush {
+            return flush::Scope::none();
+        }
         let scope = flush::Scope::new();
         if scope.stray() {
             self.unflushed.fetch_add(1, Ordering::Relaxed);
@@ -620,45 +633,45 @@ impl FastNet {
         let panel_count = n.div_ceil(gemm::NR);
         assert!(out.len() >= m * n, "gemm_par: out too short");
         let shared = Shared(out.as_mut_ptr());
+        // Rows r0.. (`rows` of them) and the given panels of the product.
+        let part = |r0: usize, rows: usize, range: std::ops::Range<usize>| {
+            let _flushed = self.flushed();
+            let out = shared;
+            let ep = Epilogue {
+                residual: ep.residual.map(|(r, ldr)| (&r[r0 * ldr..], ldr)),
+                ..ep
+            };
+            // SAFETY: out holds m rows of n floats (asserted above) and outlives every
+            // call; the callers below hand each call its own rows or its own panels.
+            unsafe {
+                gemm::gemm_panels(
+                    ks,
+                    rows,
+                    k,
+                    n,
+                    &a[r0 * k..],
+                    k,
+                    panels,
+                    ep,
+                    out.0.add(r0 * n),
+                    n,
+                    range,
+                )
+            };
+        };
         match par {
             Some(team) if threads > 1 && m >= threads * 4 * mr => {
                 let chunk = m.div_ceil(threads).next_multiple_of(mr);
                 team.run(m.div_ceil(chunk), &|i| {
-                    let out = shared;
                     let r0 = i * chunk;
-                    let rows = chunk.min(m - r0);
-                    let ep = Epilogue {
-                        residual: ep.residual.map(|(r, ldr)| (&r[r0 * ldr..], ldr)),
-                        ..ep
-                    };
-                    // SAFETY: out holds m rows of n floats (asserted above) and outlives
-                    // the job; each chunk writes only its own rows.
-                    unsafe {
-                        gemm::gemm_panels(
-                            ks,
-                            rows,
-                            k,
-                            n,
-                            &a[r0 * k..],
-                            k,
-                            panels,
-                            ep,
-                            out.0.add(r0 * n),
-                            n,
-                            0..panel_count,
-                        )
-                    };
+                    part(r0, chunk.min(m - r0), 0..panel_count);
                 });
             }
             Some(team) if threads > 1 && panel_count >= 2 * threads => {
                 // Whole pairs of panels per thread (the AVX-512 kernel's width).
                 let per = panel_count.div_ceil(2).div_ceil(threads) * 2;
                 team.run(panel_count.div_ceil(per), &|t| {
-                    let out = shared;
-                    let range = t * per..((t + 1) * per).min(panel_count);
-                    // SAFETY: out holds m rows of n floats (asserted above) and outlives
-                    // the job; each chunk writes only the columns of its own panels.
-                    unsafe { gemm::gemm_panels(ks, m, k, n, a, k, panels, ep, out.0, n, range) };
+                    part(0, m, t * per..((t + 1) * per).min(panel_count));
                 });
             }
             _ => gemm::gemm(ks, m, k, n, a, k, panels, ep, out, n),
@@ -704,6 +717,7 @@ impl FastNet {
         let bands = out_h.div_ceil(rows_per);
         let (out, sums) = (Shared(out.as_mut_ptr()), Shared(row_sums.as_mut_ptr()));
         team.run(n * bands, &|t| {
+            let _flushed = self.flushed();
             let (out, sums) = (out, sums);
             let (image, band) = (t / bands, t % bands);
             let r0 = band * rows_per;
