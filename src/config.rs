@@ -95,6 +95,23 @@ pub struct CameraConfig {
     /// Seconds without a frame after which the pipeline is rebuilt.
     #[serde(default = "defaults::stall_timeout_s")]
     pub stall_timeout_s: u64,
+    /// Which frames of a compressed stream are decoded.
+    #[serde(default)]
+    pub decode: Decode,
+}
+
+/// Which frames of a camera's compressed video are decoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decode {
+    /// Every frame (the camera's `fps` then picks among all of them).
+    #[default]
+    All,
+    /// Key frames only: the frames between them never reach the decoder, so a camera
+    /// classified about once a GOP costs a fraction of its decoding. The rate is then
+    /// bounded by the key-frame interval as well as by `fps`. Raw and intra-only
+    /// sources (test patterns, MJPEG) are not affected.
+    Keyframes,
 }
 
 /// The network.
@@ -365,6 +382,7 @@ impl CameraConfig {
             enabled: defaults::enabled(),
             loop_: false,
             stall_timeout_s: defaults::stall_timeout_s(),
+            decode: Decode::All,
         }
     }
 }

@@ -345,6 +345,8 @@ impl StatsBuilder {
             camera.fps_in = frames_in.saturating_sub(prev_in) as f64 / secs;
             camera.fps_processed = processed.saturating_sub(prev_processed) as f64 / secs;
             camera.frames_in = frames_in;
+            camera.frames_decoded =
+                source.map_or(0, |s| s.counters().decoded.load(Ordering::Relaxed));
             camera.processed = processed;
             camera.dropped = counters
                 .dropped()

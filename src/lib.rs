@@ -42,5 +42,6 @@ pub mod mqtt;
 pub mod preprocess;
 pub mod shard;
 pub mod source;
+pub mod video;
 
 pub use error::{Error, Result};

@@ -1,5 +1,7 @@
 //! The `effistream` command.
 
+mod bench_frames;
+
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,6 +39,10 @@ enum Command {
     Models,
     /// Model-only throughput and per-batch latency (no decoding, no preprocessing).
     Bench(BenchArgs),
+    /// CPU time to turn one decoded video frame into the network input (scale, crop,
+    /// convert to RGB, normalise) per pixel format, beside converting the whole frame to
+    /// RGB first.
+    BenchFrames(bench_frames::BenchFramesArgs),
     /// Load and validate a configuration file; print a summary or the first error.
     CheckConfig(CheckConfigArgs),
     /// Print the effective configuration (defaults filled in, passwords masked) as TOML.
@@ -161,6 +167,7 @@ fn main() -> ExitCode {
         Command::Classify(args) => classify(args),
         Command::Models => models(),
         Command::Bench(args) => bench(args),
+        Command::BenchFrames(args) => bench_frames::bench_frames(args),
         Command::Run(args) => run(args),
         Command::CheckConfig(args) => check_config(args),
         Command::PrintConfig(args) => print_config(args),

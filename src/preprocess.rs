@@ -158,6 +158,36 @@ impl Preprocess {
         })
     }
 
+    /// The part of a `width × height` picture that becomes the network input, in the
+    /// picture's pixels: `(left, top, width, height)`. Resizing this region straight to
+    /// `input_size²` gives what resizing the whole picture (shorter side to
+    /// `resize_size`) and centre-cropping gives, without computing the pixels the crop
+    /// throws away (the filter still reads the pixels around the region).
+    pub fn source_region(&self, width: usize, height: usize) -> (f64, f64, f64, f64) {
+        let (new_w, new_h) = resized_size(width, height, self.resize_size);
+        let (sx, sy) = (width as f64 / new_w as f64, height as f64 / new_h as f64);
+        let size = self.input_size as f64;
+        (
+            center_offset(new_w, self.input_size) as f64 * sx,
+            center_offset(new_h, self.input_size) as f64 * sy,
+            size * sx,
+            size * sy,
+        )
+    }
+
+    /// The transform of a frame already resized and cropped to `input_size²`
+    /// ([`crate::video::FrameScaler`]): only the normalisation is left.
+    pub fn run_cropped(&self, crop: &RgbImage, out: &mut [f32]) -> Result<()> {
+        if (crop.width, crop.height) != (self.input_size, self.input_size) {
+            return Err(Error::Frame(format!(
+                "a cropped frame must be {0}x{0}, got {1}x{2}",
+                self.input_size, crop.width, crop.height
+            )));
+        }
+        self.normalize(crop, out);
+        Ok(())
+    }
+
     /// The full transform: writes the normalised CHW image into `out`
     /// (length [`Self::output_len`]).
     pub fn run(&self, image: &RgbImage, out: &mut [f32]) -> Result<()> {

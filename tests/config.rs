@@ -329,6 +329,11 @@ fn each_invalid_configuration_gets_its_specific_error() {
             cam("uri = \"rtsp://cam/x\"\nloop = true\n"),
             "t.toml: camera[0].loop = true: only file:// sources can loop".into(),
         ),
+        (
+            cam("uri = \"rtsp://cam/x\"\ndecode = \"sometimes\"\n"),
+            "t.toml: camera[0].decode: unknown variant `sometimes`, expected `all` or `keyframes`"
+                .into(),
+        ),
         // Model.
         (
             "[model]\nname = \"resnet50\"\n".into(),

@@ -301,6 +301,10 @@ fn two_minutes_of_overload_keep_latency_bounded_memory_flat_and_cameras_fair() {
             accounted <= frames_in && frames_in - accounted <= 8,
             "{camera}: {frames_in} frames in, {accounted} inferred or dropped: {c}"
         );
+        assert!(
+            c["frames_decoded"].as_u64().unwrap() >= frames_in,
+            "{camera}: fewer frames decoded than came out of the pipeline: {c}"
+        );
         assert_eq!(c["status"], "online", "{camera}: {c}");
         assert_eq!(c["reconnects"], 0, "{camera}: {c}");
     }

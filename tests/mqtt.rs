@@ -253,6 +253,7 @@ fn stats_are_valid_against_the_schema_and_carry_the_publisher_counters() {
     door.fps_in = 5.0;
     door.fps_processed = 4.9;
     door.frames_in = 100;
+    door.frames_decoded = 250;
     door.processed = 98;
     door.dropped.insert("channel_full".into(), 2);
     let mut yard = CameraStats::new(CameraStatus::Reconnecting);

@@ -252,6 +252,7 @@ fn readiness_waits_for_the_broker_and_metrics_count_what_the_daemon_does() {
     // Names and types.
     let expected = [
         ("effistream_camera_frames_total", "counter"),
+        ("effistream_camera_frames_decoded_total", "counter"),
         ("effistream_camera_processed_total", "counter"),
         ("effistream_camera_dropped_total", "counter"),
         ("effistream_camera_reconnects_total", "counter"),
@@ -295,6 +296,12 @@ fn readiness_waits_for_the_broker_and_metrics_count_what_the_daemon_does() {
         assert!(
             second.value("effistream_camera_processed_total", &labels)
                 <= second.value("effistream_camera_frames_total", &labels)
+        );
+        // A test pattern decodes every frame it makes; the fps limit takes some of them.
+        assert!(
+            second.value("effistream_camera_frames_decoded_total", &labels)
+                >= second.value("effistream_camera_frames_total", &labels),
+            "{camera}"
         );
         assert_eq!(
             second.value("effistream_camera_reconnects_total", &labels),

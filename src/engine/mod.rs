@@ -33,7 +33,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 
 use crate::error::Result;
 use crate::model::{ClassScore, Classifier};
-use crate::preprocess::RgbImage;
+use crate::preprocess::{Preprocess, RgbImage};
 
 pub use stats::{EngineHistograms, EngineSnapshot, LatencyHistogram};
 
@@ -50,6 +50,10 @@ pub struct Frame {
     pub captured: Instant,
     /// The picture, packed RGB.
     pub image: RgbImage,
+    /// `image` is already the network's `input_size²` crop (a video frame scaled by
+    /// [`crate::video::FrameScaler`]); otherwise it is the whole picture and the worker
+    /// runs the eval transform on it.
+    pub cropped: bool,
 }
 
 /// The engine's answer for one frame.
@@ -193,6 +197,7 @@ pub struct Stream {
     tx: Sender<Queued>,
     streams: Arc<AtomicUsize>,
     max_batch: usize,
+    preprocess: Preprocess,
 }
 
 impl Engine {
@@ -281,6 +286,7 @@ impl Engine {
             tx,
             streams: self.streams.clone(),
             max_batch: self.config.max_batch,
+            preprocess: self.classifier.preprocess().clone(),
         })
     }
 
@@ -355,6 +361,11 @@ impl std::fmt::Debug for QueueProbe {
 }
 
 impl Stream {
+    /// The eval transform of the engine's model: what a source scales its frames for.
+    pub fn preprocess(&self) -> &Preprocess {
+        &self.preprocess
+    }
+
     /// Whether [`Stream::try_submit`] would accept a frame now. Sources call it before
     /// copying a frame out of their pipeline, and [`Stream::count_full`] when it is false,
     /// so that frames that would be dropped cost no copy.

@@ -79,11 +79,20 @@ impl Worker {
         // Preprocess in parallel; a frame that fails is dropped, not the batch.
         let prepared: Vec<Option<Vec<f32>>> = batch
             .par_iter()
-            .map(|item| match pre.to_chw(&item.frame.image) {
-                Ok(chw) => Some(chw),
-                Err(e) => {
-                    tracing::warn!(stream = %item.stream.name, seq = item.frame.seq, error = %e, "Frame dropped: preprocessing failed.");
-                    None
+            .map(|item| {
+                let frame = &item.frame;
+                let mut chw = vec![0f32; len];
+                let done = if frame.cropped {
+                    pre.run_cropped(&frame.image, &mut chw)
+                } else {
+                    pre.run(&frame.image, &mut chw)
+                };
+                match done {
+                    Ok(()) => Some(chw),
+                    Err(e) => {
+                        tracing::warn!(stream = %item.stream.name, seq = frame.seq, error = %e, "Frame dropped: preprocessing failed.");
+                        None
+                    }
                 }
             })
             .collect();

@@ -132,11 +132,17 @@ impl Collector for Observed {
         let counter = |c: &Camera, f: fn(&Camera) -> u64| ConstCounter::new(f(c));
 
         type Read = fn(&Camera) -> u64;
-        let per_camera: [(&str, &str, Read); 3] = [
+        let per_camera: [(&str, &str, Read); 4] = [
             (
                 "effistream_camera_frames",
                 "Frames that came out of the camera's pipeline (after its fps limit).",
                 |c| load(c.source.as_ref().map(|s| &s.counters.frames)),
+            ),
+            (
+                "effistream_camera_frames_decoded",
+                "Frames out of the camera's decoder (for a raw source, produced), before its \
+                 fps limit: only the key frames with decode = \"keyframes\".",
+                |c| load(c.source.as_ref().map(|s| &s.counters.decoded)),
             ),
             (
                 "effistream_camera_processed",

@@ -116,6 +116,9 @@ pub struct CameraStats {
     pub fps_processed: f64,
     /// Frames received since start.
     pub frames_in: u64,
+    /// Frames decoded since start, before the camera's `fps` limit (all of a stream's
+    /// frames with `decode = "all"`, its key frames with `"keyframes"`).
+    pub frames_decoded: u64,
     /// Frames inferred since start.
     pub processed: u64,
     /// Frames dropped since start, by reason ([`DROP_CHANNEL_FULL`], [`DROP_TOO_OLD`], ...).
@@ -133,6 +136,7 @@ impl CameraStats {
             fps_in: 0.0,
             fps_processed: 0.0,
             frames_in: 0,
+            frames_decoded: 0,
             processed: 0,
             dropped: [DROP_CHANNEL_FULL, DROP_TOO_OLD]
                 .into_iter()

@@ -18,12 +18,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use gst::prelude::*;
-use gst_video::prelude::*;
 
-use crate::config::{CameraConfig, ReconnectConfig, SourceSpec};
+use crate::config::{CameraConfig, Decode, ReconnectConfig, SourceSpec};
 use crate::engine::{Frame, Stream};
 use crate::error::{Error, Result};
-use crate::preprocess::RgbImage;
+use crate::video::FrameScaler;
 
 /// A camera's state, as its status topic shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +40,9 @@ pub type StateCallback = Arc<dyn Fn(&str, SourceState) + Send + Sync>;
 pub struct SourceCounters {
     /// Frames that came out of the pipeline (offered to the engine).
     pub frames: AtomicU64,
+    /// Frames out of the decoder (for a raw source, frames it produced), before the
+    /// camera's `fps` limit.
+    pub decoded: AtomicU64,
     /// Pipeline rebuilds after a failure.
     pub reconnects: AtomicU64,
 }
@@ -80,6 +82,7 @@ impl Source {
             spec,
             fps: camera.fps,
             looping: camera.loop_,
+            decode: camera.decode,
             stall_timeout: Duration::from_secs(camera.stall_timeout_s.max(1)),
             backoff: Backoff::new(
                 Duration::from_millis(reconnect.initial_ms),
@@ -232,6 +235,7 @@ struct Supervisor {
     spec: SourceSpec,
     fps: f64,
     looping: bool,
+    decode: Decode,
     stall_timeout: Duration,
     backoff: Backoff,
     stream: Arc<Stream>,
@@ -363,7 +367,7 @@ impl Supervisor {
             let counters = self.counters.clone();
             let seq = self.seq.clone();
             let delivered = delivered.clone();
-            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                 if stream.has_room() {
                     return gst::PadProbeReturn::Ok;
                 }
@@ -373,7 +377,37 @@ impl Supervisor {
                 counters.frames.fetch_add(1, Ordering::Relaxed);
                 seq.fetch_add(1, Ordering::Relaxed);
                 stream.count_full();
-                gst::PadProbeReturn::Drop
+                consume(info)
+            });
+        }
+        if let Some(pad) = pipeline
+            .by_name(pipeline::RATE_NAME)
+            .and_then(|e| e.static_pad("sink"))
+        {
+            let counters = self.counters.clone();
+            pad.add_probe(gst::PadProbeType::BUFFER, move |_, _| {
+                counters.decoded.fetch_add(1, Ordering::Relaxed);
+                gst::PadProbeReturn::Ok
+            });
+        }
+        if self.decode == Decode::Keyframes {
+            // Decoders are created by (uri)decodebin once the stream is known.
+            pipeline.connect_deep_element_added(|_, _, element| {
+                if is_video_decoder(element)
+                    && let Some(pad) = element.static_pad("sink")
+                {
+                    pad.add_probe(gst::PadProbeType::BUFFER, |_, info| {
+                        let delta = info.buffer().is_some_and(|b| {
+                            b.flags().contains(gst::BufferFlags::DELTA_UNIT)
+                                && !b.flags().contains(gst::BufferFlags::HEADER)
+                        });
+                        if delta {
+                            consume(info)
+                        } else {
+                            gst::PadProbeReturn::Ok
+                        }
+                    });
+                }
             });
         }
         let stream = self.stream.clone();
@@ -381,6 +415,7 @@ impl Supervisor {
         let seq = self.seq.clone();
         let delivered = delivered.clone();
         let id = self.id.clone();
+        let mut scaler = FrameScaler::new(stream.preprocess());
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
@@ -390,12 +425,12 @@ impl Supervisor {
                     }
                     counters.frames.fetch_add(1, Ordering::Relaxed);
                     if !stream.has_room() {
-                        // Dropped anyway: skip the copy.
+                        // Dropped anyway: skip the conversion.
                         seq.fetch_add(1, Ordering::Relaxed);
                         stream.count_full();
                         return Ok(gst::FlowSuccess::Ok);
                     }
-                    match frame_from_sample(&sample, &seq, stream.buffer()) {
+                    match frame_from_sample(&sample, &mut scaler, &seq, stream.buffer()) {
                         Ok(frame) => {
                             stream.try_submit(frame);
                         }
@@ -495,8 +530,30 @@ fn release_freed_memory() {
     }
 }
 
-/// Copies an RGB sample into a frame, honouring the row stride.
-fn frame_from_sample(sample: &gst::Sample, seq: &AtomicU64, recycled: Vec<u8>) -> Result<Frame> {
+/// Takes a buffer out of the pipeline in a pad probe. `PadProbeReturn::Drop` would do,
+/// but on GStreamer 1.22 with gstreamer-rs it logs `gst_mini_object_unref: assertion
+/// 'mini_object != NULL' failed` for every buffer (the binding has already taken the
+/// buffer when the core unrefs it again).
+fn consume(info: &mut gst::PadProbeInfo) -> gst::PadProbeReturn {
+    drop(info.take_buffer());
+    gst::PadProbeReturn::Handled
+}
+
+/// Whether `element` decodes compressed video (its klass names it a video decoder).
+fn is_video_decoder(element: &gst::Element) -> bool {
+    element.factory().is_some_and(|f| {
+        let klass = f.klass();
+        klass.contains("Decoder") && klass.contains("Video")
+    })
+}
+
+/// Scales a decoded sample to the network input (see [`crate::video`]).
+fn frame_from_sample(
+    sample: &gst::Sample,
+    scaler: &mut FrameScaler,
+    seq: &AtomicU64,
+    recycled: Vec<u8>,
+) -> Result<Frame> {
     let buffer = sample
         .buffer()
         .ok_or_else(|| Error::Frame("sample without buffer".into()))?;
@@ -507,24 +564,14 @@ fn frame_from_sample(sample: &gst::Sample, seq: &AtomicU64, recycled: Vec<u8>) -
         .map_err(|e| Error::Frame(format!("caps {caps}: {e}")))?;
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
         .map_err(|e| Error::Frame(format!("cannot map buffer: {e}")))?;
-    let stride = usize::try_from(frame.plane_stride()[0])
-        .map_err(|_| Error::Frame("negative stride".into()))?;
-    let data = frame
-        .plane_data(0)
-        .map_err(|e| Error::Frame(format!("cannot read plane: {e}")))?;
-    let image = RgbImage::from_frame_into(
-        data,
-        frame.width() as usize,
-        frame.height() as usize,
-        stride,
-        recycled,
-    )?;
+    let image = scaler.scale(&frame, recycled)?;
     Ok(Frame {
         seq: seq.fetch_add(1, Ordering::Relaxed),
         pts_ns: buffer.pts().map(|t| t.nseconds()),
         captured_at: SystemTime::now(),
         captured: Instant::now(),
         image,
+        cropped: true,
     })
 }
 

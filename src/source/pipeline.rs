@@ -1,8 +1,11 @@
 //! GStreamer pipeline descriptions for each kind of camera source.
 //!
 //! Every pipeline ends in the same tail: drop frames above the camera's rate (`videorate
-//! drop-only`), pace non-live sources to the clock (`clocksync`), convert to packed RGB,
-//! and an `appsink` that holds one buffer and drops older ones, unsynchronised. URLs,
+//! drop-only`), pace non-live sources to the clock (`clocksync`), convert to a format
+//! [`crate::video::FrameScaler`] reads (a passthrough for the I420/NV12 of decoders and
+//! for RGB), and an `appsink` that holds one buffer and drops older ones,
+//! unsynchronised. The frame stays at the camera's size: the source scales it to the
+//! network input itself. URLs,
 //! paths and credentials are set as properties after parsing, never written into the
 //! description (no quoting problems, and the description is safe to log).
 
@@ -15,6 +18,8 @@ pub const SINK_NAME: &str = "sink";
 /// Name of the `videoconvert`: frames the engine has no room for are dropped at its
 /// sink pad, before they cost a conversion.
 pub const CONVERT_NAME: &str = "effistream-convert";
+/// Name of the `videorate`: every frame out of the decoder passes its sink pad.
+pub const RATE_NAME: &str = "effistream-rate";
 
 /// The launch description of a camera pipeline at `fps` frames per second.
 pub fn describe(spec: &SourceSpec, fps: f64) -> String {
@@ -43,10 +48,11 @@ pub fn describe(spec: &SourceSpec, fps: f64) -> String {
     };
     let pace = if live { "" } else { " ! clocksync" };
     format!(
-        "{head} ! videorate drop-only=true ! video/x-raw,framerate={}{pace} ! \
-         videoconvert name={CONVERT_NAME} ! \
-         video/x-raw,format=RGB ! appsink name={SINK_NAME} max-buffers=1 drop=true sync=false",
-        fraction(fps)
+        "{head} ! videorate name={RATE_NAME} drop-only=true ! video/x-raw,framerate={}{pace} ! \
+         videoconvert name={CONVERT_NAME} ! video/x-raw,format={} ! \
+         appsink name={SINK_NAME} max-buffers=1 drop=true sync=false",
+        fraction(fps),
+        crate::video::caps_formats()
     )
 }
 

@@ -14,7 +14,7 @@ use gst::prelude::*;
 use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
-use super::convert::ToRgb;
+use super::convert::ToInput;
 use super::engine::{self, EngineSettings, SharedEngine};
 use super::waiter::{Outcome, Waiter};
 use crate::element::{
@@ -128,7 +128,7 @@ struct State {
     /// Frames received since start; the next frame's `seq`.
     frames: u64,
     /// Set with the caps.
-    to_rgb: Option<ToRgb>,
+    to_input: Option<ToInput>,
     late: Throttle,
 }
 
@@ -190,7 +190,7 @@ impl EffnetClassify {
             camera: Arc::from(camera),
             wait_timeout,
             frames: 0,
-            to_rgb: None,
+            to_input: None,
             late: Throttle::new(LATE_WARNING_INTERVAL),
         });
         gst::info!(CAT, imp = self, "Started");
@@ -220,11 +220,11 @@ impl EffnetClassify {
         if seq % interval.max(1) != 0 {
             return Ok(None);
         }
-        let Some(to_rgb) = state.to_rgb.as_mut() else {
+        let Some(to_input) = state.to_input.as_mut() else {
             gst::element_imp_error!(self, gst::CoreError::Negotiation, ("No caps set"));
             return Err(gst::FlowError::NotNegotiated);
         };
-        let image = to_rgb.image(buffer).map_err(|e| {
+        let image = to_input.image(buffer).map_err(|e| {
             gst::element_imp_error!(
                 self,
                 gst::StreamError::Format,
@@ -239,6 +239,7 @@ impl EffnetClassify {
             captured_at,
             captured,
             image,
+            cropped: true,
         };
         if !self.waiter.expect(seq) {
             return Err(gst::FlowError::Flushing);
@@ -492,15 +493,7 @@ impl ElementImpl for EffnetClassify {
     fn pad_templates() -> &'static [gst::PadTemplate] {
         static TEMPLATES: LazyLock<Vec<gst::PadTemplate>> = LazyLock::new(|| {
             let caps = gst_video::VideoCapsBuilder::new()
-                .format_list([
-                    gst_video::VideoFormat::Rgb,
-                    gst_video::VideoFormat::Rgbx,
-                    gst_video::VideoFormat::Bgrx,
-                    gst_video::VideoFormat::Rgba,
-                    gst_video::VideoFormat::Bgra,
-                    gst_video::VideoFormat::I420,
-                    gst_video::VideoFormat::Nv12,
-                ])
+                .format_list(effistream::video::FORMATS)
                 .build();
             pad_templates(&caps)
         });
@@ -562,19 +555,22 @@ impl BaseTransformImpl for EffnetClassify {
     fn set_caps(&self, incaps: &gst::Caps, outcaps: &gst::Caps) -> Result<(), gst::LoggableError> {
         let info = gst_video::VideoInfo::from_caps(incaps)
             .map_err(|_| gst::loggable_error!(CAT, "Invalid caps {incaps}"))?;
-        let to_rgb = ToRgb::new(info).map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
+        let mut guard = lock(&self.state);
+        let Some(state) = guard.as_mut() else {
+            return Err(gst::loggable_error!(CAT, "Caps before start"));
+        };
+        let to_input = ToInput::new(info, state.stream.preprocess())
+            .map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
         gst::debug!(
             CAT,
             imp = self,
             "Frames are {} {}x{}",
-            to_rgb.info().format(),
-            to_rgb.info().width(),
-            to_rgb.info().height()
+            to_input.info().format(),
+            to_input.info().width(),
+            to_input.info().height()
         );
-        match lock(&self.state).as_mut() {
-            Some(state) => state.to_rgb = Some(to_rgb),
-            None => return Err(gst::loggable_error!(CAT, "Caps before start")),
-        }
+        state.to_input = Some(to_input);
+        drop(guard);
         self.parent_set_caps(incaps, outcaps)
     }
 
