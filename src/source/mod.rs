@@ -393,9 +393,16 @@ impl Supervisor {
         if self.decode == Decode::Keyframes {
             // Decoders are created by (uri)decodebin once the stream is known.
             pipeline.connect_deep_element_added(|_, _, element| {
-                if is_video_decoder(element)
-                    && let Some(pad) = element.static_pad("sink")
-                {
+                if !is_video_decoder(element) {
+                    return;
+                }
+                // libav decodes a frame per thread in flight and outputs a frame only when
+                // the next one comes in: with one key frame per GOP that is a GOP late.
+                // Slice threads have no such delay.
+                if element.find_property("thread-type").is_some() {
+                    element.set_property_from_str("thread-type", "slice");
+                }
+                if let Some(pad) = element.static_pad("sink") {
                     pad.add_probe(gst::PadProbeType::BUFFER, |_, info| {
                         let delta = info.buffer().is_some_and(|b| {
                             b.flags().contains(gst::BufferFlags::DELTA_UNIT)
