@@ -3,7 +3,8 @@
 //! broker addresses, TLS files and credentials (`check-config --probe`, which loads the
 //! model and connects once), and the daemon's own start-up (`run`). Every case must end
 //! within its time limit with exit code 1 (not a panic's 101, not a signal) and one
-//! `error:` line that names what is wrong; no case may print a secret.
+//! `error:` line that names what is wrong; no case may print a secret or a GLib warning or
+//! critical.
 //!
 //! Element properties of the GStreamer plugin have their table in
 //! `gst-plugin/tests/bad_properties.rs`.
@@ -59,6 +60,13 @@ fn judge(case: &Case, outcome: &Outcome) -> Result<String, String> {
     }
     if all.contains("panicked") {
         return Err(format!("panicked: {}", outcome.stderr));
+    }
+    let glib = outcome.glib_warnings();
+    if !glib.is_empty() {
+        return Err(format!(
+            "GLib warning or critical: {}: {all}",
+            glib.join("\n")
+        ));
     }
     if outcome.code != Some(1) {
         return Err(format!(

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
+use common::process::OutputChecked;
 use serde_json::Value;
 
 fn effistream() -> Command {
@@ -80,8 +81,7 @@ fn classify_json_gives_timm_logits_from_a_safetensors_file() {
         ])
         .arg(b1_safetensors())
         .args(&golden.images)
-        .output()
-        .unwrap();
+        .output_checked();
     assert!(
         output.status.success(),
         "{}",
@@ -121,8 +121,7 @@ fn classify_text_output_lists_top_k_with_percentages() {
         ])
         .arg(assets.join("lite0.pth"))
         .arg(assets.join("photos/coffee.png"))
-        .output()
-        .unwrap();
+        .output_checked();
     assert!(
         output.status.success(),
         "{}",
@@ -161,8 +160,7 @@ fn weights_are_found_in_the_hugging_face_cache_offline() {
         .env("HF_HOME", home.path())
         .args(["classify", "--json", "--logits"])
         .arg(&golden.images[0])
-        .output()
-        .unwrap();
+        .output_checked();
     assert!(
         output.status.success(),
         "{}",
@@ -184,8 +182,7 @@ fn weights_dir_environment_variable_is_used() {
         .env("EFFISTREAM_WEIGHTS_DIR", dir.path())
         .args(["classify", "--json", "--model", "tf_efficientnet_lite0"])
         .arg(common::assets().join("photos/coffee.png"))
-        .output()
-        .unwrap();
+        .output_checked();
     assert!(
         output.status.success(),
         "{}",
@@ -203,8 +200,7 @@ fn missing_weights_error_says_what_was_tried_and_how_to_pass_a_file() {
         .env("HF_HOME", home.path())
         .arg("classify")
         .arg(&image)
-        .output()
-        .unwrap();
+        .output_checked();
     assert_fails_with(
         &output,
         &[
@@ -224,8 +220,7 @@ fn missing_weights_error_says_what_was_tried_and_how_to_pass_a_file() {
         .env("HF_ENDPOINT", &endpoint)
         .arg("classify")
         .arg(&image)
-        .output()
-        .unwrap();
+        .output_checked();
     assert_fails_with(
         &output,
         &[
@@ -239,7 +234,7 @@ fn missing_weights_error_says_what_was_tried_and_how_to_pass_a_file() {
 
 #[test]
 fn models_lists_every_variant_with_input_size_and_hub_id() {
-    let output = effistream().arg("models").output().unwrap();
+    let output = effistream().arg("models").output_checked();
     assert!(output.status.success());
     let stdout = String::from_utf8(output.stdout).unwrap();
     for (name, size, hub) in [
@@ -280,8 +275,7 @@ fn models_lists_every_variant_with_input_size_and_hub_id() {
 fn unknown_model_is_refused_with_the_known_names() {
     let output = effistream()
         .args(["classify", "--model", "resnet50", "x.png"])
-        .output()
-        .unwrap();
+        .output_checked();
     assert_fails_with(
         &output,
         &["unknown model `resnet50`", "efficientnet_b1_pruned"],
@@ -297,8 +291,7 @@ fn weights_of_another_variant_name_the_first_mismatching_tensor() {
         .args(["classify", "--model", "efficientnet_b1_pruned", "--weights"])
         .arg(&b2)
         .arg(common::assets().join("photos/coffee.png"))
-        .output()
-        .unwrap();
+        .output_checked();
     let stderr = assert_fails_with(
         &output,
         &[
@@ -334,8 +327,7 @@ fn truncated_safetensors_is_refused() {
         .args(["classify", "--weights"])
         .arg(&truncated)
         .arg(common::assets().join("photos/coffee.png"))
-        .output()
-        .unwrap();
+        .output_checked();
     assert_fails_with(
         &output,
         &["model.safetensors", "not a valid safetensors file"],
@@ -352,8 +344,7 @@ fn truncated_pth_is_refused() {
         .args(["classify", "--model", "tf_efficientnet_lite0", "--weights"])
         .arg(&truncated)
         .arg(common::assets().join("photos/coffee.png"))
-        .output()
-        .unwrap();
+        .output_checked();
     assert_fails_with(
         &output,
         &[
@@ -369,8 +360,7 @@ fn a_weights_file_of_unknown_format_is_refused() {
     let output = effistream()
         .args(["classify", "--weights", "Cargo.toml", "x.png"])
         .current_dir(common::repo())
-        .output()
-        .unwrap();
+        .output_checked();
     assert_fails_with(&output, &["Cargo.toml", "unknown weights format"]);
 }
 
@@ -383,8 +373,7 @@ fn missing_weights_file_is_refused() {
             "/nonexistent/model.safetensors",
             "x.png",
         ])
-        .output()
-        .unwrap();
+        .output_checked();
     assert_fails_with(&output, &["/nonexistent/model.safetensors", "No such file"]);
 }
 
@@ -394,8 +383,7 @@ fn classify_bad_image(image: &Path, needles: &[&str]) {
         .args(["classify", "--weights"])
         .arg(b1_safetensors())
         .arg(image)
-        .output()
-        .unwrap();
+        .output_checked();
     assert_fails_with(&output, needles);
     assert!(output.stdout.is_empty());
 }
@@ -441,8 +429,7 @@ fn a_bad_image_does_not_stop_the_others() {
         .arg(b1_safetensors())
         .arg("/nonexistent/cat.jpg")
         .arg(&good)
-        .output()
-        .unwrap();
+        .output_checked();
     assert!(!output.status.success());
     let lines = json_lines(&output);
     assert_eq!(lines.len(), 1);

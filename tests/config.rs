@@ -2,12 +2,17 @@
 //! one-line error naming the key, secrets never show, `${VAR}` substitution, defaults,
 //! and the `check-config` / `print-config` commands run as processes.
 
+#[allow(dead_code)]
+#[path = "common/process.rs"]
+mod process;
+
 use std::collections::HashMap;
 use std::env::VarError;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use effistream::config::*;
+use process::OutputChecked;
 
 /// Secrets put into test configurations; no message or output may contain them.
 const SECRETS: [&str; 3] = ["hunter2", "s3cret", "t0ken"];
@@ -781,8 +786,7 @@ fn effistream(args: &[&str]) -> Output {
         .args(args)
         .env("RUST_LOG", "off")
         .env_remove("MQTT_PASSWORD")
-        .output()
-        .unwrap()
+        .output_checked()
 }
 
 fn stdout(output: &Output) -> String {

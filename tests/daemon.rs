@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use common::mosquitto::{
     Message, Mosquitto, Subscriber, assert_valid, schema_validator as validator,
 };
+use common::process::OutputChecked;
 use harness::{
     Daemon, by_camera, config, distinct_seqs, last_stats, lite0_weights, serial, until_drained,
     wait_online,
@@ -336,8 +337,7 @@ fn run_without_weights_says_how_to_get_them() {
         .env("HF_HUB_OFFLINE", "1")
         .env("HF_HOME", dir.path())
         .env_remove("EFFISTREAM_WEIGHTS_DIR")
-        .output()
-        .unwrap();
+        .output_checked();
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -650,8 +650,7 @@ fn rtsp_and_mqtt_credentials_never_appear_in_logs_stats_payloads_or_errors() {
             .arg(command)
             .arg(&path)
             .env("EFFISTREAM_TEST_MQTT_PASSWORD", mqtt_secret)
-            .output()
-            .unwrap();
+            .output_checked();
         assert!(out.status.success(), "{command}: {out:?}");
         seen.push((
             command.to_owned(),

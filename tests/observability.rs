@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::mosquitto::Mosquitto;
+use common::process::OutputChecked;
 use daemon::{Daemon, http_get, pattern_config as config, serial};
 
 const HTTP: &str = "[http]\nlisten = \"127.0.0.1:0\"\n";
@@ -914,8 +915,7 @@ fn a_shard_without_cameras_runs_idle_and_bad_shards_are_refused() {
         let output = std::process::Command::new(env!("CARGO_BIN_EXE_effistream"))
             .arg("run")
             .args(args)
-            .output()
-            .unwrap();
+            .output_checked();
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert_eq!(output.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(

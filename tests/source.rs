@@ -87,6 +87,7 @@ fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn test_pattern_frames_are_classified_in_order_at_the_camera_rate() {
+    let _glib = common::glib_log::check();
     let mut camera = CameraConfig::new("pattern", "test://smpte?width=320&height=240");
     camera.fps = 10.0;
     let (mut source, collected) = spawn(&camera, &ReconnectConfig::default());
@@ -122,6 +123,7 @@ fn test_pattern_frames_are_classified_in_order_at_the_camera_rate() {
 
 #[test]
 fn rtsp_camera_reconnects_after_the_server_comes_back() {
+    let _glib = common::glib_log::check();
     let mut server = common::rtsp::RtspServer::start();
     let mut camera = CameraConfig::new("rtsp", server.url());
     camera.fps = 5.0;

@@ -85,9 +85,13 @@ fn judge(case: &Case, outcome: &Outcome) -> Result<String, String> {
     if all.contains("panicked") {
         return Err(format!("panicked: {all}"));
     }
-    // GLib's warning for a value outside a ParamSpec, which then keeps the default.
-    if all.contains("GLib-GObject-WARNING") || all.contains("CRITICAL") {
-        return Err(format!("GLib warning or critical: {all}"));
+    // Such as GLib's warning for a value outside a ParamSpec, which then keeps the default.
+    let glib = outcome.glib_warnings();
+    if !glib.is_empty() {
+        return Err(format!(
+            "GLib warning or critical: {}: {all}",
+            glib.join("\n")
+        ));
     }
     if outcome.code != Some(case.code) {
         let code = outcome
@@ -335,6 +339,12 @@ fn every_malformed_property_fails_with_its_own_error() {
         outcome.code,
         Some(0),
         "the pipeline with good properties fails:\n{}{}",
+        outcome.stdout,
+        outcome.stderr
+    );
+    assert!(
+        outcome.glib_warnings().is_empty(),
+        "the pipeline with good properties prints GLib warnings:\n{}{}",
         outcome.stdout,
         outcome.stderr
     );

@@ -34,6 +34,7 @@ fn harness(element: &gst::Element) -> Harness {
 
 #[test]
 fn classified_buffers_carry_the_meta_and_the_element_posts_a_message() {
+    let _glib = common::glib_log::check();
     let element = classifier(&[("camera", "cup-cam"), ("top-k", "3")]);
     let bus = watch(&element);
     let mut h = harness(&element);
@@ -76,6 +77,7 @@ fn classified_buffers_carry_the_meta_and_the_element_posts_a_message() {
 
 #[test]
 fn threshold_leaves_out_the_improbable_classes() {
+    let _glib = common::glib_log::check();
     let element = classifier(&[("top-k", "5"), ("threshold", "0.5")]);
     let mut h = harness(&element);
     let (caps, buffer) = rgb_frame("coffee.png");
@@ -89,6 +91,7 @@ fn threshold_leaves_out_the_improbable_classes() {
 
 #[test]
 fn inference_interval_classifies_every_nth_frame_only() {
+    let _glib = common::glib_log::check();
     let element = classifier(&[("inference-interval", "3")]);
     let bus = watch(&element);
     let mut h = harness(&element);
@@ -113,6 +116,7 @@ fn inference_interval_classifies_every_nth_frame_only() {
 
 #[test]
 fn out_of_range_changes_while_playing_are_refused_with_a_warning() {
+    let _glib = common::glib_log::check();
     let element = classifier(&[("top-k", "3")]);
     let bus = watch(&element);
     let mut h = harness(&element);
@@ -150,6 +154,7 @@ fn out_of_range_changes_while_playing_are_refused_with_a_warning() {
 
 #[test]
 fn an_out_of_range_value_set_before_start_fails_the_state_change() {
+    let _glib = common::glib_log::check();
     // Set through the Rust API, which used to panic on a value outside the ParamSpec.
     let element = classifier(&[]);
     element.set_property("batch-size", 0u32);
@@ -178,6 +183,7 @@ fn an_out_of_range_value_set_before_start_fails_the_state_change() {
 
 #[test]
 fn every_accepted_format_gives_the_same_top_class() {
+    let _glib = common::glib_log::check();
     init();
     // One engine for all the harnesses (loaded once), each converting the photo first.
     let cases = [
@@ -219,6 +225,7 @@ fn every_accepted_format_gives_the_same_top_class() {
 
 #[test]
 fn frames_of_elements_sharing_an_engine_are_inferred_in_one_batch() {
+    let _glib = common::glib_log::check();
     // A long timeout: the batch starts when both frames are in, not on the timeout.
     let props = [
         ("engine", "pair"),
@@ -251,6 +258,7 @@ fn frames_of_elements_sharing_an_engine_are_inferred_in_one_batch() {
 
 #[test]
 fn an_engine_running_with_other_settings_is_refused() {
+    let _glib = common::glib_log::check();
     let running = classifier(&[("engine", "strict"), ("batch-size", "2")]);
     let _h = harness(&running);
     let error = start_error(&format!(
@@ -267,6 +275,7 @@ fn an_engine_running_with_other_settings_is_refused() {
 
 #[test]
 fn bad_model_weights_or_camera_fail_the_state_change_with_the_reason() {
+    let _glib = common::glib_log::check();
     init();
     let error = start_error("videotestsrc num-buffers=1 ! effnetclassify model=nope ! fakesink");
     assert!(
@@ -349,6 +358,7 @@ impl Stuck {
 
 #[test]
 fn a_flush_releases_a_waiting_frame_at_once() {
+    let _glib = common::glib_log::check();
     let stuck = Stuck::new();
     let pad = stuck.element.static_pad("sink").unwrap();
     assert!(pad.send_event(gst::event::FlushStart::new()));
@@ -359,6 +369,7 @@ fn a_flush_releases_a_waiting_frame_at_once() {
 
 #[test]
 fn stopping_releases_a_waiting_frame_at_once() {
+    let _glib = common::glib_log::check();
     let stuck = Stuck::new();
     let started = Instant::now();
     stuck.element.set_state(gst::State::Null).unwrap();
@@ -370,6 +381,7 @@ fn stopping_releases_a_waiting_frame_at_once() {
 
 #[test]
 fn the_meta_survives_conversions_downstream() {
+    let _glib = common::glib_log::check();
     init();
     let mut h = Harness::new_parse(&format!(
         "effnetclassify camera=kept {} ! videoconvert ! videoscale ! \

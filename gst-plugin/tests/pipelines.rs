@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::mosquitto::{Message, Mosquitto, Subscriber, assert_valid, schema_validator};
+use common::process::{OutputChecked, assert_no_glib_warnings};
 use common::rtsp::RtspServer;
 use effistream::mqtt::{CLASSIFICATION_SCHEMA, STATE_SCHEMA};
 
@@ -70,6 +71,8 @@ fn run(script: &str, vars: &[(&str, String)]) -> Run {
         status.success() && elapsed < TIMEOUT,
         "{script} ({status}, {elapsed:?}):\n{stdout}\n{stderr}"
     );
+    assert_no_glib_warnings(&format!("{script} (stdout)"), &stdout);
+    assert_no_glib_warnings(&format!("{script} (stderr)"), &stderr);
     Run { stdout, elapsed }
 }
 
@@ -172,10 +175,11 @@ fn testsrc_publishes_every_frame_with_statuses() {
 
 #[test]
 fn file_classifies_each_frame_of_a_video_of_the_coffee_photo_as_espresso() {
+    let _glib = common::glib_log::check();
     support::init();
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("coffee.avi");
-    let status = Command::new("gst-launch-1.0")
+    let made = Command::new("gst-launch-1.0")
         .arg("-q")
         .args(
             format!(
@@ -186,9 +190,12 @@ fn file_classifies_each_frame_of_a_video_of_the_coffee_photo_as_espresso() {
             )
             .split_whitespace(),
         )
-        .status()
-        .unwrap();
-    assert!(status.success());
+        .output_checked();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
 
     let (broker, sub) = broker();
     run(

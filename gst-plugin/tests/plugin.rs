@@ -4,14 +4,23 @@
 //! in the blurb and a `ParamSpec` that takes any value of the type (the element checks the
 //! range, so that a bad value fails the state change instead of being dropped by GLib).
 
+#[allow(dead_code)]
+#[path = "../../tests/common/glib_log.rs"]
+mod glib_log;
+#[allow(dead_code)]
+#[path = "../../tests/common/process.rs"]
+mod process;
+
 use std::path::PathBuf;
 use std::process::Command;
 
 use gst::glib;
 use gst::prelude::*;
+use process::OutputChecked;
 
 #[test]
 fn plugin_registers_statically() {
+    let _glib = glib_log::check();
     gst::init().unwrap();
     gsteffistream::plugin_register_static().unwrap();
     let plugin = gst::Registry::get().find_plugin("effistream").unwrap();
@@ -33,8 +42,7 @@ fn gst_inspect_loads_the_shared_library() {
         .arg("effistream")
         .env("GST_PLUGIN_PATH", &dir)
         .env("GST_REGISTRY", registry.path())
-        .output()
-        .expect("gst-inspect-1.0 (Debian: gstreamer1.0-tools)");
+        .output_checked();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
         output.status.success(),
@@ -50,6 +58,7 @@ fn gst_inspect_loads_the_shared_library() {
 
 #[test]
 fn gst_inspect_lists_both_elements_and_documents_every_property() {
+    let _glib = glib_log::check();
     gst::init().unwrap();
     gsteffistream::plugin_register_static().unwrap();
     let exe = std::env::current_exe().unwrap();
@@ -60,8 +69,7 @@ fn gst_inspect_lists_both_elements_and_documents_every_property() {
             .arg(what)
             .env("GST_PLUGIN_PATH", &dir)
             .env("GST_REGISTRY", registry.path())
-            .output()
-            .unwrap();
+            .output_checked();
         assert!(output.status.success(), "gst-inspect-1.0 {what}");
         String::from_utf8_lossy(&output.stdout).into_owned()
     };

@@ -41,6 +41,7 @@ fn harness(element: &gst::Element) -> Harness {
 
 #[test]
 fn classifications_state_and_statuses_follow_the_daemon_contract() {
+    let _glib = common::glib_log::check();
     let broker = Mosquitto::new();
     let sub = Subscriber::connect(broker.port(), &["effistream/#"]);
     let element = publisher(&[("server", &broker.url())]);
@@ -119,6 +120,7 @@ fn classifications_state_and_statuses_follow_the_daemon_contract() {
 
 #[test]
 fn camera_and_topic_prefix_properties_rename_the_topics() {
+    let _glib = common::glib_log::check();
     let broker = Mosquitto::new();
     let sub = Subscriber::connect(broker.port(), &["site/a/#"]);
     let element = publisher(&[
@@ -137,6 +139,7 @@ fn camera_and_topic_prefix_properties_rename_the_topics() {
 
 #[test]
 fn a_broker_down_at_start_is_no_error_and_drops_are_reported_without_blocking() {
+    let _glib = common::glib_log::check();
     let mut broker = Mosquitto::stopped();
     let element = publisher(&[("server", &broker.url()), ("max-queued", "3")]);
     let bus = watch(&element);
@@ -181,6 +184,7 @@ fn a_broker_down_at_start_is_no_error_and_drops_are_reported_without_blocking() 
 
 #[test]
 fn a_pipeline_survives_a_broker_outage_and_publishes_again_after_it() {
+    let _glib = common::glib_log::check();
     init();
     let mut broker = Mosquitto::new();
     let sub = Subscriber::connect(broker.port(), &["effistream/live/classification"]);
@@ -214,6 +218,7 @@ fn a_pipeline_survives_a_broker_outage_and_publishes_again_after_it() {
 
 #[test]
 fn credentials_work_and_never_show_in_properties_logs_or_errors() {
+    let _glib = common::glib_log::check();
     const PASSWORD: &str = "pa55-Wd-never-shown";
     let broker = Mosquitto::with(MosquittoOptions {
         credentials: Some(("cam".into(), PASSWORD.into())),
@@ -278,6 +283,7 @@ fn credentials_work_and_never_show_in_properties_logs_or_errors() {
 
 #[test]
 fn tls_brokers_are_verified_with_the_tls_ca_file() {
+    let _glib = common::glib_log::check();
     let ca = TestCa::generate();
     let broker = Mosquitto::with(MosquittoOptions {
         tls: Some(ca.clone()),
@@ -300,6 +306,7 @@ fn tls_brokers_are_verified_with_the_tls_ca_file() {
 
 #[test]
 fn bad_settings_fail_the_state_change_with_the_reason() {
+    let _glib = common::glib_log::check();
     let cases = [
         (
             "server=http://127.0.0.1",

@@ -465,8 +465,48 @@ impl Supervisor {
             Err(e) => return Outcome::Failed(e.to_string()),
         };
         let outcome = self.watch(&pipeline, delivered, state);
-        let _ = pipeline.set_state(gst::State::Null);
+        self.shut_down(pipeline);
         outcome
+    }
+
+    /// Brings the pipeline to NULL, the only state it may be disposed in, then drops it.
+    ///
+    /// Going down can fail spuriously after an error: a child bin that failed its
+    /// asynchronous start (`uridecodebin` whose typefind gave up, still in READY) answers
+    /// the no-op READY to READY with its last state return, and a streaming thread that
+    /// is still winding down (the HTTP source's "Internal data stream error", right after
+    /// the typefind error this thread acted on) posts an ERROR that sets that return to
+    /// FAILURE in the middle of the change. The pipeline then stays in PAUSED. Once the
+    /// sources are stopped no such message can come, so a retry gets to NULL. A pipeline
+    /// that still refuses is kept alive rather than disposed while it may be running.
+    fn shut_down(&self, pipeline: gst::Pipeline) {
+        // Up to 6 attempts, 10 to 160 ms apart (310 ms in all).
+        const ATTEMPTS: u32 = 6;
+        for attempt in 1..=ATTEMPTS {
+            if pipeline.set_state(gst::State::Null).is_ok() {
+                if attempt > 1 {
+                    tracing::debug!(camera = %self.id, attempt, "Pipeline stopped.");
+                }
+                return;
+            }
+            let (_, current, _) = pipeline.state(gst::ClockTime::ZERO);
+            tracing::debug!(
+                camera = %self.id,
+                attempt,
+                state = ?current,
+                "Pipeline did not reach NULL."
+            );
+            if attempt < ATTEMPTS {
+                std::thread::sleep(Duration::from_millis(10 << (attempt - 1)));
+            }
+        }
+        let (_, current, _) = pipeline.state(gst::ClockTime::ZERO);
+        tracing::warn!(
+            camera = %self.id,
+            state = ?current,
+            "Camera pipeline did not stop; leaking it instead of disposing it while running."
+        );
+        std::mem::forget(pipeline);
     }
 
     fn watch(

@@ -1,5 +1,6 @@
 //! The daemon as a process for the tests: start it on a TOML configuration (written to a
-//! temporary file, stderr to a log file, killed on drop), signal it, read its log,
+//! temporary file, stderr to a log file, killed on drop; a GLib CRITICAL or WARNING line
+//! in the log fails the test, checked on `terminate` and on drop), signal it, read its log,
 //! resident memory, threads and descriptors, and its HTTP server; test configurations;
 //! helpers over the messages it publishes. Shared by `tests/daemon.rs`, `tests/soak.rs`
 //! and `tests/observability.rs`. Not part of `common/mod.rs`, which the plugin's tests
@@ -145,6 +146,13 @@ impl Daemon {
             "exit {status:?} after SIGTERM; log:\n{}",
             self.log()
         );
+        self.assert_no_glib_warnings();
+    }
+
+    /// Panics, quoting them, if the log has GLib CRITICAL or WARNING lines
+    /// (`(effistream:PID): GStreamer-CRITICAL **: ...`).
+    pub fn assert_no_glib_warnings(&self) {
+        common::process::assert_no_glib_warnings("the daemon", &self.log());
     }
 
     pub fn log(&self) -> String {
@@ -180,6 +188,10 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // At the end of a test that passed so far: its daemon logged no GLib warning.
+        if !std::thread::panicking() {
+            self.assert_no_glib_warnings();
+        }
     }
 }
 

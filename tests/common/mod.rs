@@ -2,6 +2,7 @@
 //! golden fixtures, and the real-world assets fetched by `scripts/fetch-test-assets`.
 #![allow(dead_code)]
 
+pub mod glib_log;
 pub mod mosquitto;
 pub mod process;
 pub mod rtsp;

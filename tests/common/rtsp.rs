@@ -1,5 +1,6 @@
 //! A real RTSP server (gst-rtsp-server) on 127.0.0.1 serving live H.264 from x264enc, that
-//! tests can stop and start again on the same port.
+//! tests can stop and start again on the same port. It runs in the test process: when it
+//! drops, the test fails if GLib logged a warning or a critical meanwhile (`glib_log.rs`).
 
 use std::net::TcpListener;
 use std::sync::mpsc;
@@ -24,6 +25,8 @@ const UNSUPPORTED: &str = "( videotestsrc is-live=true ! \
 pub struct RtspServer {
     port: u16,
     running: Option<Running>,
+    /// Checks when the server has stopped (fields drop after `Drop::drop`).
+    _glib: crate::common::glib_log::Check,
 }
 
 struct Running {
@@ -34,6 +37,7 @@ struct Running {
 impl RtspServer {
     /// Starts on a free port.
     pub fn start() -> Self {
+        let glib = crate::common::glib_log::check();
         gst::init().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -43,6 +47,7 @@ impl RtspServer {
         let mut server = Self {
             port,
             running: None,
+            _glib: glib,
         };
         server.resume();
         server
