@@ -222,6 +222,7 @@ fn mean_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn video_frames_scaled_small_match_the_full_size_path_on_real_photos() {
+    let _glib = common::glib_log::check();
     gst::init().unwrap();
     let assets = common::assets();
     let variant = Variant::by_name("tf_efficientnet_lite0").unwrap();
@@ -344,6 +345,7 @@ fn h264_clip(path: &Path) {
 
 #[test]
 fn keyframes_only_decodes_the_key_frames_and_classifies_them() {
+    let _glib = common::glib_log::check();
     gst::init().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("clip.mp4");
