@@ -194,6 +194,11 @@ fn every_accepted_format_gives_the_same_top_class() {
         ("BGRA", ""),
         ("I420", ""),
         ("NV12", ""),
+        ("YV12", ""),
+        ("NV21", ""),
+        ("BGR", ""),
+        ("xRGB", ""),
+        ("ABGR", ""),
         // Odd sizes: chroma planes of I420 and NV12 round up.
         ("I420", "videoscale ! video/x-raw,width=301,height=203 ! "),
         ("NV12", "videoscale ! video/x-raw,width=301,height=203 ! "),

@@ -1,7 +1,8 @@
 //! Camera sources: one GStreamer pipeline per camera, watched and rebuilt when it fails.
 //!
 //! A source thread (`effistream-cam-<id>`) builds the camera's pipeline (see
-//! [`pipeline::describe`]), hands every decoded RGB frame to its engine stream with a
+//! [`pipeline::describe`]), scales every decoded frame it admits straight to the
+//! network input ([`crate::video::FrameScaler`]), hands it to its engine stream with a
 //! non-blocking submit, and watches the pipeline: an error, an end of stream on a live
 //! source, or no frame for `stall_timeout_s` tears the pipeline down and rebuilds it after
 //! an exponential backoff (capped, with jitter). `file://` sources end at their end, or
