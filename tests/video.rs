@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use effistream::config::{CameraConfig, Decode, ReconnectConfig};
-use effistream::engine::{Engine, EngineConfig};
+use effistream::engine::{Engine, EngineConfig, ResultCallback};
 use effistream::model::{Classifier, Variant};
 use effistream::preprocess::{Preprocess, RgbImage};
 use effistream::source::Source;
@@ -343,16 +343,11 @@ fn h264_clip(path: &Path) {
     );
 }
 
-#[test]
-fn keyframes_only_decodes_the_key_frames_and_classifies_them() {
-    let _glib = common::glib_log::check();
-    gst::init().unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let clip = dir.path().join("clip.mp4");
-    h264_clip(&clip);
+/// An engine running the real Lite0 weights, for sources to feed.
+fn lite0_engine() -> Engine {
     let variant = Variant::by_name("tf_efficientnet_lite0").unwrap();
     let classifier = Classifier::load(variant, Some(&common::assets().join("lite0.pth"))).unwrap();
-    let engine = Engine::start(
+    Engine::start(
         Arc::new(classifier),
         EngineConfig {
             max_batch: 4,
@@ -364,23 +359,36 @@ fn keyframes_only_decodes_the_key_frames_and_classifies_them() {
             threshold: 0.0,
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// Starts `camera`'s source on `engine`, its results to `on_result`.
+fn spawn(engine: &Engine, camera: &CameraConfig, on_result: ResultCallback) -> Source {
+    let stream = engine.stream(&camera.id, on_result).unwrap();
+    Source::spawn(
+        camera,
+        &ReconnectConfig::default(),
+        stream,
+        Arc::new(|_, _| {}),
+    )
+    .unwrap()
+}
+
+#[test]
+fn keyframes_only_decodes_the_key_frames_and_classifies_them() {
+    let _glib = common::glib_log::check();
+    gst::init().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    h264_clip(&clip);
+    let engine = lite0_engine();
     for (decode, decoded) in [(Decode::All, 50), (Decode::Keyframes, 5)] {
         let mut camera = CameraConfig::new("clip", format!("file://{}", clip.display()));
         camera.fps = 25.0;
         camera.decode = decode;
         let results = Arc::new(Mutex::new(0u64));
         let r = results.clone();
-        let stream = engine
-            .stream("clip", Arc::new(move |_| *r.lock().unwrap() += 1))
-            .unwrap();
-        let mut source = Source::spawn(
-            &camera,
-            &ReconnectConfig::default(),
-            stream,
-            Arc::new(|_, _| {}),
-        )
-        .unwrap();
+        let mut source = spawn(&engine, &camera, Arc::new(move |_| *r.lock().unwrap() += 1));
         // The file plays in real time (2 s) and the source ends at its end.
         let deadline = std::time::Instant::now() + Duration::from_secs(20);
         while !source.is_finished() && std::time::Instant::now() < deadline {
@@ -407,5 +415,31 @@ fn keyframes_only_decodes_the_key_frames_and_classifies_them() {
         }
         assert_eq!(*results.lock().unwrap(), decoded, "{decode:?}: classified");
     }
+    engine.shutdown(Duration::from_secs(5));
+}
+
+#[test]
+fn a_live_camera_with_key_frames_further_apart_than_its_stall_timeout_is_not_rebuilt() {
+    let _glib = common::glib_log::check();
+    let server = common::rtsp::RtspServer::start();
+    let engine = lite0_engine();
+    // Key frames every 3 s, a stall timeout of 1 s: the delta units taken away before the
+    // decoder show that the camera is alive.
+    let mut camera = CameraConfig::new("gop", server.long_gop_url());
+    camera.fps = 15.0;
+    camera.decode = Decode::Keyframes;
+    camera.stall_timeout_s = 1;
+    let mut source = spawn(&engine, &camera, Arc::new(|_| {}));
+    std::thread::sleep(Duration::from_secs(8));
+    let counters = source.counters().clone();
+    assert!(source.join(Duration::from_secs(5)));
+    let decoded = counters.decoded.load(Ordering::Relaxed);
+    assert_eq!(
+        counters.reconnects.load(Ordering::Relaxed),
+        0,
+        "rebuilt as stalled ({decoded} key frames decoded)"
+    );
+    // 8 s with a key frame every 3 s (the first may take up to 3 s to come).
+    assert!((2..=4).contains(&decoded), "{decoded} frames decoded");
     engine.shutdown(Duration::from_secs(5));
 }

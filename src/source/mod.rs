@@ -392,8 +392,11 @@ impl Supervisor {
             });
         }
         if self.decode == Decode::Keyframes {
-            // Decoders are created by (uri)decodebin once the stream is known.
-            pipeline.connect_deep_element_added(|_, _, element| {
+            // Decoders are created by (uri)decodebin once the stream is known. A delta
+            // unit taken away still shows the camera is alive: the stall watchdog must
+            // not rebuild a camera whose key frames are further apart than its timeout.
+            let delivered = delivered.clone();
+            pipeline.connect_deep_element_added(move |_, _, element| {
                 if !is_video_decoder(element) {
                     return;
                 }
@@ -404,12 +407,16 @@ impl Supervisor {
                     element.set_property_from_str("thread-type", "slice");
                 }
                 if let Some(pad) = element.static_pad("sink") {
-                    pad.add_probe(gst::PadProbeType::BUFFER, |_, info| {
+                    let delivered = delivered.clone();
+                    pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
                         let delta = info.buffer().is_some_and(|b| {
                             b.flags().contains(gst::BufferFlags::DELTA_UNIT)
                                 && !b.flags().contains(gst::BufferFlags::HEADER)
                         });
                         if delta {
+                            if let Ok(mut d) = delivered.lock() {
+                                *d = Some(Instant::now());
+                            }
                             consume(info)
                         } else {
                             gst::PadProbeReturn::Ok

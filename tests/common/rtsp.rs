@@ -15,6 +15,12 @@ const LAUNCH: &str = "( videotestsrc is-live=true pattern=ball ! \
     x264enc tune=zerolatency speed-preset=ultrafast key-int-max=15 ! \
     rtph264pay name=pay0 pt=96 config-interval=1 )";
 
+/// Launch line of `/long-gop`: like `/cam`, with a key frame every 3 s.
+const LONG_GOP: &str = "( videotestsrc is-live=true pattern=ball ! \
+    video/x-raw,width=320,height=240,framerate=15/1 ! \
+    x264enc tune=zerolatency speed-preset=ultrafast key-int-max=45 option-string=scenecut=0 ! \
+    rtph264pay name=pay0 pt=96 config-interval=1 )";
+
 /// Launch line of `/unsupported`: a stream of a codec no decoder knows (caps
 /// `video/x-effistream-unknown`, carried as GStreamer's own RTP payload).
 const UNSUPPORTED: &str = "( videotestsrc is-live=true ! \
@@ -62,6 +68,11 @@ impl RtspServer {
         format!("rtsp://127.0.0.1:{}/cam", self.port)
     }
 
+    /// `rtsp://127.0.0.1:PORT/long-gop`: like [`RtspServer::url`], a key frame every 3 s.
+    pub fn long_gop_url(&self) -> String {
+        format!("rtsp://127.0.0.1:{}/long-gop", self.port)
+    }
+
     /// `rtsp://127.0.0.1:PORT/unsupported`: a stream in a codec nothing can decode.
     pub fn unsupported_url(&self) -> String {
         format!("rtsp://127.0.0.1:{}/unsupported", self.port)
@@ -86,6 +97,10 @@ impl RtspServer {
                     factory.set_shared(true);
                     let mounts = server.mount_points().unwrap();
                     mounts.add_factory("/cam", factory);
+                    let long_gop = gst_rtsp_server::RTSPMediaFactory::new();
+                    long_gop.set_launch(LONG_GOP);
+                    long_gop.set_shared(true);
+                    mounts.add_factory("/long-gop", long_gop);
                     let unsupported = gst_rtsp_server::RTSPMediaFactory::new();
                     unsupported.set_launch(UNSUPPORTED);
                     unsupported.set_shared(true);
