@@ -7,6 +7,7 @@
 //! parallel, so a message fails the first check that ends after it, which may be another
 //! test's: the message quoted says where it came from.
 
+use std::cell::Cell;
 use std::sync::{Mutex, Once};
 
 use gst::glib;
@@ -14,6 +15,21 @@ use gst::glib;
 /// The messages recorded and not yet taken, as GLib prints them without the
 /// `(prog:pid): ` prefix and the time.
 static RECORDED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+thread_local! {
+    /// Set by [`quietly`]: this thread's messages are recorded but not printed.
+    static QUIET: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Runs `f` with the messages this thread logs recorded but not printed: for the tests
+/// that provoke them on purpose, so that a real CRITICAL is the only kind a test run
+/// prints.
+pub fn quietly<T>(f: impl FnOnce() -> T) -> T {
+    QUIET.set(true);
+    let result = f();
+    QUIET.set(false);
+    result
+}
 
 /// Installs the recording writer, once per process; it prints every message through
 /// GLib's default writer as before.
@@ -43,6 +59,9 @@ pub fn record() {
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
                     .push(line);
+                if QUIET.get() {
+                    return glib::LogWriterOutput::Handled;
+                }
             }
             glib::log_writer_default(level, fields)
         });
