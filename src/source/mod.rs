@@ -221,6 +221,9 @@ impl Backoff {
     }
 }
 
+/// How long a stop waits for an RTSP camera that is still connecting (see `watch`).
+const RTSP_SETTLE: Duration = Duration::from_secs(2);
+
 /// How one pipeline run ended.
 enum Outcome {
     /// Asked to stop.
@@ -531,10 +534,18 @@ impl Supervisor {
         };
         let started = Instant::now();
         loop {
-            if self.stop.load(Ordering::SeqCst) {
-                return Outcome::Stopped;
-            }
             let last_frame = delivered.lock().ok().and_then(|d| *d);
+            if self.stop.load(Ordering::SeqCst) {
+                // GStreamer 1.22's rtspsrc, stopped before it has played, sends an event
+                // with its unset seek seqnum (a `gst_event_set_seqnum` CRITICAL): a
+                // camera still connecting gets up to RTSP_SETTLE to start or fail first.
+                let connecting = matches!(self.spec, SourceSpec::Rtsp(_))
+                    && last_frame.is_none()
+                    && started.elapsed() < RTSP_SETTLE;
+                if !connecting {
+                    return Outcome::Stopped;
+                }
+            }
             if last_frame.is_some() {
                 self.set_state(state, SourceState::Online);
             }
