@@ -1,0 +1,379 @@
+//! The configuration as read: every table and key, their defaults.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Seconds between two `{prefix}/stats` messages; 0 disables them.
+    pub stats_interval_s: u64,
+    /// Cameras, as `[[camera]]` tables.
+    #[serde(rename = "camera")]
+    pub cameras: Vec<CameraConfig>,
+    pub model: ModelConfig,
+    pub batch: BatchConfig,
+    pub workers: WorkersConfig,
+    pub reconnect: ReconnectConfig,
+    pub mqtt: MqttConfig,
+    pub state: StateConfig,
+    pub http: HttpConfig,
+    pub homeassistant: HomeAssistantConfig,
+    /// `I/N`: run only the cameras whose id hashes to `I` modulo `N` ([`crate::shard`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
+}
+
+/// One camera: where its frames come from and how often to classify them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CameraConfig {
+    /// Stream id used in topics and payloads: no `/`, `+`, `#` or control characters.
+    pub id: String,
+    /// `rtsp://`, `file://`, `http(s)://`, `v4l2:///dev/videoN` or `test://PATTERN`.
+    /// Exactly one of `uri` and `pipeline` must be given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uri: Option<String>,
+    /// A `gst-launch-1.0` fragment producing raw video (`videotestsrc ! ...`); effistream
+    /// appends conversion, rate limiting and its appsink.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pipeline: Option<String>,
+    /// Frames per second taken from the camera (the rest are dropped in GStreamer).
+    #[serde(default = "defaults::fps")]
+    pub fps: f64,
+    /// A disabled camera is configured but not started.
+    #[serde(default = "defaults::enabled")]
+    pub enabled: bool,
+    /// `file://` sources: start again at the end instead of stopping.
+    #[serde(default, rename = "loop")]
+    pub loop_: bool,
+    /// Seconds without a frame after which the pipeline is rebuilt.
+    #[serde(default = "defaults::stall_timeout_s")]
+    pub stall_timeout_s: u64,
+    /// Which frames of a compressed stream are decoded.
+    #[serde(default)]
+    pub decode: Decode,
+}
+
+/// Which frames of a camera's compressed video are decoded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decode {
+    /// Every frame (the camera's `fps` then picks among all of them).
+    #[default]
+    All,
+    /// Key frames only: the frames between them never reach the decoder, so a camera
+    /// classified about once a GOP costs a fraction of its decoding. The rate is then
+    /// bounded by the key-frame interval as well as by `fps`. Raw and intra-only
+    /// sources (test patterns, MJPEG) are not affected.
+    Keyframes,
+}
+
+/// The network.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// A variant of `effistream models`.
+    pub name: String,
+    /// Weights file; without it, `$EFFISTREAM_WEIGHTS_DIR`, the Hugging Face cache, then
+    /// a hub download.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub weights: Option<PathBuf>,
+    /// Classes reported per frame.
+    pub top_k: usize,
+    /// Classes below this probability are left out of `top`.
+    pub threshold: f32,
+}
+
+/// How frames are grouped for inference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchConfig {
+    /// Largest batch.
+    pub max_size: usize,
+    /// A batch closes this long after its first frame even if not full.
+    pub max_wait_ms: u64,
+    /// Frames older than this (since capture) when a batch forms are dropped, not inferred.
+    pub max_frame_age_ms: u64,
+}
+
+/// Inference threads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkersConfig {
+    /// Worker threads, each running the model on whole batches.
+    pub count: usize,
+    /// Compute threads per worker; 0 means one per CPU core divided among the workers.
+    pub threads: usize,
+}
+
+/// Backoff between attempts to rebuild a failed camera pipeline.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReconnectConfig {
+    /// First delay; doubles with each failed attempt.
+    pub initial_ms: u64,
+    /// Largest delay.
+    pub max_ms: u64,
+}
+
+/// The MQTT connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MqttConfig {
+    /// `mqtt://host[:port]`, `mqtts://host[:port]`, or `embedded` for the built-in broker.
+    pub url: String,
+    /// Address of the built-in broker when `url = "embedded"`.
+    pub embedded_listen: String,
+    /// Address of the built-in broker's MQTT-over-WebSocket listener (the dashboard's);
+    /// empty: none.
+    pub embedded_websocket_listen: String,
+    pub client_id: String,
+    /// First level of every topic.
+    pub topic_prefix: String,
+    /// QoS of every publication: 0, 1 or 2.
+    pub qos: u8,
+    pub keep_alive_s: u64,
+    /// Messages held while the broker is slow or away; past this, the oldest are dropped
+    /// and counted.
+    pub max_queued: usize,
+    /// Ask the broker to keep the session (`clean_session = false`): with QoS ≥ 1 and a
+    /// broker that keeps sessions, messages in flight survive a broker restart.
+    pub persistent_session: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// A file holding the password (its first line), instead of `password`: a Docker or
+    /// Kubernetes secret mounted as a file. Read when the publisher starts.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<PathBuf>,
+    /// CA certificates (PEM) that verify the broker, for `mqtts://`; default: the system's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for brokers that require them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+/// Hysteresis of the retained `{prefix}/{camera}/state` topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Consecutive inferred frames with the same top-1 label before the state changes.
+    pub min_consecutive: u32,
+    /// Smallest top-1 score that counts towards a state change.
+    pub min_score: f32,
+}
+
+/// The HTTP server: Prometheus metrics, health probes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// Serve HTTP at all.
+    pub enabled: bool,
+    /// IP address and port to listen on; port 0 picks a free port (logged and printed).
+    pub listen: String,
+    /// The broker's MQTT-over-WebSocket URL for the dashboard page; default: the embedded
+    /// broker's WebSocket listener.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mqtt_websocket_url: Option<String>,
+}
+
+/// Home Assistant MQTT discovery.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HomeAssistantConfig {
+    /// Publish a retained discovery message per camera.
+    pub enabled: bool,
+    /// Home Assistant's discovery prefix.
+    pub discovery_prefix: String,
+    /// Node id in the discovery topics and unique ids (`[a-zA-Z0-9_-]`).
+    pub node_id: String,
+}
+
+mod defaults {
+    pub fn fps() -> f64 {
+        5.0
+    }
+    pub fn enabled() -> bool {
+        true
+    }
+    pub fn stall_timeout_s() -> u64 {
+        10
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            stats_interval_s: 10,
+            cameras: Vec::new(),
+            model: ModelConfig::default(),
+            batch: BatchConfig::default(),
+            workers: WorkersConfig::default(),
+            reconnect: ReconnectConfig::default(),
+            mqtt: MqttConfig::default(),
+            state: StateConfig::default(),
+            http: HttpConfig::default(),
+            homeassistant: HomeAssistantConfig::default(),
+            shard: None,
+        }
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self {
+            name: "efficientnet_b1_pruned".to_owned(),
+            weights: None,
+            top_k: 5,
+            threshold: 0.0,
+        }
+    }
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self {
+            // Best images/s of `scripts/bench-peers` on 2 cores (README, Performance).
+            max_size: 8,
+            max_wait_ms: 50,
+            max_frame_age_ms: 1000,
+        }
+    }
+}
+
+impl Default for WorkersConfig {
+    fn default() -> Self {
+        Self {
+            // Two batches in flight: more images/s than one worker on every core (README,
+            // Performance, "Tuned defaults").
+            count: 2,
+            threads: 0,
+        }
+    }
+}
+
+impl Default for ReconnectConfig {
+    fn default() -> Self {
+        Self {
+            initial_ms: 500,
+            max_ms: 30_000,
+        }
+    }
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        Self {
+            url: "embedded".to_owned(),
+            embedded_listen: "127.0.0.1:1883".to_owned(),
+            embedded_websocket_listen: "127.0.0.1:9001".to_owned(),
+            client_id: "effistream".to_owned(),
+            topic_prefix: "effistream".to_owned(),
+            qos: 1,
+            keep_alive_s: 30,
+            max_queued: 1000,
+            persistent_session: false,
+            username: None,
+            password: None,
+            password_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        }
+    }
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: "127.0.0.1:9464".to_owned(),
+            mqtt_websocket_url: None,
+        }
+    }
+}
+
+impl HttpConfig {
+    /// The address to listen on; the error is the reason.
+    pub fn listen_addr(&self) -> Result<std::net::SocketAddr, String> {
+        self.listen
+            .parse()
+            .map_err(|_| "not an IP address and a port like 127.0.0.1:9464".to_owned())
+    }
+}
+
+impl Default for HomeAssistantConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            discovery_prefix: "homeassistant".to_owned(),
+            node_id: "effistream".to_owned(),
+        }
+    }
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            min_consecutive: 3,
+            min_score: 0.5,
+        }
+    }
+}
+
+impl CameraConfig {
+    /// A camera with default settings reading `uri`.
+    pub fn new(id: impl Into<String>, uri: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            uri: Some(uri.into()),
+            pipeline: None,
+            fps: defaults::fps(),
+            enabled: defaults::enabled(),
+            loop_: false,
+            stall_timeout_s: defaults::stall_timeout_s(),
+            decode: Decode::All,
+        }
+    }
+}
+
+impl Config {
+    /// The configuration `effistream run` uses without a file: one `test://ball` camera,
+    /// `efficientnet_b1_pruned`, the embedded broker on 127.0.0.1:1883.
+    pub fn builtin() -> Self {
+        Self {
+            cameras: vec![CameraConfig::new("test", "test://ball")],
+            ..Self::default()
+        }
+    }
+}
+
+impl Config {
+    /// Things that are valid but probably not meant, one sentence each; `check-config`
+    /// prints them. Today: no enabled camera (which `effistream run` refuses).
+    pub fn warnings(&self) -> Vec<String> {
+        let mut warnings = Vec::new();
+        if self.enabled_cameras().next().is_none() {
+            warnings.push(if self.cameras.is_empty() {
+                "no camera is configured; `effistream run` needs at least one enabled [[camera]]"
+                    .to_owned()
+            } else {
+                "every camera is disabled; `effistream run` needs at least one enabled [[camera]]"
+                    .to_owned()
+            });
+        }
+        warnings
+    }
+
+    /// The cameras with `enabled = true`, in file order.
+    pub fn enabled_cameras(&self) -> impl Iterator<Item = &CameraConfig> {
+        self.cameras.iter().filter(|c| c.enabled)
+    }
+}
