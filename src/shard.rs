@@ -15,7 +15,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::config::CameraConfig;
 use crate::hash::fnv1a64;
 
 /// Shard `index` of `count`.
@@ -44,36 +43,6 @@ impl Shard {
     pub fn status_level(&self) -> String {
         self.index.to_string()
     }
-}
-
-/// The cameras of `cameras` that `shard` runs, logged; gives `mqtt` the shard's client id
-/// (`{client_id}-shard-{I}`).
-pub fn take(
-    shard: Shard,
-    cameras: Vec<CameraConfig>,
-    mqtt: &mut crate::config::MqttConfig,
-) -> Vec<CameraConfig> {
-    let total = cameras.len();
-    let taken: Vec<CameraConfig> = cameras.into_iter().filter(|c| shard.takes(&c.id)).collect();
-    mqtt.client_id = format!("{}-shard-{}", mqtt.client_id, shard.index);
-    let ids: Vec<&str> = taken.iter().map(|c| c.id.as_str()).collect();
-    if taken.is_empty() {
-        tracing::warn!(
-            %shard,
-            of = total,
-            "This shard takes none of the cameras; running idle (HTTP and status still served)."
-        );
-    } else {
-        tracing::info!(
-            %shard,
-            taken = taken.len(),
-            of = total,
-            cameras = %ids.join(", "),
-            client_id = %mqtt.client_id,
-            "Shard cameras."
-        );
-    }
-    taken
 }
 
 impl FromStr for Shard {

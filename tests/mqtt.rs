@@ -12,7 +12,7 @@ use effistream::config::{MqttConfig, StateConfig};
 use effistream::model::ClassScore;
 use effistream::mqtt::{
     CLASSIFICATION_SCHEMA, CameraStats, CameraStatus, Classification, EmbeddedBroker,
-    InferenceStats, MqttError, Overflow, Publisher, PublisherOptions, STATE_SCHEMA, STATS_SCHEMA,
+    InferenceStats, MqttError, Overflow, Publisher, PublisherSettings, STATE_SCHEMA, STATS_SCHEMA,
     StatsPayload,
 };
 
@@ -27,6 +27,11 @@ fn mqtt(url: &str, prefix: &str) -> MqttConfig {
         keep_alive_s: 5,
         ..MqttConfig::default()
     }
+}
+
+/// `cfg` resolved as the daemon resolves `[mqtt]`.
+fn settings(cfg: &MqttConfig) -> PublisherSettings {
+    cfg.resolve("test").expect("valid [mqtt]")
 }
 
 fn state(min_consecutive: u32) -> StateConfig {
@@ -91,7 +96,7 @@ fn classifications_arrive_valid_against_the_schema_with_increasing_seq() {
             qos,
             ..mqtt(&broker.url(), &prefix)
         };
-        let publisher = Publisher::start(&cfg, &state(3)).unwrap();
+        let publisher = Publisher::start(&settings(&cfg), &state(3)).unwrap();
         connected(&publisher);
 
         let sent = Instant::now();
@@ -136,7 +141,8 @@ fn classifications_arrive_valid_against_the_schema_with_increasing_seq() {
 #[test]
 fn dropping_the_last_handle_publishes_offline() {
     let broker = Mosquitto::new();
-    let publisher = Publisher::start(&mqtt(&broker.url(), "dropped"), &state(3)).unwrap();
+    let publisher =
+        Publisher::start(&settings(&mqtt(&broker.url(), "dropped")), &state(3)).unwrap();
     publisher.set_online();
     publisher.camera_status("cam", CameraStatus::Online);
     connected(&publisher);
@@ -165,7 +171,7 @@ fn dropping_the_last_handle_publishes_offline() {
 #[test]
 fn status_online_is_retained_for_late_subscribers() {
     let broker = Mosquitto::new();
-    let publisher = Publisher::start(&mqtt(&broker.url(), "online"), &state(3)).unwrap();
+    let publisher = Publisher::start(&settings(&mqtt(&broker.url(), "online")), &state(3)).unwrap();
     publisher.camera_status("door", CameraStatus::Online);
     publisher.camera_status("yard", CameraStatus::Reconnecting);
     publisher.set_online();
@@ -195,7 +201,7 @@ fn status_online_is_retained_for_late_subscribers() {
 fn state_is_retained_after_min_consecutive_frames_and_follows_a_new_label() {
     let broker = Mosquitto::new();
     let subscriber = Subscriber::connect(broker.port(), &["st/#"]);
-    let publisher = Publisher::start(&mqtt(&broker.url(), "st"), &state(3)).unwrap();
+    let publisher = Publisher::start(&settings(&mqtt(&broker.url(), "st")), &state(3)).unwrap();
     connected(&publisher);
     let schema = validator(STATE_SCHEMA);
     let classification_topic = "st/cam/classification";
@@ -246,7 +252,7 @@ fn state_is_retained_after_min_consecutive_frames_and_follows_a_new_label() {
 fn stats_are_valid_against_the_schema_and_carry_the_publisher_counters() {
     let broker = Mosquitto::new();
     let subscriber = Subscriber::connect(broker.port(), &["stats/stats"]);
-    let publisher = Publisher::start(&mqtt(&broker.url(), "stats"), &state(3)).unwrap();
+    let publisher = Publisher::start(&settings(&mqtt(&broker.url(), "stats")), &state(3)).unwrap();
     connected(&publisher);
 
     let mut door = CameraStats::new(CameraStatus::Online);
@@ -292,7 +298,7 @@ fn last_will_child_process() {
     ) else {
         return;
     };
-    let publisher = Publisher::start(&mqtt(&url, &prefix), &state(3)).unwrap();
+    let publisher = Publisher::start(&settings(&mqtt(&url, &prefix)), &state(3)).unwrap();
     publisher.set_online();
     std::thread::sleep(Duration::from_secs(30));
 }
@@ -350,7 +356,7 @@ fn broker_down_at_start_queues_then_delivers_everything() {
     broker.stop();
 
     let started = Instant::now();
-    let publisher = Publisher::start(&mqtt(&broker.url(), "down"), &state(3)).unwrap();
+    let publisher = Publisher::start(&settings(&mqtt(&broker.url(), "down")), &state(3)).unwrap();
     assert!(
         started.elapsed() < SECOND,
         "start must not wait for the broker"
@@ -392,7 +398,7 @@ fn broker_down_at_start_queues_then_delivers_everything() {
 #[test]
 fn broker_restart_republishes_retained_statuses_and_queued_messages() {
     let mut broker = Mosquitto::new();
-    let publisher = Publisher::start(&mqtt(&broker.url(), "rs"), &state(2)).unwrap();
+    let publisher = Publisher::start(&settings(&mqtt(&broker.url(), "rs")), &state(2)).unwrap();
     publisher.set_online();
     publisher.camera_status("cam", CameraStatus::Online);
     connected(&publisher);
@@ -444,12 +450,12 @@ fn persistent_session_loses_nothing_across_a_broker_restart() {
     // message accepted and not counted as dropped reaches the persistent subscriber.
     let mut broker = Mosquitto::persistent();
     let subscriber = Subscriber::persistent(broker.port(), &["ps/cam/classification"], "ps-sub");
-    let options = PublisherOptions {
+    let settings = PublisherSettings {
         persistent_session: true,
         overflow: Overflow::DropOldest,
-        ..PublisherOptions::default()
+        ..settings(&mqtt(&broker.url(), "ps"))
     };
-    let publisher = Publisher::start_with(&mqtt(&broker.url(), "ps"), &state(3), options).unwrap();
+    let publisher = Publisher::start(&settings, &state(3)).unwrap();
     connected(&publisher);
 
     let sender = {
@@ -493,7 +499,7 @@ fn clean_session_resends_unacknowledged_messages_after_a_broker_kill() {
     // or in rumqttc's channel is sent again rather than silently discarded, so every
     // message is either confirmed by the broker or counted as dropped.
     let mut broker = Mosquitto::new();
-    let publisher = Publisher::start(&mqtt(&broker.url(), "cs"), &state(3)).unwrap();
+    let publisher = Publisher::start(&settings(&mqtt(&broker.url(), "cs")), &state(3)).unwrap();
     connected(&publisher);
     let sender = {
         let publisher = publisher.clone();
@@ -529,11 +535,11 @@ fn full_queue_drops_and_counts_instead_of_blocking() {
             max_queued: 10,
             ..mqtt(&url, "full")
         };
-        let options = PublisherOptions {
+        let settings = PublisherSettings {
             overflow,
-            ..PublisherOptions::default()
+            ..settings(&cfg)
         };
-        let publisher = Publisher::start_with(&cfg, &state(3), options).unwrap();
+        let publisher = Publisher::start(&settings, &state(3)).unwrap();
         let observer = publisher.clone();
         let started = Instant::now();
         let accepted = (0..1000)
@@ -579,7 +585,7 @@ fn full_queue_drops_and_counts_instead_of_blocking() {
 fn shutdown_publishes_offline_for_daemon_and_cameras_within_the_timeout() {
     let broker = Mosquitto::new();
     let subscriber = Subscriber::connect(broker.port(), &["bye/#"]);
-    let publisher = Publisher::start(&mqtt(&broker.url(), "bye"), &state(3)).unwrap();
+    let publisher = Publisher::start(&settings(&mqtt(&broker.url(), "bye")), &state(3)).unwrap();
     publisher.set_online();
     publisher.camera_status("a", CameraStatus::Online);
     publisher.camera_status("b", CameraStatus::Reconnecting);
@@ -631,7 +637,7 @@ fn shutdown_publishes_offline_for_daemon_and_cameras_within_the_timeout() {
 #[test]
 fn shutdown_with_the_broker_down_returns_within_the_timeout() {
     let broker = Mosquitto::stopped();
-    let publisher = Publisher::start(&mqtt(&broker.url(), "down2"), &state(3)).unwrap();
+    let publisher = Publisher::start(&settings(&mqtt(&broker.url(), "down2")), &state(3)).unwrap();
     publisher.set_online();
     publisher.camera_status("a", CameraStatus::Online);
     publisher.classification(classification("a", 0, 1, 0.9));
@@ -659,7 +665,7 @@ fn shutdown_with_the_broker_down_returns_within_the_timeout() {
 #[test]
 fn shutdown_waits_for_a_broker_that_comes_back_in_time() {
     let mut broker = Mosquitto::stopped();
-    let publisher = Publisher::start(&mqtt(&broker.url(), "late"), &state(3)).unwrap();
+    let publisher = Publisher::start(&settings(&mqtt(&broker.url(), "late")), &state(3)).unwrap();
     publisher.set_online();
     publisher.camera_status("a", CameraStatus::Online);
     publisher.classification(classification("a", 0, 1, 0.9));
@@ -717,7 +723,7 @@ fn embedded_broker_serves_retained_messages_and_the_publisher() {
         embedded_listen: broker.addr().to_string(),
         ..mqtt("", "emb")
     };
-    let publisher = Publisher::start(&cfg, &state(3)).unwrap();
+    let publisher = Publisher::start(&settings(&cfg), &state(3)).unwrap();
     publisher.set_online();
     connected(&publisher);
     subscriber.wait_for(3 * SECOND, |m| {
@@ -756,7 +762,7 @@ fn tls_verifies_the_broker_against_the_configured_ca() {
         ca_file: Some(ca.ca.clone()),
         ..mqtt(&url, "tls")
     };
-    let publisher = Publisher::start(&trusted, &state(3)).unwrap();
+    let publisher = Publisher::start(&settings(&trusted), &state(3)).unwrap();
     publisher.set_online();
     connected(&publisher);
     assert!(wait_until(3 * SECOND, || publisher.counters().published >= 1));
@@ -768,7 +774,7 @@ fn tls_verifies_the_broker_against_the_configured_ca() {
         ca_file: Some(stranger.ca.clone()),
         ..mqtt(&url, "tls-untrusted")
     };
-    let publisher = Publisher::start(&untrusted, &state(3)).unwrap();
+    let publisher = Publisher::start(&settings(&untrusted), &state(3)).unwrap();
     let never = !wait_until(Duration::from_millis(1500), || {
         publisher.counters().connected
     });
@@ -779,10 +785,10 @@ fn tls_verifies_the_broker_against_the_configured_ca() {
     let garbage = ca.dir().join("garbage.pem");
     std::fs::write(&garbage, "not a certificate").unwrap();
     let err = Publisher::start(
-        &MqttConfig {
+        &settings(&MqttConfig {
             ca_file: Some(garbage),
             ..mqtt(&url, "tls-garbage")
-        },
+        }),
         &state(3),
     )
     .unwrap_err()
@@ -846,7 +852,7 @@ fn credentials_never_appear_in_logs_or_errors() {
         password: Some(WRONG.into()),
         ..mqtt(&broker.url(), "cred-wrong")
     };
-    let refused = Publisher::start(&wrong, &state(3)).unwrap();
+    let refused = Publisher::start(&settings(&wrong), &state(3)).unwrap();
     assert!(
         wait_until(5 * SECOND, || logged(&logs)
             .contains("MQTT connection failed")
@@ -872,7 +878,7 @@ fn credentials_never_appear_in_logs_or_errors() {
             ..SubscriberOptions::default()
         },
     );
-    let publisher = Publisher::start(&right, &state(3)).unwrap();
+    let publisher = Publisher::start(&settings(&right), &state(3)).unwrap();
     publisher.set_online();
     subscriber.wait_for(5 * SECOND, |m| m.text() == "online");
     publisher.shutdown(2 * SECOND).unwrap();
@@ -882,9 +888,7 @@ fn credentials_never_appear_in_logs_or_errors() {
         password: Some(PASSWORD.into()),
         ..mqtt(&broker.url(), "cred-none")
     };
-    let no_user_err = Publisher::start(&no_user, &state(3))
-        .unwrap_err()
-        .to_string();
+    let no_user_err = no_user.resolve("test").unwrap_err().to_string();
 
     let text = logged(&logs);
     assert!(text.contains("MQTT connected"), "{text}");

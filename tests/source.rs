@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use effistream::config::{CameraConfig, ReconnectConfig};
 use effistream::engine::{Classified, Engine, EngineConfig};
 use effistream::model::{Classifier, Variant};
-use effistream::source::{Source, SourceState};
+use effistream::source::{CameraStatus, Source};
 
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
@@ -42,14 +42,14 @@ fn engine() -> &'static Engine {
 #[derive(Default)]
 struct Collected {
     results: Mutex<Vec<Classified>>,
-    states: Mutex<Vec<(Instant, SourceState)>>,
+    states: Mutex<Vec<(Instant, CameraStatus)>>,
 }
 
 impl Collected {
     fn results(&self) -> usize {
         self.results.lock().unwrap().len()
     }
-    fn last_state(&self) -> Option<SourceState> {
+    fn last_state(&self) -> Option<CameraStatus> {
         self.states.lock().unwrap().last().map(|(_, s)| *s)
     }
 }
@@ -64,9 +64,9 @@ fn spawn(camera: &CameraConfig, reconnect: &ReconnectConfig) -> (Source, Arc<Col
         )
         .unwrap();
     let c = collected.clone();
+    let settings = camera.resolve("test", reconnect).expect("a valid camera");
     let source = Source::spawn(
-        camera,
-        reconnect,
+        &settings,
         stream,
         Arc::new(move |_, state| c.states.lock().unwrap().push((Instant::now(), state))),
     )
@@ -108,7 +108,7 @@ fn test_pattern_frames_are_classified_in_order_at_the_camera_rate() {
         "camera at 10 fps delivered {fps:.1} fps"
     );
     assert!(source.join(Duration::from_secs(3)));
-    assert_eq!(collected.last_state(), Some(SourceState::Offline));
+    assert_eq!(collected.last_state(), Some(CameraStatus::Offline));
     let results = collected.results.lock().unwrap();
     assert!(
         results.windows(2).all(|w| w[0].seq < w[1].seq),
@@ -137,14 +137,14 @@ fn rtsp_camera_reconnects_after_the_server_comes_back() {
         wait_until(Duration::from_secs(15), || collected.results() >= 5),
         "no frames from the RTSP camera"
     );
-    assert_eq!(collected.last_state(), Some(SourceState::Online));
+    assert_eq!(collected.last_state(), Some(CameraStatus::Online));
 
     server.stop();
     let stopped = Instant::now();
     assert!(
         wait_until(
             Duration::from_secs(camera.stall_timeout_s + 1),
-            || collected.last_state() == Some(SourceState::Reconnecting)
+            || collected.last_state() == Some(CameraStatus::Reconnecting)
         ),
         "not reconnecting within stall_timeout + 1 s"
     );
@@ -170,7 +170,7 @@ fn rtsp_camera_reconnects_after_the_server_comes_back() {
         noticed.as_secs_f64(),
         first.as_secs_f64()
     );
-    assert_eq!(collected.last_state(), Some(SourceState::Online));
+    assert_eq!(collected.last_state(), Some(CameraStatus::Online));
     assert!(
         source
             .counters()

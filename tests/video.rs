@@ -346,13 +346,10 @@ fn lite0_engine() -> Engine {
 /// Starts `camera`'s source on `engine`, its results to `on_result`.
 fn spawn(engine: &Engine, camera: &CameraConfig, on_result: ResultCallback) -> Source {
     let stream = engine.stream(&camera.id, on_result).unwrap();
-    Source::spawn(
-        camera,
-        &ReconnectConfig::default(),
-        stream,
-        Arc::new(|_, _| {}),
-    )
-    .unwrap()
+    let settings = camera
+        .resolve("test", &ReconnectConfig::default())
+        .expect("a valid camera");
+    Source::spawn(&settings, stream, Arc::new(|_, _| {})).unwrap()
 }
 
 #[test]

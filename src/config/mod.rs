@@ -45,20 +45,22 @@
 mod env;
 mod error;
 mod redact;
+mod resolve;
 mod schema;
 mod uri;
-mod validate;
 
 use std::env::VarError;
 use std::path::Path;
 
 pub use error::ConfigError;
 pub use redact::redact_secrets;
+pub use resolve::{MAX_CAMERA_ID_CHARS, check_camera_id};
 pub use schema::*;
-pub use uri::{
-    CAMERA_SCHEMES, MqttEndpoint, SourceSpec, TEST_DEFAULT_SIZE, TEST_PATTERNS, TEST_SIZE_RANGE,
-};
-pub use validate::{MAX_CAMERA_ID_CHARS, check_camera_id, check_topic_prefix, read_password_file};
+pub use uri::{CAMERA_SCHEMES, TEST_DEFAULT_SIZE, TEST_PATTERNS, TEST_SIZE_RANGE, parse_mqtt_url};
+
+pub use crate::files::read_password_file;
+pub use crate::mqtt::{MqttEndpoint, StateConfig, check_topic_prefix};
+pub use crate::source::{Decode, SourceSpec};
 
 use env::substitute;
 

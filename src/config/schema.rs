@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::mqtt::{DEFAULT_KEEP_ALIVE_S, DEFAULT_MAX_QUEUED, DEFAULT_QOS, StateConfig};
+use crate::source::Decode;
+
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -55,20 +58,6 @@ pub struct CameraConfig {
     /// Which frames of a compressed stream are decoded.
     #[serde(default)]
     pub decode: Decode,
-}
-
-/// Which frames of a camera's compressed video are decoded.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Decode {
-    /// Every frame (the camera's `fps` then picks among all of them).
-    #[default]
-    All,
-    /// Key frames only: the frames between them never reach the decoder, so a camera
-    /// classified about once a GOP costs a fraction of its decoding. The rate is then
-    /// bounded by the key-frame interval as well as by `fps`. Raw and intra-only
-    /// sources (test patterns, MJPEG) are not affected.
-    Keyframes,
 }
 
 /// The network.
@@ -158,16 +147,6 @@ pub struct MqttConfig {
     pub cert_file: Option<PathBuf>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub key_file: Option<PathBuf>,
-}
-
-/// Hysteresis of the retained `{prefix}/{camera}/state` topic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct StateConfig {
-    /// Consecutive inferred frames with the same top-1 label before the state changes.
-    pub min_consecutive: u32,
-    /// Smallest top-1 score that counts towards a state change.
-    pub min_score: f32,
 }
 
 /// The HTTP server: Prometheus metrics, health probes.
@@ -276,9 +255,9 @@ impl Default for MqttConfig {
             embedded_websocket_listen: "127.0.0.1:9001".to_owned(),
             client_id: "effistream".to_owned(),
             topic_prefix: "effistream".to_owned(),
-            qos: 1,
-            keep_alive_s: 30,
-            max_queued: 1000,
+            qos: DEFAULT_QOS.level(),
+            keep_alive_s: DEFAULT_KEEP_ALIVE_S,
+            max_queued: DEFAULT_MAX_QUEUED,
             persistent_session: false,
             username: None,
             password: None,
@@ -315,15 +294,6 @@ impl Default for HomeAssistantConfig {
             enabled: false,
             discovery_prefix: "homeassistant".to_owned(),
             node_id: "effistream".to_owned(),
-        }
-    }
-}
-
-impl Default for StateConfig {
-    fn default() -> Self {
-        Self {
-            min_consecutive: 3,
-            min_score: 0.5,
         }
     }
 }

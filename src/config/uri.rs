@@ -1,60 +1,11 @@
 //! Camera URIs and the MQTT URL: what they may be and what they are parsed into.
 
-use std::fmt;
 use std::path::PathBuf;
 
-use super::validate::check_pipeline;
+use super::resolve::check_pipeline;
 use super::{CameraConfig, MqttConfig};
-
-/// Where a camera's frames come from, parsed from `uri` or `pipeline`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SourceSpec {
-    /// `rtsp://` or `rtsps://` URL, credentials included.
-    Rtsp(String),
-    /// `http://` or `https://` URL of a stream GStreamer can decode (MJPEG, HLS, ...).
-    Http(String),
-    /// `file://` URL of a video file, with the absolute path it names.
-    File { uri: String, path: PathBuf },
-    /// `v4l2:///dev/videoN`: a local capture device.
-    V4l2(PathBuf),
-    /// `test://PATTERN[?width=W&height=H]`: GStreamer's videotestsrc, live.
-    Test {
-        pattern: String,
-        width: u32,
-        height: u32,
-    },
-    /// A `gst-launch-1.0` fragment producing raw or decodable video.
-    Pipeline(String),
-}
-
-/// Where the MQTT broker is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum MqttEndpoint {
-    /// Start the built-in broker on this address and connect to it.
-    Embedded(std::net::SocketAddr),
-    /// `mqtt://host[:port]` (default port 1883).
-    Tcp { host: String, port: u16 },
-    /// `mqtts://host[:port]` (default port 8883), verified with `ca_file` or the system roots.
-    Tls { host: String, port: u16 },
-}
-
-impl fmt::Display for MqttEndpoint {
-    /// `mqtt://host:port`, `mqtts://host:port`, or `mqtt://addr (embedded)`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fn host(host: &str) -> String {
-            if host.contains(':') {
-                format!("[{host}]")
-            } else {
-                host.to_owned()
-            }
-        }
-        match self {
-            Self::Embedded(addr) => write!(f, "mqtt://{addr} (embedded)"),
-            Self::Tcp { host: h, port } => write!(f, "mqtt://{}:{port}", host(h)),
-            Self::Tls { host: h, port } => write!(f, "mqtts://{}:{port}", host(h)),
-        }
-    }
-}
+use crate::mqtt::MqttEndpoint;
+use crate::source::SourceSpec;
 
 /// The schemes a camera `uri` may have.
 pub const CAMERA_SCHEMES: &[&str] = &["rtsp", "rtsps", "http", "https", "file", "v4l2", "test"];
@@ -123,37 +74,43 @@ impl MqttConfig {
                         .to_owned()
                 });
         }
-        const SUPPORTED: &str = "expected mqtt://host[:port], mqtts://host[:port] or embedded";
-        let url = Url::parse(&self.url).map_err(|e| format!("{e}; {SUPPORTED}"))?;
-        let (tls, default_port) = match url.scheme.to_ascii_lowercase().as_str() {
-            "mqtt" => (false, 1883),
-            "mqtts" => (true, 8883),
-            other => return Err(format!("unsupported scheme `{other}://`; {SUPPORTED}")),
-        };
-        if url.userinfo.is_some() {
-            return Err(
-                "credentials in the URL are not supported; set mqtt.username and mqtt.password"
-                    .to_owned(),
-            );
-        }
-        if !(url.path.is_empty() || url.path == "/") || url.query.is_some() {
-            return Err(format!(
-                "an MQTT URL has no path or query ({SUPPORTED}); topics are set with mqtt.topic_prefix"
-            ));
-        }
-        if url.fragment.is_some() {
-            return Err(format!("an MQTT URL has no fragment; {SUPPORTED}"));
-        }
-        let host = url
-            .host()?
-            .ok_or_else(|| format!("missing host; {SUPPORTED}"))?;
-        let port = url.port()?.unwrap_or(default_port);
-        Ok(if tls {
-            MqttEndpoint::Tls { host, port }
-        } else {
-            MqttEndpoint::Tcp { host, port }
-        })
+        parse_mqtt_url(&self.url)
     }
+}
+
+/// Parses `mqtt://host[:port]` or `mqtts://host[:port]`. IPv6 hosts are returned without
+/// brackets. The error is a reason that does not repeat the value.
+pub fn parse_mqtt_url(url: &str) -> Result<MqttEndpoint, String> {
+    const SUPPORTED: &str = "expected mqtt://host[:port], mqtts://host[:port] or embedded";
+    let url = Url::parse(url).map_err(|e| format!("{e}; {SUPPORTED}"))?;
+    let (tls, default_port) = match url.scheme.to_ascii_lowercase().as_str() {
+        "mqtt" => (false, 1883),
+        "mqtts" => (true, 8883),
+        other => return Err(format!("unsupported scheme `{other}://`; {SUPPORTED}")),
+    };
+    if url.userinfo.is_some() {
+        return Err(
+            "credentials in the URL are not supported; set mqtt.username and mqtt.password"
+                .to_owned(),
+        );
+    }
+    if !(url.path.is_empty() || url.path == "/") || url.query.is_some() {
+        return Err(format!(
+            "an MQTT URL has no path or query ({SUPPORTED}); topics are set with mqtt.topic_prefix"
+        ));
+    }
+    if url.fragment.is_some() {
+        return Err(format!("an MQTT URL has no fragment; {SUPPORTED}"));
+    }
+    let host = url
+        .host()?
+        .ok_or_else(|| format!("missing host; {SUPPORTED}"))?;
+    let port = url.port()?.unwrap_or(default_port);
+    Ok(if tls {
+        MqttEndpoint::Tls { host, port }
+    } else {
+        MqttEndpoint::Tcp { host, port }
+    })
 }
 
 /// Parses a camera `uri` into a [`SourceSpec`].

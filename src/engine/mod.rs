@@ -166,6 +166,20 @@ struct Queued {
     stream: Arc<StreamShared>,
 }
 
+/// The number of CPU cores this process may use (at least 1).
+pub fn cpu_cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Compute threads per worker for a `threads` setting: 0 shares the CPU cores among the
+/// `workers` (at least one thread each); any other value is taken as is.
+pub fn threads_per_worker(threads: usize, workers: usize) -> usize {
+    match threads {
+        0 => (cpu_cores() / workers.max(1)).max(1),
+        n => n,
+    }
+}
+
 /// Engine settings.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {

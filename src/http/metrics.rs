@@ -33,7 +33,7 @@ use prometheus_client::registry::Registry;
 
 use crate::engine::{EngineHistograms, QueueProbe, StreamCounters};
 use crate::mqtt::{CameraStatus, Publisher};
-use crate::source::{SourceState, SourceWatch};
+use crate::source::SourceWatch;
 
 /// The daemon's live state as the HTTP server sees it, filled in as start-up proceeds.
 #[derive(Debug)]
@@ -187,7 +187,7 @@ impl Collector for Observed {
                 .source
                 .as_ref()
                 .and_then(SourceWatch::state)
-                .map_or(CameraStatus::Offline, camera_status);
+                .unwrap_or(CameraStatus::Offline);
             for status in [
                 CameraStatus::Online,
                 CameraStatus::Reconnecting,
@@ -295,13 +295,4 @@ fn gauge(
 
 fn load(counter: Option<&std::sync::atomic::AtomicU64>) -> u64 {
     counter.map_or(0, |c| c.load(Ordering::Relaxed))
-}
-
-/// The status topic's value of a source state.
-pub fn camera_status(state: SourceState) -> CameraStatus {
-    match state {
-        SourceState::Online => CameraStatus::Online,
-        SourceState::Reconnecting => CameraStatus::Reconnecting,
-        SourceState::Offline => CameraStatus::Offline,
-    }
 }

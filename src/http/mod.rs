@@ -14,43 +14,23 @@ pub mod server;
 
 use std::sync::Arc;
 
-use anyhow::Context;
-
 pub use dashboard::Dashboard;
-pub use metrics::{Observed, camera_status};
+pub use metrics::Observed;
 pub use server::{HttpServer, Response};
 
-use crate::config::HttpConfig;
+use crate::plan::HttpSettings;
 
-/// Starts the server of `config` (`None` when `http.enabled = false`), logs its address
-/// and prints its URLs on stderr.
+/// Starts the server of `settings`, serving the dashboard, metrics and probes.
 pub fn start(
-    config: &HttpConfig,
+    settings: &HttpSettings,
     observed: Arc<Observed>,
     dashboard: Dashboard,
-) -> anyhow::Result<Option<HttpServer>> {
-    if !config.enabled {
-        return Ok(None);
-    }
-    let listen = config
-        .listen_addr()
-        .map_err(|e| anyhow::anyhow!("http.listen = {:?}: {e}", config.listen))?;
+) -> std::io::Result<HttpServer> {
     let page = dashboard.page();
-    let server = HttpServer::start(
-        listen,
+    HttpServer::start(
+        settings.listen,
         Arc::new(move |path: &str| route(&observed, &page, path)),
     )
-        .with_context(|| {
-            format!(
-                "http.listen = {:?}: cannot listen; set [http] listen to a free address, or enabled = false",
-                config.listen
-            )
-        })?;
-    let url = server.url();
-    tracing::info!(addr = %server.addr(), "HTTP server listening.");
-    eprintln!("Dashboard: {url}/");
-    eprintln!("Metrics: {url}/metrics    health: {url}/healthz {url}/readyz");
-    Ok(Some(server))
 }
 
 fn route(observed: &Arc<Observed>, page: &str, path: &str) -> Response {

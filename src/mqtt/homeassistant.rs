@@ -33,6 +33,15 @@ pub struct Discovery {
     pub payload: Value,
 }
 
+/// `[homeassistant]` of a daemon that announces its cameras.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HomeAssistantSettings {
+    /// Home Assistant's discovery prefix (a valid topic prefix).
+    pub discovery_prefix: String,
+    /// Node id in the discovery topics and unique ids (1 to 64 of `[a-zA-Z0-9_-]`).
+    pub node_id: String,
+}
+
 /// What the discovery messages are built from.
 #[derive(Debug, Clone, Copy)]
 pub struct DiscoveryOptions<'a> {
@@ -127,21 +136,22 @@ pub fn discovery(topics: &Topics, camera: &str, options: &DiscoveryOptions<'_>) 
 
 /// Hands the discovery message of every camera to `publisher` (retained, re-published
 /// after every reconnect). `topics` are the publisher's (a shard's status topic included).
-pub fn announce(
+pub fn announce<'a>(
     publisher: &crate::mqtt::Publisher,
     topics: &Topics,
-    config: &crate::config::Config,
+    settings: &HomeAssistantSettings,
     model: &str,
-    cameras: &[crate::config::CameraConfig],
+    qos: crate::mqtt::Qos,
+    cameras: impl IntoIterator<Item = &'a str>,
 ) {
     let options = DiscoveryOptions {
-        discovery_prefix: &config.homeassistant.discovery_prefix,
-        node_id: &config.homeassistant.node_id,
+        discovery_prefix: &settings.discovery_prefix,
+        node_id: &settings.node_id,
         model,
-        qos: config.mqtt.qos,
+        qos: qos.level(),
     };
     for camera in cameras {
-        let d = discovery(topics, &camera.id, &options);
+        let d = discovery(topics, camera, &options);
         tracing::debug!(topic = %d.topic, "Home Assistant discovery.");
         publisher.retain(d.topic, d.payload.to_string().into_bytes());
     }

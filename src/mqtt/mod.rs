@@ -36,16 +36,15 @@
 //! use std::time::{Duration, SystemTime};
 //!
 //! use effistream::config::Config;
-//! use effistream::mqtt::{CameraStatus, Classification, EmbeddedBroker, Publisher};
-//! use effistream::config::MqttEndpoint;
+//! use effistream::mqtt::{CameraStatus, Classification, EmbeddedBroker, MqttEndpoint, Publisher};
 //!
-//! let config = Config::builtin();
+//! let plan = Config::builtin().resolve("built-in", &Default::default())?;
 //! // `url = "embedded"`: serve a broker in this process first.
-//! let _broker = match config.mqtt.endpoint() {
-//!     Ok(MqttEndpoint::Embedded(addr)) => Some(EmbeddedBroker::start(addr)?),
+//! let _broker = match plan.publisher.endpoint {
+//!     MqttEndpoint::Embedded(addr) => Some(EmbeddedBroker::start(addr)?),
 //!     _ => None,
 //! };
-//! let publisher = Publisher::start(&config.mqtt, &config.state)?;
+//! let publisher = Publisher::start(&plan.publisher, &plan.state)?;
 //! publisher.camera_status("test", CameraStatus::Online);
 //! publisher.set_online();
 //! let accepted = publisher.classification(Classification {
@@ -76,6 +75,7 @@ mod broker;
 pub mod homeassistant;
 mod payload;
 mod publisher;
+mod settings;
 mod state;
 mod tls;
 mod topics;
@@ -89,9 +89,13 @@ pub use payload::{
     CameraStats, ClassificationPayload, DROP_CHANNEL_FULL, DROP_TOO_OLD, InferenceStats,
     MqttCounters, StatePayload, StatsPayload, format_time,
 };
-pub use publisher::{CameraStatus, Classification, Overflow, Publisher, PublisherOptions, probe};
-pub use state::StateTracker;
-pub use topics::Topics;
+pub use publisher::{CameraStatus, Classification, Publisher, probe};
+pub use settings::{
+    ClientCert, Credentials, DEFAULT_KEEP_ALIVE_S, DEFAULT_MAX_QUEUED, DEFAULT_QOS, MqttEndpoint,
+    Overflow, Password, PublisherSettings, Qos, TlsFiles,
+};
+pub use state::{StateConfig, StateTracker};
+pub use topics::{Topics, check_topic_prefix};
 
 /// JSON Schema (draft 2020-12) of `{prefix}/{camera}/classification` payloads.
 pub const CLASSIFICATION_SCHEMA: &str = include_str!("schemas/classification.schema.json");

@@ -5,9 +5,29 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use crate::config::StateConfig;
+use serde::{Deserialize, Serialize};
+
 use crate::model::ClassScore;
 use crate::mqtt::payload::{StatePayload, format_time};
+
+/// Hysteresis of the retained `{prefix}/{camera}/state` topic (`[state]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StateConfig {
+    /// Consecutive inferred frames with the same top-1 label before the state changes.
+    pub min_consecutive: u32,
+    /// Smallest top-1 score that counts towards a state change.
+    pub min_score: f32,
+}
+
+impl Default for StateConfig {
+    fn default() -> Self {
+        Self {
+            min_consecutive: 3,
+            min_score: 0.5,
+        }
+    }
+}
 
 /// Per camera: the state changes to label `L` once `L` was top-1 with a score of at least
 /// `min_score` in `min_consecutive` consecutive inferred frames. A frame whose top-1 is

@@ -13,8 +13,8 @@ use rumqttc::tokio_rustls::rustls::pki_types::pem::PemObject;
 use rumqttc::tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rumqttc::tokio_rustls::rustls::{ClientConfig, RootCertStore};
 
-use crate::config::MqttConfig;
 use crate::mqtt::MqttError;
+use crate::mqtt::settings::TlsFiles;
 
 /// CA bundles of the common Linux distributions, tried in order when `mqtt.ca_file` is not
 /// set and `SSL_CERT_FILE` is not either.
@@ -27,9 +27,9 @@ const SYSTEM_BUNDLES: &[&str] = &[
 ];
 
 /// The client configuration: trust `mqtt.ca_file` (or the system's CA bundle), present
-/// `mqtt.cert_file` + `mqtt.key_file` when both are set.
-pub(crate) fn client_config(cfg: &MqttConfig) -> Result<ClientConfig, MqttError> {
-    let roots = match &cfg.ca_file {
+/// the client certificate and key when given.
+pub(crate) fn client_config(files: &TlsFiles) -> Result<ClientConfig, MqttError> {
+    let roots = match &files.ca_file {
         Some(path) => roots_from("mqtt.ca_file", path)?,
         None => system_roots()?,
     };
@@ -40,29 +40,17 @@ pub(crate) fn client_config(cfg: &MqttConfig) -> Result<ClientConfig, MqttError>
         .with_safe_default_protocol_versions()
         .map_err(|e| MqttError::Tls(e.to_string()))?
         .with_root_certificates(roots);
-    match (&cfg.cert_file, &cfg.key_file) {
-        (None, None) => Ok(builder.with_no_client_auth()),
-        (Some(cert), Some(key)) => {
-            let certs = certificates("mqtt.cert_file", cert)?;
-            let key_pem = read("mqtt.key_file", key)?;
-            let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-                tls_file("mqtt.key_file", key, format!("no usable private key: {e}"))
-            })?;
-            builder
-                .with_client_auth_cert(certs, key_der)
-                .map_err(|e| tls_file("mqtt.key_file", key, e.to_string()))
-        }
-        (Some(path), None) => Err(tls_file(
-            "mqtt.cert_file",
-            path,
-            "set without mqtt.key_file; a client certificate needs both".into(),
-        )),
-        (None, Some(path)) => Err(tls_file(
-            "mqtt.key_file",
-            path,
-            "set without mqtt.cert_file; a client certificate needs both".into(),
-        )),
-    }
+    let Some(client) = &files.client else {
+        return Ok(builder.with_no_client_auth());
+    };
+    let (cert, key) = (&client.cert_file, &client.key_file);
+    let certs = certificates("mqtt.cert_file", cert)?;
+    let key_pem = read("mqtt.key_file", key)?;
+    let key_der = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|e| tls_file("mqtt.key_file", key, format!("no usable private key: {e}")))?;
+    builder
+        .with_client_auth_cert(certs, key_der)
+        .map_err(|e| tls_file("mqtt.key_file", key, e.to_string()))
 }
 
 fn system_roots() -> Result<RootCertStore, MqttError> {
@@ -141,11 +129,8 @@ fn tls_file(key: &'static str, path: &Path, reason: String) -> MqttError {
 mod tests {
     use super::*;
 
-    fn mqtts() -> MqttConfig {
-        MqttConfig {
-            url: "mqtts://broker.example".into(),
-            ..MqttConfig::default()
-        }
+    fn mqtts() -> TlsFiles {
+        TlsFiles::default()
     }
 
     #[test]

@@ -1,6 +1,5 @@
 //! Topic names of the contract, built from `mqtt.topic_prefix`.
 
-use crate::config::check_topic_prefix;
 use crate::mqtt::MqttError;
 
 /// The topics of one prefix.
@@ -78,6 +77,33 @@ impl Topics {
 /// Whether `topic` can be published to: not empty, no wildcard, no NUL.
 pub(crate) fn publishable(topic: &str) -> bool {
     !topic.is_empty() && !topic.contains(['+', '#', '\0'])
+}
+
+/// Checks an MQTT topic prefix: non-empty, no `+`, `#`, no control characters, no
+/// leading or trailing `/`, no empty level (`a//b`), not starting with `$` (reserved for
+/// broker topics such as `$SYS`). The error is the reason.
+pub fn check_topic_prefix(prefix: &str) -> Result<(), String> {
+    if prefix.is_empty() {
+        return Err("must not be empty".to_owned());
+    }
+    if let Some(c) = prefix.chars().find(|c| matches!(c, '+' | '#')) {
+        return Err(format!(
+            "must not contain `{c}`: it is an MQTT wildcard, not allowed in published topics"
+        ));
+    }
+    if prefix.chars().any(char::is_control) {
+        return Err("must not contain control characters".to_owned());
+    }
+    if prefix.starts_with('/') || prefix.ends_with('/') {
+        return Err("must not begin or end with `/`".to_owned());
+    }
+    if prefix.split('/').any(str::is_empty) {
+        return Err("must not contain an empty level (`//`)".to_owned());
+    }
+    if prefix.starts_with('$') {
+        return Err("must not begin with `$`: such topics are reserved for the broker".to_owned());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,35 +6,60 @@
 //! non-blocking submit, and watches the pipeline: an error, an end of stream on a live
 //! source, or no frame for `stall_timeout_s` tears the pipeline down and rebuilds it after
 //! an exponential backoff (capped, with jitter). `file://` sources end at their end, or
-//! start again with `loop = true`. The camera's state ([`SourceState`]) is reported
+//! start again with `loop = true`. The camera's state ([`CameraStatus`]) is reported
 //! through a callback: `Online` at the first frame of each pipeline, `Reconnecting` while
 //! it waits to rebuild, `Offline` when it stops. GStreamer's `rtspsrc` does not reconnect
 //! by itself, hence this supervisor.
 
 pub mod pipeline;
+mod settings;
 
+use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime};
 
 use gst::prelude::*;
+use serde::{Deserialize, Serialize};
 
-use crate::config::{CameraConfig, Decode, ReconnectConfig, SourceSpec};
 use crate::engine::{Frame, Stream};
 use crate::error::{Error, Result};
 use crate::video::FrameScaler;
 
-/// A camera's state, as its status topic shows it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceState {
+pub use settings::{Decode, SourceSettings, SourceSpec};
+
+/// A camera's state, as its retained `{prefix}/{camera}/status` topic shows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CameraStatus {
+    /// Frames are flowing.
     Online,
+    /// The pipeline failed or stalled and is being rebuilt.
     Reconnecting,
+    /// The camera is stopped.
     Offline,
 }
 
+impl CameraStatus {
+    /// The payload: `online`, `reconnecting` or `offline`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Online => "online",
+            Self::Reconnecting => "reconnecting",
+            Self::Offline => "offline",
+        }
+    }
+}
+
+impl fmt::Display for CameraStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Called on every state change, from the source thread.
-pub type StateCallback = Arc<dyn Fn(&str, SourceState) + Send + Sync>;
+pub type StateCallback = Arc<dyn Fn(&str, CameraStatus) + Send + Sync>;
 
 /// Counters of one source, across pipeline rebuilds.
 #[derive(Debug, Default)]
@@ -53,21 +78,13 @@ pub struct Source {
     id: String,
     stop: Arc<AtomicBool>,
     counters: Arc<SourceCounters>,
-    state: Arc<Mutex<Option<SourceState>>>,
+    state: Arc<Mutex<Option<CameraStatus>>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Source {
     /// Starts the camera's thread. GStreamer must be initialised.
-    pub fn spawn(
-        camera: &CameraConfig,
-        reconnect: &ReconnectConfig,
-        stream: Stream,
-        on_state: StateCallback,
-    ) -> Result<Self> {
-        let spec = camera
-            .source()
-            .map_err(|e| Error::Source(format!("camera {}: {e}", camera.id)))?;
+    pub fn spawn(camera: &SourceSettings, stream: Stream, on_state: StateCallback) -> Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(SourceCounters::default());
         let state = Arc::new(Mutex::new(None));
@@ -80,15 +97,12 @@ impl Source {
         });
         let supervisor = Supervisor {
             id: camera.id.clone(),
-            spec,
+            spec: camera.spec.clone(),
             fps: camera.fps,
-            looping: camera.loop_,
+            looping: camera.looping,
             decode: camera.decode,
-            stall_timeout: Duration::from_secs(camera.stall_timeout_s.max(1)),
-            backoff: Backoff::new(
-                Duration::from_millis(reconnect.initial_ms),
-                Duration::from_millis(reconnect.max_ms),
-            ),
+            stall_timeout: camera.stall_timeout,
+            backoff: Backoff::new(camera.reconnect_initial, camera.reconnect_max),
             stream: Arc::new(stream),
             on_state,
             stop: stop.clone(),
@@ -113,7 +127,7 @@ impl Source {
     }
 
     /// The last state reported, `None` before the first.
-    pub fn state(&self) -> Option<SourceState> {
+    pub fn state(&self) -> Option<CameraStatus> {
         self.state.lock().ok().and_then(|s| *s)
     }
 
@@ -169,12 +183,12 @@ impl Drop for Source {
 #[derive(Debug, Clone)]
 pub struct SourceWatch {
     pub counters: Arc<SourceCounters>,
-    state: Arc<Mutex<Option<SourceState>>>,
+    state: Arc<Mutex<Option<CameraStatus>>>,
 }
 
 impl SourceWatch {
     /// The last state reported, `None` before the first.
-    pub fn state(&self) -> Option<SourceState> {
+    pub fn state(&self) -> Option<CameraStatus> {
         self.state.lock().ok().and_then(|s| *s)
     }
 }
@@ -276,17 +290,17 @@ impl Supervisor {
                         retry_in_ms = delay.as_millis() as u64,
                         "Camera pipeline failed; reconnecting."
                     );
-                    self.set_state(&mut state, SourceState::Reconnecting);
+                    self.set_state(&mut state, CameraStatus::Reconnecting);
                     if self.sleep(delay) {
                         break;
                     }
                 }
             }
         }
-        self.set_state(&mut state, SourceState::Offline);
+        self.set_state(&mut state, CameraStatus::Offline);
     }
 
-    fn set_state(&self, current: &mut Option<SourceState>, new: SourceState) {
+    fn set_state(&self, current: &mut Option<CameraStatus>, new: CameraStatus) {
         if *current != Some(new) {
             *current = Some(new);
             (self.on_state)(&self.id, new);
@@ -466,7 +480,7 @@ impl Supervisor {
     fn run_pipeline(
         &self,
         delivered: &Arc<Mutex<Option<Instant>>>,
-        state: &mut Option<SourceState>,
+        state: &mut Option<CameraStatus>,
     ) -> Outcome {
         if self.stop.load(Ordering::SeqCst) {
             return Outcome::Stopped;
@@ -524,7 +538,7 @@ impl Supervisor {
         &self,
         pipeline: &gst::Pipeline,
         delivered: &Arc<Mutex<Option<Instant>>>,
-        state: &mut Option<SourceState>,
+        state: &mut Option<CameraStatus>,
     ) -> Outcome {
         if let Err(e) = pipeline.set_state(gst::State::Playing) {
             return Outcome::Failed(format!("cannot start the pipeline: {e}"));
@@ -547,7 +561,7 @@ impl Supervisor {
                 }
             }
             if last_frame.is_some() {
-                self.set_state(state, SourceState::Online);
+                self.set_state(state, CameraStatus::Online);
             }
             let since = last_frame.unwrap_or(started).elapsed();
             if since > self.stall_timeout {

@@ -9,7 +9,7 @@
 //! paths and credentials are set as properties after parsing, never written into the
 //! description (no quoting problems, and the description is safe to log).
 
-use crate::config::SourceSpec;
+use super::SourceSpec;
 
 /// Name of the element whose `uri`/`location`/`device` property gets the source address.
 pub const SOURCE_NAME: &str = "src";

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use effistream::engine::{Engine, EngineConfig};
+use effistream::engine::{Engine, EngineConfig, threads_per_worker};
 use effistream::model::{Classifier, Variant};
 
 use crate::registry::Registry;
@@ -70,10 +70,8 @@ impl SharedEngine {
             };
             gst::error_msg!(gst::ResourceError::OpenRead, ("{message}"))
         })?;
-        let threads = match settings.threads {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n as usize,
-        };
+        // 0: every core, as the element's one worker is latency-bound.
+        let threads = threads_per_worker(settings.threads as usize, 1);
         let engine = Engine::start(
             Arc::new(classifier),
             EngineConfig {

@@ -6,8 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
-use effistream::config::{MqttConfig, MqttEndpoint, StateConfig, check_camera_id, redact_secrets};
-use effistream::mqtt::{CameraStatus, Publisher, Topics};
+use effistream::config::{check_camera_id, parse_mqtt_url, redact_secrets};
+use effistream::mqtt::{
+    CameraStatus, Credentials, Password, Publisher, PublisherSettings, Qos, StateConfig, TlsFiles,
+    Topics,
+};
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -93,52 +96,54 @@ impl Settings {
         )
     }
 
-    /// The publisher's configuration, checked; errors never show the password.
-    fn mqtt_config(&self) -> Result<MqttConfig, gst::ErrorMessage> {
+    /// The publisher's settings, checked; errors never show the password.
+    fn publisher_settings(&self) -> Result<PublisherSettings, gst::ErrorMessage> {
         static NEXT_CLIENT: AtomicU64 = AtomicU64::new(0);
         let setting = |name: &str, value: &str, reason: &str| {
             gst::error_msg!(gst::LibraryError::Settings, ("{name} {value:?}: {reason}"))
         };
         QOS.check(self.qos)?;
         MAX_QUEUED.check(self.max_queued)?;
-        let config = MqttConfig {
-            url: self.server.clone(),
-            client_id: self.client_id.clone().unwrap_or_else(|| {
-                format!(
-                    "effnetpublish-{}-{}",
-                    std::process::id(),
-                    NEXT_CLIENT.fetch_add(1, Ordering::Relaxed)
-                )
-            }),
-            topic_prefix: self.topic_prefix.clone(),
-            qos: u8::try_from(self.qos).unwrap_or(u8::MAX),
-            max_queued: self.max_queued as usize,
-            username: self.username.clone(),
-            password: self.password.clone(),
-            ca_file: self.tls_ca_file.clone(),
-            ..MqttConfig::default()
-        };
         let server = redact_secrets(&self.server);
-        match config.endpoint() {
-            Ok(MqttEndpoint::Tcp { .. } | MqttEndpoint::Tls { .. }) => {}
-            Ok(MqttEndpoint::Embedded(_)) => {
-                return Err(setting(
-                    "server",
-                    &server,
-                    "expected mqtt://host[:port] or mqtts://host[:port]",
-                ));
-            }
-            Err(reason) => return Err(setting("server", &server, &reason)),
+        let endpoint = if self.server == "embedded" {
+            Err("expected mqtt://host[:port] or mqtts://host[:port]".to_owned())
+        } else {
+            parse_mqtt_url(&self.server)
         }
-        Topics::new(&self.topic_prefix)
+        .map_err(|reason| setting("server", &server, &reason))?;
+        let topics = Topics::new(&self.topic_prefix)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("topic-prefix: {e}")))?;
         if let Some(camera) = &self.camera {
             check_camera_id(camera).map_err(|reason| setting("camera", camera, &reason))?;
         }
-        if self.password.is_some() && self.username.is_none() {
-            return Err(setting("password", "***", "set without username"));
-        }
-        Ok(config)
+        let credentials = match (&self.username, &self.password) {
+            (Some(username), password) => Some(Credentials {
+                username: username.clone(),
+                password: password.clone().map(Password::Value),
+            }),
+            (None, Some(_)) => return Err(setting("password", "***", "set without username")),
+            (None, None) => None,
+        };
+        let client_id = self.client_id.clone().unwrap_or_else(|| {
+            format!(
+                "effnetpublish-{}-{}",
+                std::process::id(),
+                NEXT_CLIENT.fetch_add(1, Ordering::Relaxed)
+            )
+        });
+        Ok(PublisherSettings {
+            qos: u8::try_from(self.qos)
+                .ok()
+                .and_then(Qos::from_level)
+                .ok_or_else(|| setting("qos", &self.qos.to_string(), "must be 0, 1 or 2"))?,
+            max_queued: self.max_queued as usize,
+            credentials,
+            tls: TlsFiles {
+                ca_file: self.tls_ca_file.clone(),
+                client: None,
+            },
+            ..PublisherSettings::new(endpoint, client_id, topics)
+        })
     }
 }
 
@@ -437,7 +442,7 @@ impl BaseTransformImpl for EffnetPublish {
 
     fn start(&self) -> Result<(), gst::ErrorMessage> {
         let settings = lock(&self.settings).clone();
-        let config = settings.mqtt_config()?;
+        let config = settings.publisher_settings()?;
         let server = redact_secrets(&settings.server);
         let publisher = PUBLISHERS.get_or_create(
             &settings.connection_key(),

@@ -43,15 +43,14 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rumqttc::{Client, LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
-use serde::{Deserialize, Serialize};
 use tracing::{debug, info, warn};
 
-use crate::config::{MqttConfig, MqttEndpoint, StateConfig};
 use crate::model::ClassScore;
 use crate::mqtt::payload::{MqttCounters, StatsPayload};
-use crate::mqtt::state::StateTracker;
-use crate::mqtt::topics::Topics;
+use crate::mqtt::settings::{MqttEndpoint, Overflow, PublisherSettings};
+use crate::mqtt::state::{StateConfig, StateTracker};
 use crate::mqtt::{MAX_PACKET_SIZE, MqttError, tls};
+pub use crate::source::CameraStatus;
 
 mod event_loop;
 mod probe;
@@ -84,35 +83,6 @@ const ONLINE: &str = "online";
 /// Payload of `{prefix}/status` after shutdown, and the Last Will.
 const OFFLINE: &str = "offline";
 
-/// A camera's retained `{prefix}/{camera}/status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CameraStatus {
-    /// Frames are flowing.
-    Online,
-    /// The pipeline failed or stalled and is being rebuilt.
-    Reconnecting,
-    /// The camera is stopped.
-    Offline,
-}
-
-impl CameraStatus {
-    /// The payload: `online`, `reconnecting` or `offline`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Online => "online",
-            Self::Reconnecting => "reconnecting",
-            Self::Offline => "offline",
-        }
-    }
-}
-
-impl fmt::Display for CameraStatus {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 /// One inferred frame, as handed to [`Publisher::classification`]. The publisher adds
 /// `published_at` and `latency_ms` when it publishes it.
 #[derive(Debug, Clone, PartialEq)]
@@ -133,41 +103,18 @@ pub struct Classification {
     pub top: Vec<ClassScore>,
 }
 
-/// What a full data queue drops.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum Overflow {
-    /// Refuse the new message ([`Publisher::classification`] returns `false`).
-    #[default]
-    DropNewest,
-    /// Drop the oldest queued message to make room for the new one.
-    DropOldest,
-}
-
-/// Settings of the publisher that `[mqtt]` does not (yet) expose.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PublisherOptions {
-    /// Ask the broker to keep the session across reconnects (`clean_session = false`),
-    /// so that QoS ≥ 1 messages in flight survive a broker restart that keeps sessions.
-    pub persistent_session: bool,
-    /// What a full queue drops.
-    pub overflow: Overflow,
-    /// First delay between connection attempts; doubles up to `reconnect_max` (±25 %
-    /// jitter).
-    pub reconnect_initial: Duration,
-    pub reconnect_max: Duration,
-    /// Publish the daemon's status (and Last Will) on `{prefix}/status/{level}`
-    /// ([`Topics::with_status_level`]): shards.
-    pub status_level: Option<String>,
-}
-
-impl Default for PublisherOptions {
-    fn default() -> Self {
+impl Classification {
+    /// The engine's result for one frame of `model`.
+    pub fn from_classified(r: crate::engine::Classified, model: &'static str) -> Self {
         Self {
-            persistent_session: false,
-            overflow: Overflow::DropNewest,
-            reconnect_initial: Duration::from_millis(250),
-            reconnect_max: Duration::from_secs(10),
-            status_level: None,
+            camera: r.stream,
+            seq: r.seq,
+            pts_ns: r.pts_ns,
+            captured_at: r.captured_at,
+            model,
+            batch_size: r.batch_size,
+            inference_ms: r.inference_ms,
+            top: r.top,
         }
     }
 }
@@ -296,35 +243,22 @@ enum LoopEvent {
 }
 
 impl Publisher {
-    /// Starts the publisher for `cfg` with the hysteresis `state` and default
-    /// [`PublisherOptions`]. A broker that is down is not an error: the connection is
-    /// retried in the background while messages queue. Errors are configuration errors
-    /// (URL, TLS files, settings) and thread creation.
+    /// Starts the publisher of `settings` with the hysteresis `state`. A broker that is
+    /// down is not an error: the connection is retried in the background while messages
+    /// queue. Errors are files that cannot be used (TLS, password file) and thread
+    /// creation.
     ///
-    /// With `url = "embedded"` this connects to `embedded_listen`; start the
+    /// With an [`MqttEndpoint::Embedded`] endpoint this connects to its address; start the
     /// [`EmbeddedBroker`](crate::mqtt::EmbeddedBroker) there first.
-    pub fn start(cfg: &MqttConfig, state: &StateConfig) -> Result<Self, MqttError> {
-        Self::start_with(cfg, state, PublisherOptions::default())
-    }
-
-    /// [`Publisher::start`] with explicit options.
-    pub fn start_with(
-        cfg: &MqttConfig,
-        state: &StateConfig,
-        options: PublisherOptions,
-    ) -> Result<Self, MqttError> {
-        let endpoint = cfg.endpoint().map_err(MqttError::Url)?;
-        let mut topics = Topics::new(&cfg.topic_prefix)?;
-        if let Some(level) = &options.status_level {
-            topics = topics.with_status_level(level);
-        }
-        let qos = qos(cfg.qos)?;
-        let (mqtt_options, broker) = mqtt_options(cfg, &endpoint, &topics, qos, &options)?;
+    pub fn start(settings: &PublisherSettings, state: &StateConfig) -> Result<Self, MqttError> {
+        let topics = settings.topics.clone();
+        let qos = QoS::from(settings.qos);
+        let (mqtt_options, broker) = mqtt_options(settings)?;
         info!(
             broker = %broker,
-            client_id = %cfg.client_id,
-            qos = cfg.qos,
-            persistent_session = options.persistent_session,
+            client_id = %settings.client_id,
+            qos = settings.qos.level(),
+            persistent_session = settings.persistent_session,
             "Starting the MQTT publisher."
         );
         let (client, mut connection) = Client::new(mqtt_options, CLIENT_CHANNEL_CAPACITY);
@@ -333,7 +267,7 @@ impl Publisher {
         network.set_tcp_nodelay(true);
         network.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
 
-        let (data_tx, data_rx) = crossbeam_channel::bounded(cfg.max_queued.max(1));
+        let (data_tx, data_rx) = crossbeam_channel::bounded(settings.max_queued.max(1));
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let (loop_tx, loop_rx) = crossbeam_channel::unbounded();
         let (wake_tx, wake_rx) = crossbeam_channel::bounded(1);
@@ -345,8 +279,8 @@ impl Publisher {
             events: loop_tx,
             wake: wake_rx,
             broker: broker.clone(),
-            initial: options.reconnect_initial.max(Duration::from_millis(1)),
-            max: options.reconnect_max.max(options.reconnect_initial),
+            initial: settings.reconnect_initial.max(Duration::from_millis(1)),
+            max: settings.reconnect_max.max(settings.reconnect_initial),
         };
         let event_loop = spawn("effistream-mqtt", move || event_loop.run())?;
 
@@ -382,7 +316,7 @@ impl Publisher {
                 data_tx,
                 data_rx,
                 control_tx,
-                overflow: options.overflow,
+                overflow: settings.overflow,
                 shared,
                 threads: Mutex::new(Some(Threads {
                     publisher,
@@ -515,41 +449,25 @@ impl fmt::Debug for Publisher {
     }
 }
 
-fn qos(qos: u8) -> Result<QoS, MqttError> {
-    match qos {
-        0 => Ok(QoS::AtMostOnce),
-        1 => Ok(QoS::AtLeastOnce),
-        2 => Ok(QoS::ExactlyOnce),
-        other => Err(MqttError::Setting {
-            key: "mqtt.qos",
-            value: other.to_string(),
-            reason: "must be 0, 1 or 2",
-        }),
-    }
-}
-
 /// rumqttc's options, and the broker address for log lines (never with credentials).
-fn mqtt_options(
-    cfg: &MqttConfig,
-    endpoint: &MqttEndpoint,
-    topics: &Topics,
-    qos: QoS,
-    options: &PublisherOptions,
-) -> Result<(MqttOptions, String), MqttError> {
-    let (mut o, broker) = connect_options(cfg, endpoint, options.persistent_session)?;
-    o.set_inflight(MAX_INFLIGHT)
-        .set_last_will(LastWill::new(topics.status(), OFFLINE, qos, true));
+fn mqtt_options(settings: &PublisherSettings) -> Result<(MqttOptions, String), MqttError> {
+    let (mut o, broker) = connect_options(settings, settings.persistent_session)?;
+    o.set_inflight(MAX_INFLIGHT).set_last_will(LastWill::new(
+        settings.topics.status(),
+        OFFLINE,
+        settings.qos.into(),
+        true,
+    ));
     Ok((o, broker))
 }
 
 /// What connecting needs (address, keep-alive, credentials, TLS), without the Last Will
 /// and the in-flight window of a publisher: shared with [`probe`].
 pub(super) fn connect_options(
-    cfg: &MqttConfig,
-    endpoint: &MqttEndpoint,
+    settings: &PublisherSettings,
     persistent_session: bool,
 ) -> Result<(MqttOptions, String), MqttError> {
-    let (host, port, tls) = match endpoint {
+    let (host, port, tls) = match &settings.endpoint {
         MqttEndpoint::Embedded(addr) => {
             let ip = match addr.ip() {
                 IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
@@ -575,40 +493,19 @@ pub(super) fn connect_options(
     } else {
         format!("mqtt://{host}:{port}")
     };
-
-    let keep_alive = u16::try_from(cfg.keep_alive_s).map_err(|_| MqttError::Setting {
-        key: "mqtt.keep_alive_s",
-        value: cfg.keep_alive_s.to_string(),
-        reason: "must be at most 65535",
-    })?;
-    if persistent_session && cfg.client_id.is_empty() {
-        return Err(MqttError::Setting {
-            key: "mqtt.client_id",
-            value: "\"\"".into(),
-            reason: "a persistent session needs a client id",
-        });
-    }
-
-    let mut o = MqttOptions::new(cfg.client_id.clone(), host, port);
-    o.set_keep_alive(Duration::from_secs(keep_alive.into()))
+    let mut o = MqttOptions::new(settings.client_id.clone(), host, port);
+    o.set_keep_alive(settings.keep_alive)
         .set_max_packet_size(MAX_PACKET_SIZE, MAX_PACKET_SIZE)
         .set_clean_session(!persistent_session);
-    let password = cfg.resolved_password().map_err(MqttError::PasswordFile)?;
-    match (&cfg.username, password) {
-        (Some(user), password) => {
-            o.set_credentials(user.clone(), password.unwrap_or_default());
-        }
-        (None, Some(_)) => {
-            return Err(MqttError::Setting {
-                key: "mqtt.password",
-                value: "\"***\"".into(),
-                reason: "set without mqtt.username",
-            });
-        }
-        (None, None) => {}
+    if let Some(credentials) = &settings.credentials {
+        let password = match &credentials.password {
+            Some(password) => password.read()?,
+            None => String::new(),
+        };
+        o.set_credentials(credentials.username.clone(), password);
     }
     if tls {
-        let config = tls::client_config(cfg)?;
+        let config = tls::client_config(&settings.tls)?;
         o.set_transport(Transport::tls_with_config(TlsConfiguration::Rustls(
             Arc::new(config),
         )));
@@ -657,6 +554,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::MqttConfig;
 
     fn config(url: &str) -> MqttConfig {
         MqttConfig {
@@ -666,15 +564,8 @@ mod tests {
     }
 
     fn options(cfg: &MqttConfig) -> Result<(MqttOptions, String), MqttError> {
-        let endpoint = cfg.endpoint().map_err(MqttError::Url)?;
-        let topics = Topics::new(&cfg.topic_prefix)?;
-        mqtt_options(
-            cfg,
-            &endpoint,
-            &topics,
-            QoS::AtLeastOnce,
-            &PublisherOptions::default(),
-        )
+        let settings = cfg.resolve("test.toml").expect("valid [mqtt]");
+        mqtt_options(&settings)
     }
 
     #[test]
@@ -709,25 +600,5 @@ mod tests {
         );
         let err = options(&config("mqtts://[::1]")).unwrap_err().to_string();
         assert!(err.contains("IPv6"), "{err}");
-    }
-
-    #[test]
-    fn settings_out_of_range_are_refused() {
-        let mut cfg = config("mqtt://broker");
-        cfg.keep_alive_s = 70_000;
-        assert!(
-            options(&cfg)
-                .unwrap_err()
-                .to_string()
-                .starts_with("mqtt.keep_alive_s")
-        );
-        assert!(qos(3).unwrap_err().to_string().starts_with("mqtt.qos"));
-        let mut cfg = config("mqtt://broker");
-        cfg.password = Some("hunter2".into());
-        let err = options(&cfg).unwrap_err().to_string();
-        assert!(
-            err.starts_with("mqtt.password") && !err.contains("hunter2"),
-            "{err}"
-        );
     }
 }

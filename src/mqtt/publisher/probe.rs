@@ -9,21 +9,22 @@ use std::time::{Duration, Instant};
 use rumqttc::{Client, ConnectReturnCode, ConnectionError, Event, Packet, RecvTimeoutError};
 
 use super::connect_options;
-use crate::config::{MqttConfig, MqttEndpoint};
 use crate::mqtt::MqttError;
+use crate::mqtt::settings::{MqttEndpoint, PublisherSettings};
 
 /// Connects once and disconnects cleanly; returns what was reached (`mqtt://host:port`,
 /// or the embedded broker's address after checking that it can listen there). Errors
 /// say which part failed and never hold the password.
-pub fn probe(cfg: &MqttConfig, timeout: Duration) -> Result<String, MqttError> {
-    let endpoint = cfg.endpoint().map_err(MqttError::Url)?;
-    if let MqttEndpoint::Embedded(addr) = endpoint {
+pub fn probe(settings: &PublisherSettings, timeout: Duration) -> Result<String, MqttError> {
+    if let MqttEndpoint::Embedded(addr) = settings.endpoint {
         TcpListener::bind(addr).map_err(|error| MqttError::BrokerListen { addr, error })?;
         return Ok(format!("embedded broker, can listen on {addr}"));
     }
-    let mut probe_cfg = cfg.clone();
-    probe_cfg.client_id = probe_client_id(&cfg.client_id);
-    let (options, broker) = connect_options(&probe_cfg, &endpoint, false)?;
+    let probe_settings = PublisherSettings {
+        client_id: probe_client_id(&settings.client_id),
+        ..settings.clone()
+    };
+    let (options, broker) = connect_options(&probe_settings, false)?;
     let (client, mut connection) = Client::new(options, 4);
     connection
         .eventloop

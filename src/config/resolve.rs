@@ -1,27 +1,44 @@
-//! Every value checked against what is allowed: [`Config::validate`].
+//! [`Config::resolve`]: every value checked against what is allowed, every string parsed,
+//! once, into the typed [`Plan`] the daemon runs. Each rule about a value lives here and
+//! nowhere else; [`Config::validate`] (loading, `check-config`) is `resolve` with its
+//! result dropped.
 
 use std::fmt;
-use std::path::Path;
+use std::net::SocketAddr;
+use std::time::Duration;
 
 use super::error::{ConfigError, quoted, quoted_path};
 use super::redact::{MASK, redact_uri};
-use super::uri::{MqttEndpoint, SourceSpec, parse_camera_uri};
+use super::uri::parse_camera_uri;
 use super::{
     BatchConfig, CameraConfig, Config, HomeAssistantConfig, ModelConfig, MqttConfig,
-    ReconnectConfig, StateConfig, WorkersConfig,
+    ReconnectConfig, WorkersConfig,
 };
+use crate::engine::{EngineConfig, threads_per_worker};
+use crate::files::{check_file, read_password_file};
+use crate::mqtt::homeassistant::HomeAssistantSettings;
+use crate::mqtt::{
+    ClientCert, Credentials, MqttEndpoint, MqttError, Overflow, Password, PublisherSettings, Qos,
+    StateConfig, TlsFiles, Topics, check_topic_prefix,
+};
+use crate::plan::{BrokerSettings, HttpSettings, ModelSettings, Overrides, Plan};
+use crate::shard::Shard;
+use crate::source::{SourceSettings, SourceSpec};
 
 /// Longest camera id, in characters.
 pub const MAX_CAMERA_ID_CHARS: usize = 64;
 
 impl Config {
-    /// Checks every value; the first problem found is returned, its message starting with
-    /// `origin`. A configuration without an enabled camera is valid (see
-    /// [`Config::warnings`]).
-    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+    /// The plan `effistream run` starts: every value checked (the first problem found is
+    /// returned, its message starting with `origin`), every string parsed, the command
+    /// line's `overrides` applied, and a shard's part of the cameras taken. A
+    /// configuration without an enabled camera resolves (see [`Config::warnings`]);
+    /// `run` refuses it.
+    pub fn resolve(&self, origin: &str, overrides: &Overrides) -> Result<Plan, ConfigError> {
         let v = Validator { origin };
+        let mut cameras = Vec::new();
         for (i, camera) in self.cameras.iter().enumerate() {
-            v.camera(i, camera)?;
+            let settings = v.camera(i, camera, &self.reconnect)?;
             if let Some(first) = self.cameras[..i].iter().position(|c| c.id == camera.id) {
                 return Err(v.bad(
                     format!("camera[{i}].id"),
@@ -29,23 +46,23 @@ impl Config {
                     format!("duplicate of camera[{first}]"),
                 ));
             }
+            if camera.enabled {
+                cameras.push(settings);
+            }
         }
-        v.model(&self.model)?;
-        v.batch(&self.batch)?;
-        v.workers(&self.workers)?;
+        let mut model = v.model(&self.model)?;
+        if let Some(weights) = &overrides.weights {
+            model.weights = Some(weights.clone());
+        }
+        let engine = v.engine(&self.batch, &self.workers, &self.model)?;
         v.reconnect(&self.reconnect)?;
-        v.mqtt(&self.mqtt)?;
-        v.state(&self.state)?;
-        self.http
+        let mut publisher = v.publisher(&self.mqtt)?;
+        let state = v.state(&self.state)?;
+        let listen = self
+            .http
             .listen_addr()
             .map_err(|r| v.bad("http.listen", quoted(&self.http.listen), r))?;
-        self.mqtt.embedded_websocket_addr().map_err(|r| {
-            v.bad(
-                "mqtt.embedded_websocket_listen",
-                quoted(&self.mqtt.embedded_websocket_listen),
-                r,
-            )
-        })?;
+        let websocket = v.embedded_websocket(&self.mqtt)?;
         if let Some(url) = &self.http.mqtt_websocket_url {
             let scheme = url.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
             let valid = matches!(scheme.as_deref(), Some("ws" | "wss"))
@@ -59,12 +76,15 @@ impl Config {
                 ));
             }
         }
-        v.homeassistant(&self.homeassistant)?;
-        if let Some(shard) = &self.shard {
-            shard
-                .parse::<crate::shard::Shard>()
-                .map_err(|r| v.bad("shard", quoted(shard), r))?;
-        }
+        let homeassistant = v.homeassistant(&self.homeassistant)?;
+        let configured_shard = match &self.shard {
+            Some(shard) => Some(
+                shard
+                    .parse::<Shard>()
+                    .map_err(|r| v.bad("shard", quoted(shard), r))?,
+            ),
+            None => None,
+        };
         if self.stats_interval_s > 86_400 {
             return Err(v.bad(
                 "stats_interval_s",
@@ -72,34 +92,70 @@ impl Config {
                 "must be at most 86400 (one day); 0 disables stats",
             ));
         }
-        Ok(())
+
+        let enabled_cameras = cameras.len();
+        let shard = overrides.shard.or(configured_shard);
+        if let Some(shard) = shard {
+            cameras.retain(|c| shard.takes(&c.id));
+            // Siblings must not share a client id (the broker would drop one of them) nor
+            // a status topic (one shard leaving would mark the others offline).
+            publisher.client_id = format!("{}-shard-{}", publisher.client_id, shard.index);
+            publisher.topics = publisher.topics.with_status_level(&shard.status_level());
+        }
+        // A full queue drops its oldest message: the newest results matter most to a
+        // dashboard, and the drop is counted either way.
+        publisher.overflow = Overflow::DropOldest;
+        let broker = match publisher.endpoint {
+            MqttEndpoint::Embedded(listen) => Some(BrokerSettings { listen, websocket }),
+            _ => None,
+        };
+        Ok(Plan {
+            cameras,
+            enabled_cameras,
+            model,
+            engine,
+            publisher,
+            state,
+            broker,
+            http: self.http.enabled.then(|| HttpSettings {
+                listen,
+                mqtt_websocket_url: self.http.mqtt_websocket_url.clone(),
+            }),
+            homeassistant: self.homeassistant.enabled.then_some(homeassistant),
+            shard,
+            stats_interval: (self.stats_interval_s > 0)
+                .then(|| Duration::from_secs(self.stats_interval_s)),
+        })
+    }
+
+    /// Checks every value; the first problem found is returned, its message starting with
+    /// `origin`. A configuration without an enabled camera is valid (see
+    /// [`Config::warnings`]).
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        self.resolve(origin, &Overrides::default()).map(drop)
+    }
+}
+
+impl CameraConfig {
+    /// This camera's source settings, checked as [`Config::resolve`] checks a camera
+    /// (errors start with `origin` and name it `camera[0]`).
+    pub fn resolve(
+        &self,
+        origin: &str,
+        reconnect: &ReconnectConfig,
+    ) -> Result<SourceSettings, ConfigError> {
+        let v = Validator { origin };
+        v.reconnect(reconnect)?;
+        v.camera(0, self, reconnect)
     }
 }
 
 impl MqttConfig {
-    /// The password: `password`, or the first line of `password_file` read now (so a
-    /// rotated secret is picked up at the next start). The error names the file, never
-    /// its content.
-    pub fn resolved_password(&self) -> Result<Option<String>, String> {
-        match (&self.password, &self.password_file) {
-            (Some(password), _) => Ok(Some(password.clone())),
-            (None, Some(path)) => read_password_file(path)
-                .map(Some)
-                .map_err(|r| format!("mqtt.password_file {}: {r}", quoted_path(path))),
-            (None, None) => Ok(None),
-        }
-    }
-
-    /// The embedded broker's WebSocket address, `None` when `embedded_websocket_listen`
-    /// is empty. The error is the reason.
-    pub fn embedded_websocket_addr(&self) -> Result<Option<std::net::SocketAddr>, String> {
-        if self.embedded_websocket_listen.is_empty() {
-            return Ok(None);
-        }
-        self.embedded_websocket_listen
-            .parse()
-            .map(Some)
-            .map_err(|_| "not an IP address and a port like 127.0.0.1:9001, nor empty".to_owned())
+    /// The publisher's settings for this `[mqtt]` table alone (no shard; a full queue
+    /// refuses the newest message), checked as [`Config::resolve`] checks them; errors
+    /// start with `origin`.
+    pub fn resolve(&self, origin: &str) -> Result<PublisherSettings, ConfigError> {
+        Validator { origin }.publisher(self)
     }
 }
 
@@ -123,33 +179,6 @@ pub fn check_camera_id(id: &str) -> Result<(), String> {
     }
     if id.trim() != id {
         return Err("must not begin or end with whitespace".to_owned());
-    }
-    Ok(())
-}
-
-/// Checks an MQTT topic prefix: non-empty, no `+`, `#`, no control characters, no
-/// leading or trailing `/`, no empty level (`a//b`), not starting with `$` (reserved for
-/// broker topics such as `$SYS`). The error is the reason.
-pub fn check_topic_prefix(prefix: &str) -> Result<(), String> {
-    if prefix.is_empty() {
-        return Err("must not be empty".to_owned());
-    }
-    if let Some(c) = prefix.chars().find(|c| matches!(c, '+' | '#')) {
-        return Err(format!(
-            "must not contain `{c}`: it is an MQTT wildcard, not allowed in published topics"
-        ));
-    }
-    if prefix.chars().any(char::is_control) {
-        return Err("must not contain control characters".to_owned());
-    }
-    if prefix.starts_with('/') || prefix.ends_with('/') {
-        return Err("must not begin or end with `/`".to_owned());
-    }
-    if prefix.split('/').any(str::is_empty) {
-        return Err("must not contain an empty level (`//`)".to_owned());
-    }
-    if prefix.starts_with('$') {
-        return Err("must not begin with `$`: such topics are reserved for the broker".to_owned());
     }
     Ok(())
 }
@@ -183,7 +212,12 @@ impl Validator<'_> {
         }
     }
 
-    fn camera(&self, i: usize, camera: &CameraConfig) -> Result<(), ConfigError> {
+    fn camera(
+        &self,
+        i: usize,
+        camera: &CameraConfig,
+        reconnect: &ReconnectConfig,
+    ) -> Result<SourceSettings, ConfigError> {
         let key = |field: &str| format!("camera[{i}].{field}");
         check_camera_id(&camera.id).map_err(|r| self.bad(key("id"), quoted(&camera.id), r))?;
         let source = match (&camera.uri, &camera.pipeline) {
@@ -229,19 +263,28 @@ impl Validator<'_> {
         if camera.loop_ && !matches!(source, SourceSpec::File { .. }) {
             return Err(self.bad(key("loop"), true, "only file:// sources can loop"));
         }
-        Ok(())
+        Ok(SourceSettings {
+            id: camera.id.clone(),
+            spec: source,
+            fps: camera.fps,
+            looping: camera.loop_,
+            decode: camera.decode,
+            stall_timeout: Duration::from_secs(camera.stall_timeout_s),
+            reconnect_initial: Duration::from_millis(reconnect.initial_ms),
+            reconnect_max: Duration::from_millis(reconnect.max_ms),
+        })
     }
 
-    fn model(&self, model: &ModelConfig) -> Result<(), ConfigError> {
-        if let Err(error) = crate::model::Variant::by_name(&model.name) {
+    fn model(&self, model: &ModelConfig) -> Result<ModelSettings, ConfigError> {
+        let variant = crate::model::Variant::by_name(&model.name).map_err(|error| {
             let reason = match error {
                 crate::Error::UnknownModel { known, .. } => {
                     format!("unknown model; known models: {known}")
                 }
                 other => other.to_string(),
             };
-            return Err(self.bad("model.name", quoted(&model.name), reason));
-        }
+            self.bad("model.name", quoted(&model.name), reason)
+        })?;
         if let Some(weights) = &model.weights {
             check_file(weights).map_err(|r| self.bad("model.weights", quoted_path(weights), r))?;
         }
@@ -255,7 +298,29 @@ impl Validator<'_> {
                 "must be at least 0 and less than 1",
             ));
         }
-        Ok(())
+        Ok(ModelSettings {
+            variant,
+            weights: model.weights.clone(),
+        })
+    }
+
+    fn engine(
+        &self,
+        batch: &BatchConfig,
+        workers: &WorkersConfig,
+        model: &ModelConfig,
+    ) -> Result<EngineConfig, ConfigError> {
+        self.batch(batch)?;
+        self.workers(workers)?;
+        Ok(EngineConfig {
+            max_batch: batch.max_size,
+            max_wait: Duration::from_millis(batch.max_wait_ms),
+            max_frame_age: Duration::from_millis(batch.max_frame_age_ms),
+            workers: workers.count,
+            threads: threads_per_worker(workers.threads, workers.count),
+            top_k: model.top_k,
+            threshold: model.threshold,
+        })
     }
 
     fn batch(&self, batch: &BatchConfig) -> Result<(), ConfigError> {
@@ -315,7 +380,7 @@ impl Validator<'_> {
         Ok(())
     }
 
-    fn mqtt(&self, mqtt: &MqttConfig) -> Result<(), ConfigError> {
+    fn publisher(&self, mqtt: &MqttConfig) -> Result<PublisherSettings, ConfigError> {
         let endpoint = mqtt.endpoint().map_err(|reason| {
             if mqtt.url == "embedded" {
                 self.bad(
@@ -327,9 +392,8 @@ impl Validator<'_> {
                 self.bad("mqtt.url", format!("{:?}", redact_uri(&mqtt.url)), reason)
             }
         })?;
-        if mqtt.qos > 2 {
-            return Err(self.bad("mqtt.qos", mqtt.qos, "must be 0, 1 or 2"));
-        }
+        let qos = Qos::from_level(mqtt.qos)
+            .ok_or_else(|| self.bad("mqtt.qos", mqtt.qos, "must be 0, 1 or 2"))?;
         if !(5..=65_535).contains(&mqtt.keep_alive_s) {
             return Err(self.bad(
                 "mqtt.keep_alive_s",
@@ -344,8 +408,13 @@ impl Validator<'_> {
                 "must be between 1 and 1000000",
             ));
         }
-        check_topic_prefix(&mqtt.topic_prefix)
-            .map_err(|r| self.bad("mqtt.topic_prefix", quoted(&mqtt.topic_prefix), r))?;
+        let topics = Topics::new(&mqtt.topic_prefix).map_err(|e| {
+            let reason = match e {
+                MqttError::TopicPrefix { reason, .. } => reason,
+                other => other.to_string(),
+            };
+            self.bad("mqtt.topic_prefix", quoted(&mqtt.topic_prefix), reason)
+        })?;
         let id_chars = mqtt.client_id.chars().count();
         if !(1..=128).contains(&id_chars) {
             return Err(self.bad(
@@ -411,10 +480,58 @@ impl Validator<'_> {
                 check_file(path).map_err(|r| self.bad(key, quoted_path(path), r))?;
             }
         }
-        Ok(())
+        let password = match (&mqtt.password, &mqtt.password_file) {
+            (Some(password), _) => Some(Password::Value(password.clone())),
+            (None, Some(path)) => Some(Password::File(path.clone())),
+            (None, None) => None,
+        };
+        let credentials = mqtt.username.as_ref().map(|username| Credentials {
+            username: username.clone(),
+            password,
+        });
+        let client = match (&mqtt.cert_file, &mqtt.key_file) {
+            (Some(cert_file), Some(key_file)) => Some(ClientCert {
+                cert_file: cert_file.clone(),
+                key_file: key_file.clone(),
+            }),
+            _ => None,
+        };
+        Ok(PublisherSettings {
+            qos,
+            keep_alive: Duration::from_secs(mqtt.keep_alive_s),
+            max_queued: mqtt.max_queued,
+            persistent_session: mqtt.persistent_session,
+            credentials,
+            tls: TlsFiles {
+                ca_file: mqtt.ca_file.clone(),
+                client,
+            },
+            ..PublisherSettings::new(endpoint, mqtt.client_id.clone(), topics)
+        })
     }
 
-    fn homeassistant(&self, ha: &HomeAssistantConfig) -> Result<(), ConfigError> {
+    /// The embedded broker's WebSocket address, `None` when `embedded_websocket_listen`
+    /// is empty.
+    fn embedded_websocket(&self, mqtt: &MqttConfig) -> Result<Option<SocketAddr>, ConfigError> {
+        if mqtt.embedded_websocket_listen.is_empty() {
+            return Ok(None);
+        }
+        mqtt.embedded_websocket_listen
+            .parse()
+            .map(Some)
+            .map_err(|_| {
+                self.bad(
+                    "mqtt.embedded_websocket_listen",
+                    quoted(&mqtt.embedded_websocket_listen),
+                    "not an IP address and a port like 127.0.0.1:9001, nor empty",
+                )
+            })
+    }
+
+    fn homeassistant(
+        &self,
+        ha: &HomeAssistantConfig,
+    ) -> Result<HomeAssistantSettings, ConfigError> {
         check_topic_prefix(&ha.discovery_prefix).map_err(|r| {
             self.bad(
                 "homeassistant.discovery_prefix",
@@ -430,10 +547,13 @@ impl Validator<'_> {
                 "must be 1 to 64 of the characters a-z, A-Z, 0-9, `_` and `-` (Home Assistant's rule for discovery topic levels)",
             ));
         }
-        Ok(())
+        Ok(HomeAssistantSettings {
+            discovery_prefix: ha.discovery_prefix.clone(),
+            node_id: ha.node_id.clone(),
+        })
     }
 
-    fn state(&self, state: &StateConfig) -> Result<(), ConfigError> {
+    fn state(&self, state: &StateConfig) -> Result<StateConfig, ConfigError> {
         if state.min_consecutive < 1 {
             return Err(self.bad(
                 "state.min_consecutive",
@@ -448,30 +568,7 @@ impl Validator<'_> {
                 "must be between 0 and 1",
             ));
         }
-        Ok(())
-    }
-}
-
-/// `Ok` when `path` names an existing regular file (after following links).
-/// The password in `mqtt.password_file`: its first line, without the line ending. The
-/// error is a reason that never repeats the file's content.
-pub fn read_password_file(path: &Path) -> Result<String, String> {
-    check_file(path)?;
-    let text = std::fs::read(path).map_err(|e| format!("cannot read the file: {e}"))?;
-    let text = String::from_utf8(text).map_err(|_| "is not UTF-8 text".to_owned())?;
-    let line = text.lines().next().unwrap_or("");
-    if line.is_empty() {
-        return Err("is empty; the password is its first line".to_owned());
-    }
-    Ok(line.to_owned())
-}
-
-fn check_file(path: &Path) -> Result<(), String> {
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.is_file() => Ok(()),
-        Ok(_) => Err("not a regular file".to_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err("no such file".to_owned()),
-        Err(e) => Err(format!("cannot access the file: {e}")),
+        Ok(state.clone())
     }
 }
 
@@ -494,4 +591,96 @@ pub(super) fn check_pipeline(pipeline: &str) -> Result<String, String> {
         );
     }
     Ok(fragment.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refusal(mqtt: &MqttConfig) -> String {
+        mqtt.resolve("t.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn mqtt_settings_out_of_range_are_refused() {
+        let base = MqttConfig {
+            url: "mqtt://broker".into(),
+            ..MqttConfig::default()
+        };
+        let err = refusal(&MqttConfig {
+            keep_alive_s: 70_000,
+            ..base.clone()
+        });
+        assert!(err.starts_with("t.toml: mqtt.keep_alive_s"), "{err}");
+        let err = refusal(&MqttConfig {
+            qos: 3,
+            ..base.clone()
+        });
+        assert!(err.starts_with("t.toml: mqtt.qos"), "{err}");
+        let err = refusal(&MqttConfig {
+            password: Some("hunter2".into()),
+            ..base
+        });
+        assert!(
+            err.starts_with("t.toml: mqtt.password") && !err.contains("hunter2"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_shard_takes_its_cameras_and_its_own_mqtt_identity() {
+        let mut config = Config::default();
+        for id in ["a", "b", "door", "yard"] {
+            config.cameras.push(CameraConfig::new(id, "test://ball"));
+        }
+        config.shard = Some("1/2".into());
+        let plan = config.resolve("t.toml", &Overrides::default()).unwrap();
+        let shard = Shard { index: 1, count: 2 };
+        assert_eq!(plan.shard, Some(shard));
+        assert_eq!(plan.enabled_cameras, 4);
+        let ids: Vec<&str> = plan.cameras.iter().map(|c| c.id.as_str()).collect();
+        let expected: Vec<&str> = ["a", "b", "door", "yard"]
+            .into_iter()
+            .filter(|id| shard.takes(id))
+            .collect();
+        assert_eq!(ids, expected);
+        assert_eq!(plan.publisher.client_id, "effistream-shard-1");
+        assert_eq!(plan.publisher.topics.status(), "effistream/status/1");
+        // The command line's shard wins over the file's.
+        let other = Shard { index: 0, count: 2 };
+        let overrides = Overrides {
+            shard: Some(other),
+            weights: None,
+        };
+        let plan = config.resolve("t.toml", &overrides).unwrap();
+        assert_eq!(plan.shard, Some(other));
+        assert_eq!(plan.publisher.client_id, "effistream-shard-0");
+        assert_eq!(plan.cameras.len(), 4 - ids.len());
+    }
+
+    #[test]
+    fn the_plan_carries_parsed_values_and_the_threads_rule() {
+        let mut config = Config::builtin();
+        config.workers.count = 2;
+        config.workers.threads = 0;
+        config.stats_interval_s = 0;
+        config.http.enabled = false;
+        let plan = config.resolve("t.toml", &Overrides::default()).unwrap();
+        assert_eq!(plan.engine.threads, threads_per_worker(0, 2));
+        assert!(plan.engine.threads >= 1);
+        assert_eq!(plan.stats_interval, None);
+        assert_eq!(plan.http, None);
+        let listen: SocketAddr = "127.0.0.1:1883".parse().unwrap();
+        assert_eq!(plan.publisher.endpoint, MqttEndpoint::Embedded(listen));
+        assert_eq!(plan.broker.as_ref().map(|b| b.listen), Some(listen));
+        assert_eq!(plan.publisher.overflow, Overflow::DropOldest);
+        assert_eq!(
+            plan.cameras[0].spec,
+            SourceSpec::Test {
+                pattern: "ball".into(),
+                width: 640,
+                height: 480,
+            }
+        );
+    }
 }

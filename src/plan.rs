@@ -1,0 +1,85 @@
+//! The daemon's [`Plan`]: the configuration resolved once ([`Config::resolve`]) into the
+//! typed settings of each component. Every rule about a value lives in
+//! [`crate::config`]'s resolver; the components take these settings and never see the
+//! raw configuration or a string they would have to parse again.
+//!
+//! ```text
+//! effistream.toml ──Config::load──▶ Config ──Config::resolve──▶ Plan ──Daemon::start──▶ Running
+//!   (TOML, ${VAR})                  (as read)   (every check)     (typed)  (sources, engine,
+//!                                                                           publisher, HTTP)
+//! ```
+//!
+//! [`Config::resolve`]: crate::config::Config::resolve
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::engine::EngineConfig;
+use crate::model::Variant;
+use crate::mqtt::homeassistant::HomeAssistantSettings;
+use crate::mqtt::{PublisherSettings, StateConfig};
+use crate::shard::Shard;
+use crate::source::SourceSettings;
+
+/// Everything `effistream run` starts, checked.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The enabled cameras this daemon runs (its shard's, with a shard), in file order.
+    pub cameras: Vec<SourceSettings>,
+    /// Enabled cameras in the file, before the shard took its part.
+    pub enabled_cameras: usize,
+    pub model: ModelSettings,
+    pub engine: EngineConfig,
+    pub publisher: PublisherSettings,
+    /// Hysteresis of the retained state topics.
+    pub state: StateConfig,
+    /// The built-in broker, when `mqtt.url = "embedded"` (the publisher's endpoint is
+    /// then [`MqttEndpoint::Embedded`](crate::mqtt::MqttEndpoint::Embedded) at the
+    /// same address).
+    pub broker: Option<BrokerSettings>,
+    /// `None` when `http.enabled = false`.
+    pub http: Option<HttpSettings>,
+    /// `None` when `homeassistant.enabled = false`.
+    pub homeassistant: Option<HomeAssistantSettings>,
+    pub shard: Option<Shard>,
+    /// Between two `{prefix}/stats` messages; `None` disables them.
+    pub stats_interval: Option<Duration>,
+}
+
+/// The network and where its weights come from.
+#[derive(Debug, Clone)]
+pub struct ModelSettings {
+    pub variant: &'static Variant,
+    /// A weights file; `None`: `$EFFISTREAM_WEIGHTS_DIR`, the Hugging Face cache, then a
+    /// hub download.
+    pub weights: Option<PathBuf>,
+}
+
+/// The embedded MQTT broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerSettings {
+    /// MQTT listener; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// MQTT-over-WebSocket listener (the dashboard's), if any.
+    pub websocket: Option<SocketAddr>,
+}
+
+/// The HTTP server: dashboard, metrics, probes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// The broker's MQTT-over-WebSocket URL for the dashboard page; `None`: the embedded
+    /// broker's WebSocket listener.
+    pub mqtt_websocket_url: Option<String>,
+}
+
+/// What the command line overrides in the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// Overrides `model.weights`.
+    pub weights: Option<PathBuf>,
+    /// Overrides `shard`.
+    pub shard: Option<Shard>,
+}
