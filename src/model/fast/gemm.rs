@@ -32,9 +32,9 @@ pub fn rows_per_tile(ks: KernelSet) -> usize {
 pub struct Packed {
     pub k: usize,
     pub n: usize,
-    /// `panels() * k * NR` floats: panel p holds columns `p*16..p*16+16`, row-major.
+    /// `n.div_ceil(NR) * k * NR` floats: panel p holds columns `p*16..p*16+16`, row-major.
     pub data: Vec<f32>,
-    /// `panels() * NR` floats, zero-padded.
+    /// `n.div_ceil(NR) * NR` floats, zero-padded.
     pub bias: Vec<f32>,
 }
 
@@ -61,10 +61,6 @@ impl Packed {
             data,
             bias: padded,
         }
-    }
-
-    pub fn panels(&self) -> usize {
-        self.n.div_ceil(NR)
     }
 
     /// Writes into `dst` the panels with input row `kk` multiplied by `scale[kk]`: the

@@ -22,12 +22,12 @@
 //! The network is built for one [`KernelSet`] (AVX-512, AVX2 + FMA or portable), and
 //! every thread that runs it has subnormals flushed ([`flush`]).
 
-pub mod dw;
+pub(crate) mod dw;
 pub mod flush;
-pub mod gemm;
-pub mod isa;
-pub mod simd;
-pub mod team;
+pub(crate) mod gemm;
+mod isa;
+pub(crate) mod simd;
+pub(crate) mod team;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,12 +43,12 @@ use crate::model::variants::{
 use crate::model::weights::Weights;
 use dw::{Depthwise, Geometry};
 use gemm::{Epilogue, Packed};
-pub use isa::KernelSet;
+pub use isa::{KERNELS_ENV, KernelSet};
 use team::Team;
 
 /// Blocks whose input has at most this many pixels (b1_pruned at 240: from the second
 /// block of stage 4, 15×15, on) run on the whole batch at once; see [`FastNet::forward`].
-pub const BATCHED_PIXELS: usize = 256;
+const BATCHED_PIXELS: usize = 256;
 
 /// Squeeze-and-excitation weights.
 #[derive(Debug)]

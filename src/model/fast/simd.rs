@@ -58,19 +58,6 @@ pub mod x86 {
         _mm256_mul_ps(p, _mm256_castsi256_ps(e))
     }
 
-    /// `1 / d` to full single precision: the hardware's 12-bit estimate refined by one
-    /// Newton-Raphson step, much cheaper than a division.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2 and FMA.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub fn recip(d: __m256) -> __m256 {
-        let r = _mm256_rcp_ps(d);
-        // r' = r * (2 - d * r)
-        _mm256_mul_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(2.0)))
-    }
-
     /// `1 / (1 + exp(-x))`.
     ///
     /// # Safety
