@@ -8,9 +8,9 @@
 //! - stem: 3x3 stride-2 convolution as `im2col` (27 values per output pixel, 'same' or
 //!   symmetric padding as zeros) and one matrix product with bias + activation fused;
 //! - each block: the expansion 1x1 convolution as a product straight on the channels-last
-//!   activations with bias + activation fused ([`gemm`]); the depthwise convolution with
+//!   activations with bias + activation fused (`gemm.rs`); the depthwise convolution with
 //!   bias + activation fused, summing each channel for squeeze-and-excitation on the way
-//!   ([`dw`]); SE as two small matrix-vector products whose gate is folded into
+//!   (`dw.rs`); SE as two small matrix-vector products whose gate is folded into
 //!   whichever is smaller, the depthwise output (early blocks: many pixels, few channels)
 //!   or the projection's weights (`diag(gate) · W`, late blocks: 64 pixels, up to 1912
 //!   channels); the projection with bias and the residual fused;
@@ -258,7 +258,7 @@ impl FastNet {
     ///
     /// The early blocks, whose activations are large, run image by image (one image a
     /// thread when there are enough, each layer split across the threads otherwise); the
-    /// blocks whose input has at most [`BATCHED_PIXELS`] pixels, and the head, run on all
+    /// blocks whose input has at most `BATCHED_PIXELS` (256) pixels, and the head, run on all
     /// images at once, so that their weights (most of the network's bytes) are read once
     /// per batch and the threads share out every layer.
     pub fn forward(&self, input: &[f32], n: usize, size: usize, out: &mut [f32]) {
