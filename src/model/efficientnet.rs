@@ -9,8 +9,8 @@
 //! The block structure comes from [`ARCH`] scaled by the variant's depth multiplier; every
 //! channel width, the squeeze-excitation widths included, is read from the weights (pruned
 //! networks have irregular widths). BatchNorm is folded into the preceding convolution at
-//! load time. Depthwise convolutions run in [`DepthwiseConv`], pointwise convolutions as
-//! matrix products.
+//! load time. Depthwise convolutions run in `kernels::DepthwiseConv`, pointwise
+//! convolutions as matrix products.
 
 use candle_core::{D, DType, Tensor};
 

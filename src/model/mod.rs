@@ -6,7 +6,7 @@
 pub mod classifier;
 pub mod efficientnet;
 pub mod fast;
-pub mod kernels;
+pub(crate) mod kernels;
 pub mod labels;
 pub mod pth;
 pub mod variants;

@@ -7,21 +7,25 @@
 //! `weight[tap][c..c+L] * input[pixel][c..c+L]`. 'Same' and symmetric padding are resolved
 //! into `pad_top`/`pad_left` and the bounds checks.
 
-use super::isa::KernelSet;
+use super::isa::{Isa, KernelSet};
+use super::len_of;
 use crate::model::variants::Activation;
 
 /// Weights of one depthwise convolution: `[k*k][c]` (tap-major, channels contiguous).
+/// The fields are private so that the lengths [`Depthwise::new`] checked stay true: the
+/// kernels read `weight` and `bias` without bounds checks.
 #[derive(Debug, Clone)]
 pub struct Depthwise {
-    pub c: usize,
-    pub k: usize,
-    pub stride: usize,
-    pub weight: Vec<f32>,
-    pub bias: Vec<f32>,
-    pub act: Activation,
+    c: usize,
+    k: usize,
+    stride: usize,
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    act: Activation,
 }
 
-/// Geometry of one call.
+/// Geometry of one call. Any values are safe to run with: [`Depthwise::run`] checks the
+/// slices against them and the kernels keep every tap inside `h × w`.
 #[derive(Debug, Clone, Copy)]
 pub struct Geometry {
     pub h: usize,
@@ -32,28 +36,88 @@ pub struct Geometry {
 }
 
 impl Depthwise {
+    /// A `k × k` depthwise convolution of `c` channels with `stride`, from `weight`
+    /// (`[k*k][c]`) and `bias` (`[c]`). Panics unless `c`, `k` and `stride` are at least
+    /// 1 and the weight and bias have exactly those lengths.
+    pub fn new(
+        c: usize,
+        k: usize,
+        stride: usize,
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        act: Activation,
+    ) -> Self {
+        assert!(
+            c > 0 && k > 0 && stride > 0,
+            "depthwise: {c} channels, kernel {k}, stride {stride}"
+        );
+        assert_eq!(weight.len(), len_of(&[k, k, c]), "depthwise: weight length");
+        assert_eq!(bias.len(), c, "depthwise: bias length");
+        Self {
+            c,
+            k,
+            stride,
+            weight,
+            bias,
+            act,
+        }
+    }
+
+    /// Channels (input and output).
+    pub fn c(&self) -> usize {
+        self.c
+    }
+
+    /// Kernel size.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    pub fn stride(&self) -> usize {
+        self.stride
+    }
+
     /// Computes output rows `rows` into `out` (those rows only, `out_w * c` floats each)
     /// and writes each row's per-channel sums into `row_sums` (`rows.len() × c`). Summing
     /// per row, then the rows in order, gives the same result however the rows are split
     /// across threads.
+    ///
+    /// Panics unless `input` holds `h * w * c` floats, `out` `rows.len() * out_w * c`,
+    /// `row_sums` `rows.len() * c`, and `h + pad_top`, `w + pad_left` fit a `usize`.
     pub fn run(
         &self,
-        ks: KernelSet,
+        ks: Isa,
         g: Geometry,
         input: &[f32],
         rows: std::ops::Range<usize>,
         out: &mut [f32],
         row_sums: &mut [f32],
     ) {
-        assert!(input.len() >= g.h * g.w * self.c);
-        assert!(out.len() >= rows.len() * g.out_w * self.c);
-        assert!(row_sums.len() >= rows.len() * self.c);
-        assert_eq!(self.weight.len(), self.k * self.k * self.c);
-        assert_eq!(self.bias.len(), self.c);
+        let c = self.c;
+        assert!(
+            input.len() >= len_of(&[g.h, g.w, c]),
+            "depthwise: input too short"
+        );
+        assert!(
+            out.len() >= len_of(&[rows.len(), g.out_w, c]),
+            "depthwise: out too short"
+        );
+        assert!(
+            row_sums.len() >= len_of(&[rows.len(), c]),
+            "depthwise: row_sums too short"
+        );
+        // The kernels find the taps inside the input with these sums.
+        assert!(
+            g.h.checked_add(g.pad_top).is_some() && g.w.checked_add(g.pad_left).is_some(),
+            "depthwise: padding overflows"
+        );
+        // Made true by `new` and the private fields; checked again, as it costs nothing.
+        assert_eq!(self.weight.len(), len_of(&[self.k, self.k, c]));
+        assert_eq!(self.bias.len(), c);
         #[cfg(target_arch = "x86_64")]
-        match ks {
-            // SAFETY (both): the network was built with a kernel set the CPU supports;
-            // lengths checked above and every access below stays within them.
+        match ks.set() {
+            // SAFETY (both): `ks` proves the CPU has the set's features; the lengths the
+            // kernels' contract asks for are checked above.
             KernelSet::Avx512 => return unsafe { x512::run(self, g, input, rows, out, row_sums) },
             KernelSet::Avx2 => return unsafe { x86::run(self, g, input, rows, out, row_sums) },
             KernelSet::Portable => {}
@@ -123,7 +187,10 @@ mod x86 {
     const P: usize = 4;
 
     /// # Safety
-    /// AVX2 and FMA available; slice lengths checked by [`Depthwise::run`].
+    /// The CPU has AVX2 and FMA; `dw` came from [`Depthwise::new`]; `input` holds at
+    /// least `g.h * g.w * dw.c` floats, `out` `rows.len() * g.out_w * dw.c` and `row_sums`
+    /// `rows.len() * dw.c`; `g.h + g.pad_top` and `g.w + g.pad_left` do not overflow
+    /// (what [`Depthwise::run`] checks).
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn run(
         dw: &Depthwise,
@@ -279,7 +346,8 @@ mod x512 {
     const P: usize = 4;
 
     /// # Safety
-    /// AVX-512 F and FMA available; slice lengths checked by [`Depthwise::run`].
+    /// The CPU has AVX-512 F and FMA; the slices and geometry are as [`super::x86::run`]
+    /// requires.
     #[target_feature(enable = "avx512f,fma")]
     pub unsafe fn run(
         dw: &Depthwise,
@@ -427,6 +495,7 @@ mod x512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fast::isa::assert_panics_in_every_set;
     use crate::model::variants::Padding;
 
     #[test]
@@ -446,7 +515,7 @@ mod tests {
         ] {
             for (padding, ks) in [Padding::Same, Padding::Symmetric]
                 .into_iter()
-                .flat_map(|p| KernelSet::available().into_iter().map(move |k| (p, k)))
+                .flat_map(|p| Isa::available().into_iter().map(move |k| (p, k)))
             {
                 let (pad_top, out_h) = padding.resolve(h, k, s);
                 let (pad_left, out_w) = padding.resolve(w, k, s);
@@ -512,6 +581,132 @@ mod tests {
             }
         }
     }
+
+    // A 3×3 'same' convolution of a 5×6 image of 20 channels (one AVX-512 vector and a
+    // ragged one; two AVX2 vectors and a ragged one), whose slices the tests below cut
+    // one float short.
+    const H: usize = 5;
+    const W: usize = 6;
+    const C: usize = 20;
+    const K: usize = 3;
+    const G: Geometry = Geometry {
+        h: H,
+        w: W,
+        out_w: W,
+        pad_top: 1,
+        pad_left: 1,
+    };
+
+    /// Output rows `rows` of the convolution, with slices of the given lengths.
+    fn conv(ks: Isa, g: Geometry, rows: std::ops::Range<usize>, lens: [usize; 3]) {
+        let dw = Depthwise::new(
+            C,
+            K,
+            1,
+            vec![0.1; K * K * C],
+            vec![0.5; C],
+            Activation::Silu,
+        );
+        let [input, mut out, mut sums] = lens.map(|len| vec![1.0; len]);
+        dw.run(ks, g, &input, rows, &mut out, &mut sums);
+    }
+
+    /// The lengths all rows need: input, output, row sums.
+    const FULL: [usize; 3] = [H * W * C, H * W * C, H * C];
+
+    #[test]
+    fn depthwise_takes_slices_of_exactly_the_length_it_needs_in_every_kernel_set() {
+        for ks in Isa::available() {
+            conv(ks, G, 0..H, FULL);
+            conv(ks, G, 1..3, [H * W * C, 2 * W * C, 2 * C]);
+        }
+    }
+
+    #[test]
+    fn depthwise_refuses_a_short_input_in_every_kernel_set() {
+        assert_panics_in_every_set("depthwise: input too short", |ks| {
+            conv(ks, G, 0..H, [FULL[0] - 1, FULL[1], FULL[2]])
+        });
+        // Every row reads from anywhere in the input, so one row needs all of it too.
+        assert_panics_in_every_set("depthwise: input too short", |ks| {
+            conv(ks, G, 2..3, [FULL[0] - 1, W * C, C])
+        });
+    }
+
+    #[test]
+    fn depthwise_refuses_a_short_output_in_every_kernel_set() {
+        assert_panics_in_every_set("depthwise: out too short", |ks| {
+            conv(ks, G, 0..H, [FULL[0], FULL[1] - 1, FULL[2]])
+        });
+        assert_panics_in_every_set("depthwise: out too short", |ks| {
+            conv(ks, G, 1..3, [FULL[0], 2 * W * C - 1, 2 * C])
+        });
+    }
+
+    #[test]
+    fn depthwise_refuses_short_row_sums_in_every_kernel_set() {
+        assert_panics_in_every_set("depthwise: row_sums too short", |ks| {
+            conv(ks, G, 0..H, [FULL[0], FULL[1], FULL[2] - 1])
+        });
+        assert_panics_in_every_set("depthwise: row_sums too short", |ks| {
+            conv(ks, G, 1..3, [FULL[0], 2 * W * C, 2 * C - 1])
+        });
+    }
+
+    #[test]
+    fn depthwise_refuses_geometry_whose_lengths_overflow_in_every_kernel_set() {
+        // h × w × c wraps round to 0 in 64 bits: it must not pass an empty input.
+        let g = Geometry {
+            h: 1 << 62,
+            w: 16,
+            ..G
+        };
+        assert_panics_in_every_set("length overflows", |ks| conv(ks, g, 0..0, [0, 0, 0]));
+        let g = Geometry {
+            pad_left: usize::MAX,
+            ..G
+        };
+        assert_panics_in_every_set("depthwise: padding overflows", |ks| conv(ks, g, 0..H, FULL));
+    }
+
+    #[test]
+    #[should_panic(expected = "depthwise: weight length")]
+    fn depthwise_refuses_short_weights() {
+        Depthwise::new(
+            C,
+            K,
+            1,
+            vec![0.1; K * K * C - 1],
+            vec![0.5; C],
+            Activation::Silu,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "depthwise: bias length")]
+    fn depthwise_refuses_a_short_bias() {
+        Depthwise::new(
+            C,
+            K,
+            1,
+            vec![0.1; K * K * C],
+            vec![0.5; C - 1],
+            Activation::Silu,
+        );
+    }
+
+    #[test]
+    #[should_panic(expected = "depthwise: 20 channels, kernel 3, stride 0")]
+    fn depthwise_refuses_a_zero_stride() {
+        Depthwise::new(
+            C,
+            K,
+            0,
+            vec![0.1; K * K * C],
+            vec![0.5; C],
+            Activation::Silu,
+        );
+    }
 }
 
 #[cfg(test)]
@@ -551,7 +746,7 @@ mod speed {
             };
             let mut out = vec![0f32; out_h * out_h * c];
             let mut sums = vec![0f32; out_h * c];
-            for ks in KernelSet::available() {
+            for ks in Isa::available() {
                 let macs = out_h * out_h * c * k * k;
                 let reps = (1e9 / macs as f64).max(3.0) as usize;
                 let t = std::time::Instant::now();

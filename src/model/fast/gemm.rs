@@ -9,7 +9,8 @@
 //! registers, or 12 × 16 for an odd last panel, with mask registers for ragged edges.
 //! Rows are processed in blocks that keep `a` in cache while every panel passes over it.
 
-use super::isa::KernelSet;
+use super::isa::{Isa, KernelSet};
+use super::{len_of, span_of};
 use crate::model::variants::Activation;
 
 /// Columns per packed panel.
@@ -27,22 +28,25 @@ pub fn rows_per_tile(ks: KernelSet) -> usize {
     }
 }
 
-/// A `k × n` weight matrix packed in panels, with its bias.
+/// A `k × n` weight matrix packed in panels, with its bias. The fields are private so
+/// that their lengths always match `k` and `n`.
 #[derive(Debug, Clone)]
 pub struct Packed {
-    pub k: usize,
-    pub n: usize,
-    /// `panels() * k * NR` floats: panel p holds columns `p*16..p*16+16`, row-major.
-    pub data: Vec<f32>,
-    /// `panels() * NR` floats, zero-padded.
-    pub bias: Vec<f32>,
+    k: usize,
+    n: usize,
+    /// `n.div_ceil(NR) * k * NR` floats: panel p holds columns `p*16..p*16+16`, row-major.
+    data: Vec<f32>,
+    /// `n.div_ceil(NR) * NR` floats, zero-padded.
+    bias: Vec<f32>,
 }
 
 impl Packed {
-    /// Packs `w(k, n)` (the weight of input `k` for output `n`).
+    /// Packs `w(k, n)` (the weight of input `k` for output `n`) and `bias` (`n` floats; a
+    /// panic otherwise).
     pub fn new(k: usize, n: usize, w: impl Fn(usize, usize) -> f32, bias: &[f32]) -> Self {
+        assert_eq!(bias.len(), n, "Packed: bias length");
         let panels = n.div_ceil(NR);
-        let mut data = vec![0f32; panels * k * NR];
+        let mut data = vec![0f32; len_of(&[panels, k, NR])];
         for p in 0..panels {
             for kk in 0..k {
                 for j in 0..NR {
@@ -54,7 +58,7 @@ impl Packed {
             }
         }
         let mut padded = vec![0f32; panels * NR];
-        padded[..n].copy_from_slice(&bias[..n]);
+        padded[..n].copy_from_slice(bias);
         Self {
             k,
             n,
@@ -63,14 +67,32 @@ impl Packed {
         }
     }
 
-    pub fn panels(&self) -> usize {
-        self.n.div_ceil(NR)
+    /// Rows (inputs).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Columns (outputs).
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The panels, for [`gemm`].
+    pub fn data(&self) -> &[f32] {
+        &self.data
+    }
+
+    /// The bias, zero-padded to whole panels, for [`Epilogue::bias`].
+    pub fn bias(&self) -> &[f32] {
+        &self.bias
     }
 
     /// Writes into `dst` the panels with input row `kk` multiplied by `scale[kk]`: the
     /// product of `diag(scale)` and the weights, which fuses a per-channel scale of the
-    /// input (squeeze-and-excitation) into the matrix.
+    /// input (squeeze-and-excitation) into the matrix. `scale` holds `k` floats (a panic
+    /// otherwise).
     pub fn scaled_into(&self, scale: &[f32], dst: &mut Vec<f32>) {
+        assert_eq!(scale.len(), self.k, "Packed::scaled_into: scale length");
         // One pass, into a buffer that only ever grows: no copy-then-scale, no zeroing.
         if dst.len() < self.data.len() {
             dst.resize(self.data.len(), 0.0);
@@ -98,9 +120,14 @@ pub struct Epilogue<'a> {
 
 /// `out[m×n] = epilogue(a[m×k] · panels)`; `a` rows have stride `lda`, `out` rows stride
 /// `ldo`. `panels` is [`Packed::data`] or a scaled copy of it.
+///
+/// Panics unless every slice is long enough for what the kernel reads or writes: `a`
+/// `(m - 1) * lda + k` floats, `panels` `n.div_ceil(NR) * k * NR`, the bias
+/// `n.div_ceil(NR) * NR`, the residual `(m - 1) * ldr + n`, `out` `(m - 1) * ldo + n` with
+/// `n <= ldo` (see [`gemm_panels`] for all but `out`).
 #[allow(clippy::too_many_arguments)]
 pub fn gemm(
-    ks: KernelSet,
+    ks: Isa,
     m: usize,
     k: usize,
     n: usize,
@@ -114,10 +141,11 @@ pub fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    assert!(out.len() >= (m - 1) * ldo + n, "gemm: out too short");
     assert!(n <= ldo, "gemm: rows of out overlap");
-    // SAFETY: out holds the m rows of n floats at stride ldo that are written, and the
-    // exclusive borrow keeps everyone else away from them.
+    assert!(out.len() >= span_of(m, ldo, n), "gemm: out too short");
+    // SAFETY: out holds the m rows of n floats at stride ldo that are written (asserted
+    // above), and the exclusive borrow keeps everyone else away from them; gemm_panels
+    // checks the other slices.
     unsafe {
         gemm_panels(
             ks,
@@ -138,13 +166,18 @@ pub fn gemm(
 /// The panels `range` (columns `range.start * 16 .. min(n, range.end * 16)`) of
 /// [`gemm`]'s product, so that threads can share out the columns of one output.
 ///
+/// Checks the slices itself and panics unless each is long enough for the columns of
+/// `range` up to `c1 = min(n, range.end * 16)`: `a` `(m - 1) * lda + k` floats, `panels`
+/// `c1.div_ceil(NR) * k * NR`, `ep.bias` `c1.div_ceil(NR) * NR`, `ep.residual`
+/// `(m - 1) * ldr + c1`.
+///
 /// # Safety
 /// `out` points to `m` rows of at least `n` floats at stride `ldo` (`n <= ldo`), valid for
 /// writes for the whole call, and nothing else reads or writes those rows' columns of
 /// `range` meanwhile.
 #[allow(clippy::too_many_arguments)]
 pub unsafe fn gemm_panels(
-    ks: KernelSet,
+    ks: Isa,
     m: usize,
     k: usize,
     n: usize,
@@ -156,16 +189,22 @@ pub unsafe fn gemm_panels(
     ldo: usize,
     range: std::ops::Range<usize>,
 ) {
-    let c0 = range.start * NR;
-    let c1 = n.min(range.end * NR);
+    let c0 = len_of(&[range.start, NR]);
+    let c1 = n.min(len_of(&[range.end, NR]));
     if m == 0 || c1 <= c0 {
         return;
     }
-    assert!(a.len() >= (m - 1) * lda + k, "gemm: a too short");
-    assert!(panels.len() >= range.end * k * NR, "gemm: panels too short");
-    assert!(ep.bias.len() >= range.end * NR, "gemm: bias too short");
+    // The kernels read whole panels (and 16 bias values each) up to the one holding
+    // column c1 - 1.
+    let end = c1.div_ceil(NR);
+    assert!(a.len() >= span_of(m, lda, k), "gemm: a too short");
+    assert!(
+        panels.len() >= len_of(&[end, k, NR]),
+        "gemm: panels too short"
+    );
+    assert!(ep.bias.len() >= len_of(&[end, NR]), "gemm: bias too short");
     if let Some((r, ldr)) = ep.residual {
-        assert!(r.len() >= (m - 1) * ldr + c1, "gemm: residual too short");
+        assert!(r.len() >= span_of(m, ldr, c1), "gemm: residual too short");
     }
     // The columns of the range as a product of their own.
     let (n, panels, out) = (c1 - c0, &panels[range.start * k * NR..], unsafe {
@@ -177,10 +216,10 @@ pub unsafe fn gemm_panels(
         act: ep.act,
     };
     #[cfg(target_arch = "x86_64")]
-    match ks {
-        // SAFETY (both): the network was built with a kernel set the CPU supports; every
-        // slice was checked to be long enough for the rows and columns the kernel
-        // touches, and the caller vouches for out.
+    match ks.set() {
+        // SAFETY (both): `ks` proves the CPU has the set's features; every slice was
+        // checked above to be long enough for the rows and columns the kernel touches
+        // (`portable`'s contract), and the caller vouches for out.
         KernelSet::Avx512 => return unsafe { x512::gemm(m, k, n, a, lda, panels, ep, out, ldo) },
         KernelSet::Avx2 => return unsafe { x86::gemm(m, k, n, a, lda, panels, ep, out, ldo) },
         KernelSet::Portable => {}
@@ -190,8 +229,14 @@ pub unsafe fn gemm_panels(
     unsafe { portable(m, k, n, a, lda, panels, ep, out, ldo) };
 }
 
+/// The product in plain Rust. Its contract is also the AVX2 and AVX-512 kernels'.
+///
 /// # Safety
-/// As [`gemm_panels`], for all `n` columns.
+/// `a` holds at least `(m - 1) * lda + k` floats; `panels` `n.div_ceil(NR)` panels of
+/// `k * NR`; `ep.bias` `n.div_ceil(NR) * NR` floats; `ep.residual`, if any,
+/// `(m - 1) * ldr + n`; `out` points to `m` rows of at least `n` floats at stride `ldo`,
+/// valid for writes for the whole call, which nothing else reads or writes meanwhile.
+/// (This build indexes the slices with bounds checks; the vector ones do not.)
 #[allow(clippy::too_many_arguments)]
 unsafe fn portable(
     m: usize,
@@ -243,7 +288,7 @@ mod x86 {
     const MR: usize = 6;
 
     /// # Safety
-    /// AVX2 and FMA available; slices long enough (checked by the caller).
+    /// The CPU has AVX2 and FMA; the slices and `out` are as [`super::portable`] requires.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub unsafe fn gemm(
@@ -384,7 +429,8 @@ mod x512 {
     }
 
     /// # Safety
-    /// AVX-512 F and FMA available; slices long enough (checked by the caller).
+    /// The CPU has AVX-512 F and FMA; the slices and `out` are as [`super::portable`]
+    /// requires.
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx512f,fma")]
     pub unsafe fn gemm(
@@ -534,6 +580,7 @@ mod x512 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fast::isa::assert_panics_in_every_set;
 
     #[allow(clippy::too_many_arguments)]
     fn reference(
@@ -602,14 +649,14 @@ mod tests {
                     residual.then_some(res.as_slice()),
                     act,
                 );
-                for ks in KernelSet::available() {
+                for ks in Isa::available() {
                     let mut out = vec![f32::NAN; m * n];
                     let ep = Epilogue {
-                        bias: &packed.bias,
+                        bias: packed.bias(),
                         residual: residual.then_some((res.as_slice(), n)),
                         act,
                     };
-                    gemm(ks, m, k, n, &a, k, &packed.data, ep, &mut out, n);
+                    gemm(ks, m, k, n, &a, k, packed.data(), ep, &mut out, n);
                     for (x, y) in out.iter().zip(&want) {
                         assert!(
                             (x - y).abs() < 1e-4,
@@ -629,6 +676,145 @@ mod tests {
         assert_eq!(dst[0..2], [0.0, 1.0]);
         assert_eq!(dst[NR..NR + 2], [20.0, 22.0]);
         assert_eq!(dst[2 * NR..2 * NR + 2], [60.0, 63.0]);
+    }
+
+    // A product of 13 rows (one AVX-512 tile of 12 and a ragged one; two AVX2 tiles of 6
+    // and a ragged one) × 17 inputs × 20 outputs (two panels, the second ragged), with a
+    // residual and an activation, whose slices the tests below cut one float short.
+    const M: usize = 13;
+    const K: usize = 17;
+    const N: usize = 20;
+
+    /// The slice lengths and output stride of one call.
+    #[derive(Clone, Copy)]
+    struct Lens {
+        a: usize,
+        panels: usize,
+        bias: usize,
+        residual: usize,
+        out: usize,
+        ldo: usize,
+    }
+
+    /// Exactly what the product needs.
+    const FULL: Lens = Lens {
+        a: M * K,
+        panels: 2 * K * NR,
+        bias: 2 * NR,
+        residual: M * N,
+        out: M * N,
+        ldo: N,
+    };
+
+    fn product(ks: Isa, lens: Lens) {
+        let packed = Packed::new(K, N, |kk, j| (kk + j) as f32 * 0.01, &[0.5; N]);
+        let a = vec![0.25; lens.a];
+        let residual = vec![1.0; lens.residual];
+        let mut out = vec![0.0; lens.out];
+        let ep = Epilogue {
+            bias: &packed.bias()[..lens.bias],
+            residual: Some((&residual, N)),
+            act: Some(Activation::Silu),
+        };
+        let panels = &packed.data()[..lens.panels];
+        gemm(ks, M, K, N, &a, K, panels, ep, &mut out, lens.ldo);
+    }
+
+    #[test]
+    fn gemm_takes_slices_of_exactly_the_length_it_needs_in_every_kernel_set() {
+        for ks in Isa::available() {
+            product(ks, FULL);
+        }
+    }
+
+    #[test]
+    fn gemm_refuses_a_short_input_in_every_kernel_set() {
+        let a = FULL.a - 1;
+        assert_panics_in_every_set("gemm: a too short", |ks| product(ks, Lens { a, ..FULL }));
+    }
+
+    #[test]
+    fn gemm_refuses_short_weights_in_every_kernel_set() {
+        let panels = FULL.panels - 1;
+        assert_panics_in_every_set("gemm: panels too short", |ks| {
+            product(ks, Lens { panels, ..FULL })
+        });
+    }
+
+    #[test]
+    fn gemm_refuses_a_short_bias_in_every_kernel_set() {
+        let bias = FULL.bias - 1;
+        assert_panics_in_every_set("gemm: bias too short", |ks| {
+            product(ks, Lens { bias, ..FULL })
+        });
+    }
+
+    #[test]
+    fn gemm_refuses_a_short_residual_in_every_kernel_set() {
+        let residual = FULL.residual - 1;
+        assert_panics_in_every_set("gemm: residual too short", |ks| {
+            product(ks, Lens { residual, ..FULL })
+        });
+    }
+
+    #[test]
+    fn gemm_refuses_a_short_output_in_every_kernel_set() {
+        let out = FULL.out - 1;
+        assert_panics_in_every_set("gemm: out too short", |ks| {
+            product(ks, Lens { out, ..FULL })
+        });
+        // Rows of the output closer than their width would overlap.
+        let ldo = N - 1;
+        assert_panics_in_every_set("gemm: rows of out overlap", |ks| {
+            product(ks, Lens { ldo, ..FULL })
+        });
+    }
+
+    #[test]
+    fn gemm_panels_checks_the_slices_of_its_own_panels_in_every_kernel_set() {
+        let packed = Packed::new(K, N, |kk, j| (kk + j) as f32, &[0.5; N]);
+        let a = vec![1.0; M * K];
+        // The panels of `range`, given the first `panels` weights and `bias` bias values.
+        let part = |ks: Isa, range: std::ops::Range<usize>, panels: usize, bias: usize| {
+            let ep = Epilogue {
+                bias: &packed.bias()[..bias],
+                residual: None,
+                act: None,
+            };
+            let mut out = vec![0.0; M * N];
+            let (panels, out) = (&packed.data()[..panels], out.as_mut_ptr());
+            // SAFETY: out holds M rows of N floats, and nothing else touches them.
+            unsafe { gemm_panels(ks, M, K, N, &a, K, panels, ep, out, N, range) };
+        };
+        // The first panel needs the first panel's weights and bias only; the second
+        // needs them up to its own end.
+        for ks in Isa::available() {
+            part(ks, 0..1, K * NR, NR);
+            part(ks, 1..2, 2 * K * NR, 2 * NR);
+        }
+        let short = K * NR - 1;
+        assert_panics_in_every_set("gemm: panels too short", |ks| part(ks, 0..1, short, NR));
+        let short = NR - 1;
+        assert_panics_in_every_set("gemm: bias too short", |ks| part(ks, 0..1, K * NR, short));
+        let short = 2 * K * NR - 1;
+        assert_panics_in_every_set("gemm: panels too short", |ks| part(ks, 1..2, short, 2 * NR));
+        let short = 2 * NR - 1;
+        assert_panics_in_every_set("gemm: bias too short", |ks| {
+            part(ks, 1..2, 2 * K * NR, short)
+        });
+    }
+
+    #[test]
+    #[should_panic(expected = "Packed: bias length")]
+    fn packing_refuses_a_short_bias() {
+        Packed::new(K, N, |_, _| 1.0, &[0.0; N - 1]);
+    }
+
+    #[test]
+    #[should_panic(expected = "Packed::scaled_into: scale length")]
+    fn scaling_refuses_a_short_scale() {
+        let packed = Packed::new(K, N, |_, _| 1.0, &[0.0; N]);
+        packed.scaled_into(&[1.0; K - 1], &mut Vec::new());
     }
 }
 
@@ -655,19 +841,19 @@ mod speed {
             let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
             let packed = Packed::new(k, n, |kk, j| ((kk + j) % 5) as f32 * 0.1, &vec![0.0; n]);
             let mut out = vec![0f32; m * n];
-            for ks in KernelSet::available() {
-                if ks == KernelSet::Portable {
+            for ks in Isa::available() {
+                if ks.set() == KernelSet::Portable {
                     continue;
                 }
                 let ep = Epilogue {
-                    bias: &packed.bias,
+                    bias: packed.bias(),
                     residual: None,
                     act: None,
                 };
                 let reps = (2e9 / (m * k * n) as f64).max(3.0) as usize;
                 let t = std::time::Instant::now();
                 for _ in 0..reps {
-                    gemm(ks, m, k, n, &a, k, &packed.data, ep, &mut out, n);
+                    gemm(ks, m, k, n, &a, k, packed.data(), ep, &mut out, n);
                 }
                 let s = t.elapsed().as_secs_f64();
                 eprintln!(

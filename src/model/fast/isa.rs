@@ -116,6 +116,59 @@ impl fmt::Display for KernelSet {
     }
 }
 
+/// A [`KernelSet`] this CPU was checked to run: what the safe wrappers of the kernels
+/// take, so that no safe call reaches an instruction the CPU lacks (a [`KernelSet`] is a
+/// plain public value; anyone can name `KernelSet::Avx512`). Only [`Isa::new`] (and, in
+/// tests, [`Isa::available`]) makes one, so holding one is the proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Isa(KernelSet);
+
+impl Isa {
+    /// `set`, if this CPU supports it ([`KernelSet::supported`]).
+    pub(crate) fn new(set: KernelSet) -> Option<Self> {
+        set.supported().then_some(Self(set))
+    }
+
+    /// The kernel set.
+    pub(crate) fn set(self) -> KernelSet {
+        self.0
+    }
+
+    /// Every set this CPU supports, best first.
+    #[cfg(test)]
+    pub(crate) fn available() -> Vec<Self> {
+        KernelSet::available().into_iter().map(Self).collect()
+    }
+}
+
+impl fmt::Display for Isa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// Runs `f` with every kernel set this CPU supports and asserts that each call panics
+/// with a message containing `expected`: how the kernels' tests show that a short slice
+/// is refused in every set (AVX-512, AVX2, portable) before any unsafe code reads it.
+#[cfg(test)]
+pub(crate) fn assert_panics_in_every_set(expected: &str, f: impl Fn(Isa)) {
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    for ks in Isa::available() {
+        let Err(panic) = catch_unwind(AssertUnwindSafe(|| f(ks))) else {
+            panic!("{ks}: did not panic, expected {expected:?}");
+        };
+        let message = panic
+            .downcast_ref::<String>()
+            .map(String::as_str)
+            .or_else(|| panic.downcast_ref::<&str>().copied())
+            .unwrap_or_default();
+        assert!(
+            message.contains(expected),
+            "{ks}: panicked with {message:?}, expected {expected:?}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +183,14 @@ mod tests {
         assert!(KernelSet::available().contains(&KernelSet::Portable));
         assert_eq!(KernelSet::available()[0], KernelSet::detect());
         assert!(KernelSet::choose("neon").is_err());
+    }
+
+    #[test]
+    fn an_isa_is_only_made_for_a_supported_set() {
+        for k in KernelSet::ALL {
+            assert_eq!(Isa::new(k).map(Isa::set), k.supported().then_some(k));
+        }
+        let available: Vec<KernelSet> = Isa::available().into_iter().map(Isa::set).collect();
+        assert_eq!(available, KernelSet::available());
     }
 }

@@ -8,9 +8,9 @@
 //! - stem: 3x3 stride-2 convolution as `im2col` (27 values per output pixel, 'same' or
 //!   symmetric padding as zeros) and one matrix product with bias + activation fused;
 //! - each block: the expansion 1x1 convolution as a product straight on the channels-last
-//!   activations with bias + activation fused ([`gemm`]); the depthwise convolution with
+//!   activations with bias + activation fused (`gemm.rs`); the depthwise convolution with
 //!   bias + activation fused, summing each channel for squeeze-and-excitation on the way
-//!   ([`dw`]); SE as two small matrix-vector products whose gate is folded into
+//!   (`dw.rs`); SE as two small matrix-vector products whose gate is folded into
 //!   whichever is smaller, the depthwise output (early blocks: many pixels, few channels)
 //!   or the projection's weights (`diag(gate) · W`, late blocks: 64 pixels, up to 1912
 //!   channels); the projection with bias and the residual fused;
@@ -22,12 +22,12 @@
 //! The network is built for one [`KernelSet`] (AVX-512, AVX2 + FMA or portable), and
 //! every thread that runs it has subnormals flushed ([`flush`]).
 
-pub mod dw;
+pub(crate) mod dw;
 pub mod flush;
-pub mod gemm;
-pub mod isa;
-pub mod simd;
-pub mod team;
+pub(crate) mod gemm;
+mod isa;
+pub(crate) mod simd;
+pub(crate) mod team;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -43,12 +43,13 @@ use crate::model::variants::{
 use crate::model::weights::Weights;
 use dw::{Depthwise, Geometry};
 use gemm::{Epilogue, Packed};
-pub use isa::KernelSet;
+use isa::Isa;
+pub use isa::{KERNELS_ENV, KernelSet};
 use team::Team;
 
 /// Blocks whose input has at most this many pixels (b1_pruned at 240: from the second
 /// block of stage 4, 15×15, on) run on the whole batch at once; see [`FastNet::forward`].
-pub const BATCHED_PIXELS: usize = 256;
+const BATCHED_PIXELS: usize = 256;
 
 /// Squeeze-and-excitation weights.
 #[derive(Debug)]
@@ -73,7 +74,7 @@ struct Block {
 /// The compiled network.
 #[derive(Debug)]
 pub struct FastNet {
-    kernels: KernelSet,
+    kernels: Isa,
     /// Calls that began on a thread without FTZ|DAZ (see [`flush`]).
     unflushed: AtomicU64,
     /// Whether the network sets FTZ|DAZ on threads that lack them (always, but for
@@ -120,11 +121,11 @@ impl FastNet {
     /// Compiles the network for `kernels`, which must be a set this CPU supports
     /// ([`KernelSet::supported`]; an error otherwise).
     pub fn new(weights: &Weights, kernels: KernelSet) -> Result<Self> {
-        if !kernels.supported() {
+        let Some(kernels) = Isa::new(kernels) else {
             return Err(crate::Error::Kernels(format!(
                 "this CPU cannot run the {kernels} kernels"
             )));
-        }
+        };
         let variant: &Variant = weights.variant;
         let act = variant.activation;
         let (stem_w, stem_b) = fold_bn(weights, "conv_stem", "bn1")?;
@@ -159,14 +160,7 @@ impl FastNet {
                         weight[t * c + ch] = dw_w[ch * k * k + t];
                     }
                 }
-                let dw = Depthwise {
-                    c,
-                    k,
-                    stride,
-                    weight,
-                    bias: to_vec(&dw_b)?,
-                    act,
-                };
+                let dw = Depthwise::new(c, k, stride, weight, to_vec(&dw_b)?, act);
                 let se = if variant.squeeze_excite {
                     let t = |name: &str| -> Result<Vec<f32>> { to_vec(weights.get(&p(name))?) };
                     let reduce_bias = t("se.conv_reduce.bias")?;
@@ -189,8 +183,8 @@ impl FastNet {
                     None
                 };
                 let project = pointwise(weights, &p(project_conv), &p(project_bn))?;
-                let in_channels = expand.as_ref().map_or(c, |e| e.k);
-                let skip = stride == 1 && in_channels == project.n;
+                let in_channels = expand.as_ref().map_or(c, Packed::k);
+                let skip = stride == 1 && in_channels == project.n();
                 blocks.push(Block {
                     expand,
                     dw,
@@ -225,12 +219,12 @@ impl FastNet {
     }
 
     pub fn num_classes(&self) -> usize {
-        self.classifier.n
+        self.classifier.n()
     }
 
     /// The kernel set the network was built with.
     pub fn kernels(&self) -> KernelSet {
-        self.kernels
+        self.kernels.set()
     }
 
     /// How many pieces of work (an image, or a share of one layer) began on a thread
@@ -264,14 +258,14 @@ impl FastNet {
     ///
     /// The early blocks, whose activations are large, run image by image (one image a
     /// thread when there are enough, each layer split across the threads otherwise); the
-    /// blocks whose input has at most [`BATCHED_PIXELS`] pixels, and the head, run on all
+    /// blocks whose input has at most `BATCHED_PIXELS` (256) pixels, and the head, run on all
     /// images at once, so that their weights (most of the network's bytes) are read once
     /// per batch and the threads share out every layer.
     pub fn forward(&self, input: &[f32], n: usize, size: usize, out: &mut [f32]) {
-        let len = 3 * size * size;
+        let len = len_of(&[3, size, size]);
         let classes = self.num_classes();
-        assert_eq!(input.len(), n * len, "forward: input length");
-        assert_eq!(out.len(), n * classes, "forward: output length");
+        assert_eq!(input.len(), len_of(&[n, len]), "forward: input length");
+        assert_eq!(out.len(), len_of(&[n, classes]), "forward: output length");
         if n == 0 {
             return;
         }
@@ -317,14 +311,14 @@ impl FastNet {
     fn split(&self, size: usize) -> (usize, (usize, usize, usize)) {
         let (_, mut h) = self.padding.resolve(size, STEM_KERNEL, STEM_STRIDE);
         let (_, mut w) = self.padding.resolve(size, STEM_KERNEL, STEM_STRIDE);
-        let mut c = self.stem.n;
+        let mut c = self.stem.n();
         for (i, block) in self.blocks.iter().enumerate() {
             if h * w <= BATCHED_PIXELS {
                 return (i, (h, w, c));
             }
-            h = self.padding.resolve(h, block.dw.k, block.dw.stride).1;
-            w = self.padding.resolve(w, block.dw.k, block.dw.stride).1;
-            c = block.project.n;
+            h = self.padding.resolve(h, block.dw.k(), block.dw.stride()).1;
+            w = self.padding.resolve(w, block.dw.k(), block.dw.stride()).1;
+            c = block.project.n();
         }
         (self.blocks.len(), (h, w, c))
     }
@@ -380,10 +374,10 @@ impl FastNet {
                 }
             }
         }
-        let c = self.stem.n;
+        let c = self.stem.n();
         resize(&mut ws.x, h * w * c);
         let ep = Epilogue {
-            bias: &self.stem.bias,
+            bias: self.stem.bias(),
             residual: None,
             act: Some(self.act),
         };
@@ -393,7 +387,7 @@ impl FastNet {
             taps,
             c,
             &ws.im2col,
-            &self.stem.data,
+            self.stem.data(),
             ep,
             &mut ws.x,
         );
@@ -418,10 +412,10 @@ impl FastNet {
         }
         let (h, w, c) = shape;
         let m = h * w;
-        let features = self.head.n;
+        let features = self.head.n();
         resize(&mut ws.expanded, n * m * features);
         let ep = Epilogue {
-            bias: &self.head.bias,
+            bias: self.head.bias(),
             residual: None,
             act: Some(self.act),
         };
@@ -431,7 +425,7 @@ impl FastNet {
             c,
             features,
             &ws.x,
-            &self.head.data,
+            self.head.data(),
             ep,
             &mut ws.expanded,
         );
@@ -446,18 +440,18 @@ impl FastNet {
             pooled,
         );
         let ep = Epilogue {
-            bias: &self.classifier.bias,
+            bias: self.classifier.bias(),
             residual: None,
             act: None,
         };
-        let classes = self.classifier.n;
+        let classes = self.classifier.n();
         self.gemm_par(
             par,
             n,
             features,
             classes,
             &ws.pooled,
-            &self.classifier.data,
+            self.classifier.data(),
             ep,
             logits,
         );
@@ -475,11 +469,11 @@ impl FastNet {
     ) -> (usize, usize, usize) {
         let ks = self.kernels;
         let m = h * w;
-        let mid = block.dw.c;
+        let mid = block.dw.c();
         if let Some(expand) = &block.expand {
             resize(&mut ws.expanded, n * m * mid);
             let ep = Epilogue {
-                bias: &expand.bias,
+                bias: expand.bias(),
                 residual: None,
                 act: Some(self.act),
             };
@@ -489,7 +483,7 @@ impl FastNet {
                 c,
                 mid,
                 &ws.x,
-                &expand.data,
+                expand.data(),
                 ep,
                 &mut ws.expanded,
             );
@@ -499,8 +493,9 @@ impl FastNet {
         } else {
             &ws.x
         };
-        let (pad_top, out_h) = self.padding.resolve(h, block.dw.k, block.dw.stride);
-        let (pad_left, out_w) = self.padding.resolve(w, block.dw.k, block.dw.stride);
+        let (k, stride) = (block.dw.k(), block.dw.stride());
+        let (pad_top, out_h) = self.padding.resolve(h, k, stride);
+        let (pad_left, out_w) = self.padding.resolve(w, k, stride);
         let g = Geometry {
             h,
             w,
@@ -526,14 +521,14 @@ impl FastNet {
         let sums = &mut ws.sums[..n * mid];
         mean_rows(ks, &ws.row_sums, out_h, mid, 1.0 / om as f32, sums);
 
-        let mut panels = &block.project.data;
+        let mut panels = block.project.data();
         if let Some(se) = &block.se {
             for sums in ws.sums[..n * mid].chunks_exact_mut(mid) {
                 se.gate(ks, sums, &mut ws.reduced, self.act);
             }
             // The gate scales the projection's input channels: fold it into whichever
             // is smaller, the depthwise output or (one image only) the weights.
-            if n == 1 && om * mid > block.project.data.len() {
+            if n == 1 && om * mid > block.project.data().len() {
                 block.project.scaled_into(&ws.sums[..mid], &mut ws.scaled);
                 panels = &ws.scaled;
             } else {
@@ -547,10 +542,10 @@ impl FastNet {
                 }
             }
         }
-        let cout = block.project.n;
+        let cout = block.project.n();
         resize(&mut ws.y, n * om * cout);
         let ep = Epilogue {
-            bias: &block.project.bias,
+            bias: block.project.bias(),
             residual: block.skip.then_some((&ws.x[..n * m * c], c)),
             act: None,
         };
@@ -562,7 +557,7 @@ impl FastNet {
 
 impl SqueezeExcite {
     /// Turns the per-channel means in `pooled` into the gate, in place.
-    fn gate(&self, ks: KernelSet, pooled: &mut [f32], reduced: &mut Vec<f32>, act: Activation) {
+    fn gate(&self, ks: Isa, pooled: &mut [f32], reduced: &mut Vec<f32>, act: Activation) {
         let c = pooled.len();
         let r = self.reduce_bias.len();
         resize(reduced, r);
@@ -581,13 +576,33 @@ impl SqueezeExcite {
 
 /// For each image, `scale ×` the sum of its `rows` rows of `c` values: `values` holds the
 /// images' rows end to end, `out` one row of `c` per image.
-fn mean_rows(ks: KernelSet, values: &[f32], rows: usize, c: usize, scale: f32, out: &mut [f32]) {
+fn mean_rows(ks: Isa, values: &[f32], rows: usize, c: usize, scale: f32, out: &mut [f32]) {
     for (out, image) in out.chunks_exact_mut(c).zip(values.chunks_exact(rows * c)) {
         out.fill(0.0);
         for row in image.chunks_exact(c) {
             simd::axpy(ks, out, 1.0, row);
         }
         out.iter_mut().for_each(|v| *v *= scale);
+    }
+}
+
+/// The product of `dims`; panics if it overflows. The lengths that guard unsafe code are
+/// computed with it (and [`span_of`]), so that a huge dimension cannot wrap one round to
+/// a small number that a short slice passes.
+fn len_of(dims: &[usize]) -> usize {
+    dims.iter()
+        .try_fold(1usize, |len, &d| len.checked_mul(d))
+        .expect("length overflows usize")
+}
+
+/// The floats that `rows` rows of `width` at stride `stride` span, `(rows - 1) * stride +
+/// width` (0 for no rows); panics if it overflows.
+fn span_of(rows: usize, stride: usize, width: usize) -> usize {
+    match rows.checked_sub(1) {
+        None => 0,
+        Some(last) => len_of(&[last, stride])
+            .checked_add(width)
+            .expect("length overflows usize"),
     }
 }
 
@@ -628,10 +643,10 @@ impl FastNet {
         out: &mut [f32],
     ) {
         let ks = self.kernels;
-        let mr = gemm::rows_per_tile(ks);
+        let mr = gemm::rows_per_tile(ks.set());
         let threads = par.map_or(1, Team::threads);
         let panel_count = n.div_ceil(gemm::NR);
-        assert!(out.len() >= m * n, "gemm_par: out too short");
+        assert!(out.len() >= len_of(&[m, n]), "gemm_par: out too short");
         let shared = Shared(out.as_mut_ptr());
         // Rows r0.. (`rows` of them) and the given panels of the product.
         let part = |r0: usize, rows: usize, range: std::ops::Range<usize>| {
@@ -694,10 +709,20 @@ impl FastNet {
         row_sums: &mut [f32],
     ) {
         let ks = self.kernels;
-        let c = dw.c;
-        let (image_in, image_out) = (g.h * g.w * c, out_h * g.out_w * c);
-        assert!(input.len() >= n * image_in && out.len() >= n * image_out);
-        assert!(row_sums.len() >= n * out_h * c);
+        let c = dw.c();
+        let (image_in, image_out) = (len_of(&[g.h, g.w, c]), len_of(&[out_h, g.out_w, c]));
+        assert!(
+            input.len() >= len_of(&[n, image_in]),
+            "depthwise_par: input too short"
+        );
+        assert!(
+            out.len() >= len_of(&[n, image_out]),
+            "depthwise_par: out too short"
+        );
+        assert!(
+            row_sums.len() >= len_of(&[n, out_h, c]),
+            "depthwise_par: row_sums too short"
+        );
         let threads = par.map_or(1, Team::threads);
         let bands = threads.div_ceil(n).min(out_h / 2).max(1);
         let team = match par {
@@ -766,5 +791,174 @@ impl CustomOp1 for FastNet {
         let mut out = vec![0f32; n * self.num_classes()];
         self.forward(&data[start..end], n, h, &mut out);
         Ok((CpuStorage::F32(out), Shape::from((n, self.num_classes()))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::fast::isa::assert_panics_in_every_set;
+
+    /// A network with the stem (3 → 8 channels), no blocks, the head (8 → 4) and the
+    /// classifier (4 → 3): enough for `forward`, `gemm_par` and `depthwise_par`.
+    fn tiny(ks: Isa) -> FastNet {
+        let packed = |k, n| Packed::new(k, n, |kk, j| ((kk + j) % 5) as f32 * 0.1, &vec![0.0; n]);
+        FastNet {
+            kernels: ks,
+            unflushed: AtomicU64::new(0),
+            flush: true,
+            padding: Padding::Same,
+            act: Activation::Silu,
+            stem: packed(3 * STEM_KERNEL * STEM_KERNEL, 8),
+            blocks: Vec::new(),
+            head: packed(8, 4),
+            classifier: packed(4, 3),
+            workspaces: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Runs `f` alone and in a team of two (whose helper may or may not show up).
+    fn alone_and_in_a_team(f: impl Fn(Par<'_>)) {
+        f(None);
+        Team::lead(1, |team| f(Some(team)));
+    }
+
+    /// Two 8×8 images, with an input and an output of the given lengths.
+    fn forward(ks: Isa, input: usize, out: usize) {
+        let input: Vec<f32> = (0..input).map(|i| (i % 7) as f32 * 0.1).collect();
+        tiny(ks).forward(&input, 2, 8, &mut vec![0.0; out]);
+    }
+
+    const IMAGES: usize = 2 * 3 * 8 * 8;
+    const LOGITS: usize = 2 * 3;
+
+    #[test]
+    fn forward_runs_a_tiny_network_in_every_kernel_set() {
+        for ks in Isa::available() {
+            let input: Vec<f32> = (0..IMAGES).map(|i| (i % 7) as f32 * 0.1).collect();
+            let mut out = [f32::NAN; LOGITS];
+            tiny(ks).forward(&input, 2, 8, &mut out);
+            assert!(out.iter().all(|v| v.is_finite()), "{ks}: {out:?}");
+        }
+    }
+
+    #[test]
+    fn forward_refuses_a_short_input_or_output_in_every_kernel_set() {
+        assert_panics_in_every_set("forward: input length", |ks| {
+            forward(ks, IMAGES - 1, LOGITS)
+        });
+        assert_panics_in_every_set("forward: output length", |ks| {
+            forward(ks, IMAGES, LOGITS - 1)
+        });
+        // 3 × 2^32 × 2^32 floats a image wraps round to 0 in 64 bits.
+        assert_panics_in_every_set("length overflows", |ks| {
+            tiny(ks).forward(&[], 1, 1 << 32, &mut [0.0; 3])
+        });
+    }
+
+    /// `gemm_par` on an `m × k × n` product whose slices are the lengths it needs less
+    /// `short` (`[a, panels, bias, out]`), alone and in a team of two.
+    fn gemm_par(ks: Isa, (m, k, n): (usize, usize, usize), short: [usize; 4]) {
+        let packed = Packed::new(k, n, |kk, j| (kk * j) as f32 * 0.01, &vec![0.5; n]);
+        let a = vec![0.5; m * k - short[0]];
+        let panels = &packed.data()[..packed.data().len() - short[1]];
+        let ep = Epilogue {
+            bias: &packed.bias()[..packed.bias().len() - short[2]],
+            residual: None,
+            act: None,
+        };
+        let net = tiny(ks);
+        alone_and_in_a_team(|par| {
+            let mut out = vec![0.0; m * n - short[3]];
+            net.gemm_par(par, m, k, n, &a, panels, ep, &mut out);
+        });
+    }
+
+    /// Products that a team of two shares out by rows (for every kernel set's tile) and
+    /// by columns.
+    const BY_ROWS: (usize, usize, usize) = (100, 8, 20);
+    const BY_COLUMNS: (usize, usize, usize) = (4, 8, 80);
+
+    #[test]
+    fn gemm_par_refuses_short_slices_in_every_kernel_set() {
+        for shape in [BY_ROWS, BY_COLUMNS] {
+            for ks in Isa::available() {
+                gemm_par(ks, shape, [0; 4]);
+            }
+            for (i, expected) in [
+                "gemm: a too short",
+                "gemm: panels too short",
+                "gemm: bias too short",
+                "gemm_par: out too short",
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                let mut short = [0; 4];
+                short[i] = 1;
+                assert_panics_in_every_set(expected, |ks| gemm_par(ks, shape, short));
+            }
+        }
+    }
+
+    /// `depthwise_par` on two 6×6 images of 20 channels (3×3, stride 1, 'same' padding)
+    /// whose slices are the lengths it needs less `short` (`[input, out, row_sums]`),
+    /// alone and in a team of two.
+    fn depthwise_par(ks: Isa, short: [usize; 3]) {
+        let (n, h, c, k) = (2, 6, 20, 3);
+        let dw = Depthwise::new(
+            c,
+            k,
+            1,
+            vec![0.1; k * k * c],
+            vec![0.0; c],
+            Activation::Silu,
+        );
+        let (pad, out_h) = Padding::Same.resolve(h, k, 1);
+        let g = Geometry {
+            h,
+            w: h,
+            out_w: out_h,
+            pad_top: pad,
+            pad_left: pad,
+        };
+        let input = vec![1.0; n * h * h * c - short[0]];
+        let net = tiny(ks);
+        alone_and_in_a_team(|par| {
+            let mut out = vec![0.0; n * out_h * out_h * c - short[1]];
+            let mut sums = vec![0.0; n * out_h * c - short[2]];
+            net.depthwise_par(par, &dw, g, n, out_h, &input, &mut out, &mut sums);
+        });
+    }
+
+    #[test]
+    fn depthwise_par_refuses_short_slices_in_every_kernel_set() {
+        for ks in Isa::available() {
+            depthwise_par(ks, [0; 3]);
+        }
+        assert_panics_in_every_set("depthwise_par: input too short", |ks| {
+            depthwise_par(ks, [1, 0, 0])
+        });
+        assert_panics_in_every_set("depthwise_par: out too short", |ks| {
+            depthwise_par(ks, [0, 1, 0])
+        });
+        assert_panics_in_every_set("depthwise_par: row_sums too short", |ks| {
+            depthwise_par(ks, [0, 0, 1])
+        });
+    }
+
+    #[test]
+    fn lengths_that_overflow_panic_instead_of_wrapping() {
+        assert_eq!(len_of(&[3, 4, 5]), 60);
+        assert_eq!(len_of(&[]), 1);
+        assert_eq!(span_of(0, 7, 3), 0);
+        assert_eq!(span_of(4, 7, 3), 24);
+        for overflow in [
+            || len_of(&[1 << 32, 1 << 32]),
+            || span_of(1 << 33, 1 << 32, 1),
+            || span_of(2, usize::MAX, 1),
+        ] {
+            assert!(std::panic::catch_unwind(overflow).is_err());
+        }
     }
 }

@@ -3,11 +3,12 @@
 //!
 //! Kernels come in three builds: x86-64 AVX-512 ([`x512`]), x86-64 AVX2 + FMA ([`x86`]),
 //! both written with `std::arch` intrinsics, and a portable build in plain Rust. Which one
-//! runs is the [`KernelSet`] the network was built with; the caller has checked that the
-//! CPU supports it ([`KernelSet::supported`]), which is what makes the `unsafe` calls
-//! below sound.
+//! runs is the [`KernelSet`] the network was built with, passed as an [`Isa`]: the proof
+//! that the CPU supports it, which is what makes the `unsafe` calls below sound. The
+//! wrappers at the bottom are the safe entry points: they check the lengths the kernels
+//! rely on (two slices of the same length) and panic otherwise.
 
-use super::isa::KernelSet;
+use super::isa::{Isa, KernelSet};
 use crate::model::variants::Activation;
 
 /// Applies `act` to every value, portable version.
@@ -56,19 +57,6 @@ pub mod x86 {
             _mm256_set1_epi32(127),
         ));
         _mm256_mul_ps(p, _mm256_castsi256_ps(e))
-    }
-
-    /// `1 / d` to full single precision: the hardware's 12-bit estimate refined by one
-    /// Newton-Raphson step, much cheaper than a division.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2 and FMA.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    pub fn recip(d: __m256) -> __m256 {
-        let r = _mm256_rcp_ps(d);
-        // r' = r * (2 - d * r)
-        _mm256_mul_ps(r, _mm256_fnmadd_ps(d, r, _mm256_set1_ps(2.0)))
     }
 
     /// `1 / (1 + exp(-x))`.
@@ -479,10 +467,11 @@ pub mod x512 {
 }
 
 /// Applies `act` to every value.
-pub fn activate(ks: KernelSet, values: &mut [f32], act: Activation) {
+pub fn activate(ks: Isa, values: &mut [f32], act: Activation) {
     #[cfg(target_arch = "x86_64")]
-    match ks {
-        // SAFETY (both): the network was built with a kernel set the CPU supports.
+    match ks.set() {
+        // SAFETY (both): `ks` proves the CPU has the set's features; the kernel stays
+        // within the one slice it is given.
         KernelSet::Avx512 => return unsafe { x512::activate_slice(values, act) },
         KernelSet::Avx2 => return unsafe { x86::activate_slice(values, act) },
         KernelSet::Portable => {}
@@ -492,10 +481,10 @@ pub fn activate(ks: KernelSet, values: &mut [f32], act: Activation) {
 }
 
 /// `1 / (1 + exp(-x))` in place.
-pub fn sigmoid(ks: KernelSet, values: &mut [f32]) {
+pub fn sigmoid(ks: Isa, values: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    match ks {
-        // SAFETY (both): the network was built with a kernel set the CPU supports.
+    match ks.set() {
+        // SAFETY (both): as in `activate`.
         KernelSet::Avx512 => return unsafe { x512::sigmoid_slice(values) },
         KernelSet::Avx2 => return unsafe { x86::sigmoid_slice(values) },
         KernelSet::Portable => {}
@@ -506,13 +495,13 @@ pub fn sigmoid(ks: KernelSet, values: &mut [f32]) {
     }
 }
 
-/// `a · b` over the shorter of the two.
-pub fn dot(ks: KernelSet, a: &[f32], b: &[f32]) -> f32 {
-    let n = a.len().min(b.len());
-    let (a, b) = (&a[..n], &b[..n]);
+/// `a · b`. Panics unless `a` and `b` have the same length.
+pub fn dot(ks: Isa, a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len(), "simd::dot: lengths differ");
     #[cfg(target_arch = "x86_64")]
-    match ks {
-        // SAFETY (both): the CPU supports the set; a and b hold n floats each.
+    match ks.set() {
+        // SAFETY (both): `ks` proves the CPU has the set's features; a and b hold the
+        // same number of floats (asserted above), the most the kernel reads of either.
         KernelSet::Avx512 => return unsafe { x512::dot(a, b) },
         KernelSet::Avx2 => return unsafe { x86::dot(a, b) },
         KernelSet::Portable => {}
@@ -521,13 +510,12 @@ pub fn dot(ks: KernelSet, a: &[f32], b: &[f32]) -> f32 {
     a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
-/// `y *= x` element by element, over the shorter of the two.
-pub fn mul(ks: KernelSet, y: &mut [f32], x: &[f32]) {
-    let n = y.len().min(x.len());
-    let (y, x) = (&mut y[..n], &x[..n]);
+/// `y *= x` element by element. Panics unless `y` and `x` have the same length.
+pub fn mul(ks: Isa, y: &mut [f32], x: &[f32]) {
+    assert_eq!(y.len(), x.len(), "simd::mul: lengths differ");
     #[cfg(target_arch = "x86_64")]
-    match ks {
-        // SAFETY (both): the CPU supports the set; y and x hold n floats each.
+    match ks.set() {
+        // SAFETY (both): as in `dot`.
         KernelSet::Avx512 => return unsafe { x512::mul(y, x) },
         KernelSet::Avx2 => return unsafe { x86::mul(y, x) },
         KernelSet::Portable => {}
@@ -538,13 +526,12 @@ pub fn mul(ks: KernelSet, y: &mut [f32], x: &[f32]) {
     }
 }
 
-/// `y += a * x`, over the shorter of the two.
-pub fn axpy(ks: KernelSet, y: &mut [f32], a: f32, x: &[f32]) {
-    let n = y.len().min(x.len());
-    let (y, x) = (&mut y[..n], &x[..n]);
+/// `y += a * x`. Panics unless `y` and `x` have the same length.
+pub fn axpy(ks: Isa, y: &mut [f32], a: f32, x: &[f32]) {
+    assert_eq!(y.len(), x.len(), "simd::axpy: lengths differ");
     #[cfg(target_arch = "x86_64")]
-    match ks {
-        // SAFETY (both): the CPU supports the set; y and x hold n floats each.
+    match ks.set() {
+        // SAFETY (both): as in `dot`.
         KernelSet::Avx512 => return unsafe { x512::axpy(y, a, x) },
         KernelSet::Avx2 => return unsafe { x86::axpy(y, a, x) },
         KernelSet::Portable => {}
@@ -558,16 +545,17 @@ pub fn axpy(ks: KernelSet, y: &mut [f32], a: f32, x: &[f32]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::fast::isa::assert_panics_in_every_set;
 
     #[test]
     fn simd_activations_match_the_scalar_ones_in_every_kernel_set() {
-        for ks in KernelSet::available() {
+        for ks in Isa::available() {
             activations_match(ks);
             dot_and_axpy_match(ks);
         }
     }
 
-    fn dot_and_axpy_match(ks: KernelSet) {
+    fn dot_and_axpy_match(ks: Isa) {
         for n in [0, 1, 7, 8, 15, 16, 17, 31, 33, 100] {
             let a: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
             let b: Vec<f32> = (0..n).map(|i| (i as f32 * 0.11).cos()).collect();
@@ -590,7 +578,7 @@ mod tests {
         }
     }
 
-    fn activations_match(ks: KernelSet) {
+    fn activations_match(ks: Isa) {
         let xs: Vec<f32> = (-2000..2000).map(|i| i as f32 * 0.05).collect();
         for act in [Activation::Silu, Activation::Relu6] {
             let mut fast = xs.clone();
@@ -612,5 +600,30 @@ mod tests {
                 "{ks} sigmoid({x}) = {y}, want {want}"
             );
         }
+    }
+
+    /// Asserts that `f` panics with `expected` in every kernel set when either slice is
+    /// one float short of the other: 37 floats (two full AVX-512 vectors, four AVX2 ones
+    /// and a ragged end) against 36, both ways round.
+    fn refuses_either_one_short(expected: &str, f: impl Fn(Isa, &mut [f32], &[f32])) {
+        assert_panics_in_every_set(expected, |ks| f(ks, &mut [1.0; 36], &[1.0; 37]));
+        assert_panics_in_every_set(expected, |ks| f(ks, &mut [1.0; 37], &[1.0; 36]));
+    }
+
+    #[test]
+    fn dot_refuses_slices_of_different_lengths_in_every_kernel_set() {
+        refuses_either_one_short("simd::dot: lengths differ", |ks, y, x| {
+            dot(ks, y, x);
+        });
+    }
+
+    #[test]
+    fn axpy_refuses_slices_of_different_lengths_in_every_kernel_set() {
+        refuses_either_one_short("simd::axpy: lengths differ", |ks, y, x| axpy(ks, y, 2.0, x));
+    }
+
+    #[test]
+    fn mul_refuses_slices_of_different_lengths_in_every_kernel_set() {
+        refuses_either_one_short("simd::mul: lengths differ", mul);
     }
 }

@@ -60,3 +60,20 @@ impl InplaceOp1 for BiasAct {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{DType, Device, Tensor};
+
+    use super::*;
+
+    #[test]
+    fn refuses_a_bias_one_short_of_the_channels() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let op = BiasAct::new(&Tensor::zeros(3, DType::F32, &dev)?, None)?;
+        let x = Tensor::zeros((1, 4, 2, 2), DType::F32, &dev)?;
+        let err = op.apply(&x).unwrap_err();
+        assert!(err.to_string().contains("for 3 channels"), "{err}");
+        Ok(())
+    }
+}

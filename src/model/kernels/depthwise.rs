@@ -21,7 +21,7 @@ pub struct DepthwiseConv {
 }
 
 impl DepthwiseConv {
-    /// Builds the op from a `[C, 1, k, k]` weight and a `[C]` bias.
+    /// Builds the op from a `[C, 1, k, k]` weight and a `[C]` bias (an error otherwise).
     pub fn new(
         weight: &Tensor,
         bias: &Tensor,
@@ -36,9 +36,16 @@ impl DepthwiseConv {
                 weight.dims()
             );
         }
+        let bias: Vec<f32> = bias.to_vec1()?;
+        if bias.len() != channels {
+            candle_core::bail!(
+                "depthwise bias must have {channels} values, got {}",
+                bias.len()
+            );
+        }
         Ok(Self {
             weight: weight.flatten_all()?.to_vec1()?,
-            bias: bias.to_vec1()?,
+            bias,
             channels,
             kernel,
             stride,
@@ -227,6 +234,19 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    #[test]
+    fn refuses_a_bias_one_short_of_the_channels() -> candle_core::Result<()> {
+        let dev = Device::Cpu;
+        let wt = Tensor::zeros((4, 1, 3, 3), candle_core::DType::F32, &dev)?;
+        let short = Tensor::zeros(3, candle_core::DType::F32, &dev)?;
+        let err = DepthwiseConv::new(&wt, &short, 1, Padding::Same, None).unwrap_err();
+        assert!(
+            err.to_string().contains("must have 4 values, got 3"),
+            "{err}"
+        );
         Ok(())
     }
 }
