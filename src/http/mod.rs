@@ -7,6 +7,11 @@
 //! | `/metrics` | Prometheus text format 0.0.4 ([`metrics`] lists the metrics) |
 //! | `/healthz` | 200 `ok` while the process serves HTTP at all (liveness) |
 //! | `/readyz` | 200 `ready` once the model is warm and the publisher is connected to the MQTT broker (the embedded one too); 503 with the reason otherwise, and from the start of shutdown (readiness) |
+//!
+//! The server ([`server`]) is hyper's HTTP/1 on a one-thread tokio runtime, GET and HEAD
+//! only, with a bounded request head (8 KiB), a 5 s header timeout and a cap on open
+//! connections that closes the oldest: clients holding half-sent requests do not keep a
+//! probe or a scrape out.
 
 pub mod dashboard;
 pub mod metrics;

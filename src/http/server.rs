@@ -1,24 +1,53 @@
-//! A small HTTP/1.1 server on std's `TcpListener`: GET and HEAD only, one request per
-//! connection (`Connection: close`), a thread per connection with a cap on how many run at
-//! once, read and write timeouts, and a bounded request head. Enough for Prometheus
-//! scrapes, Kubernetes probes and a browser loading one page; nothing an attacker on the
-//! listening network can use to hold the daemon's resources for long.
+//! The daemon's HTTP/1.1 server: [hyper]'s HTTP/1 connection handling on a small tokio
+//! runtime (one thread, `effistream-http`). GET and HEAD only (405 otherwise), one
+//! request per connection (`Connection: close`). Enough for Prometheus scrapes,
+//! Kubernetes probes and a browser loading one page, with limits that keep a client on the
+//! listening network from holding the daemon's resources or keeping others out:
+//!
+//! - a request head (request line and headers) of at most [`MAX_HEAD`] bytes; past it the
+//!   answer is 431 and the connection is closed;
+//! - [`HEADER_TIMEOUT`] to send the request head, after which a half-sent request is
+//!   closed without an answer; the whole exchange, answer included, ends at most
+//!   [`ANSWER_TIMEOUT`] later (a client that does not take its answer is closed);
+//! - at most [`MAX_CONNECTIONS`] connections open at once; a new one past the cap closes
+//!   the oldest, so clients that open connections and send nothing cannot keep a probe
+//!   or a scrape out. An idle connection costs a socket and a few KiB, no thread.
+//!
+//! The handler runs on the server's thread: it must answer quickly (the daemon's routes
+//! read counters and render text).
 
-use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-/// Longest request head (request line and headers) read; past it the answer is 431.
-const MAX_HEAD: usize = 8 * 1024;
-/// Time a client has to send its request head, and to take the answer.
-const IO_TIMEOUT: Duration = Duration::from_secs(5);
-/// Connections served at once; more are closed at once.
-const MAX_CONNECTIONS: usize = 32;
-/// Time [`HttpServer`]'s drop waits for the accept thread.
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+
+/// Longest request head (request line and headers); past it the answer is 431.
+pub const MAX_HEAD: usize = 8 * 1024;
+/// Time a client has, from its connection, to send its request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Time, after [`HEADER_TIMEOUT`], by which the whole exchange has ended: the answer is
+/// taken, or the connection is closed anyway.
+pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// Connections open at once; a new one past this closes the oldest.
+pub const MAX_CONNECTIONS: usize = 256;
+/// Time [`HttpServer`]'s drop waits for the server's thread.
 const STOP_TIMEOUT: Duration = Duration::from_secs(1);
+/// Time an answered connection waits for the client's end before closing (see [`linger`]).
+const LINGER: Duration = Duration::from_millis(200);
 
 /// An answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,10 +75,26 @@ impl Response {
 /// Answers a request for a path (query string removed).
 pub type Handler = Arc<dyn Fn(&str) -> Response + Send + Sync>;
 
-/// A running server; stops accepting when dropped.
+/// The limits of one server; [`HttpServer::start`] uses the constants above.
+#[derive(Debug, Clone, Copy)]
+struct Limits {
+    max_head: usize,
+    header_timeout: Duration,
+    answer_timeout: Duration,
+    max_connections: usize,
+}
+
+const LIMITS: Limits = Limits {
+    max_head: MAX_HEAD,
+    header_timeout: HEADER_TIMEOUT,
+    answer_timeout: ANSWER_TIMEOUT,
+    max_connections: MAX_CONNECTIONS,
+};
+
+/// A running server; stops accepting, and closes its connections, when dropped.
 pub struct HttpServer {
     addr: SocketAddr,
-    stop: Arc<AtomicBool>,
+    stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -57,18 +102,34 @@ impl HttpServer {
     /// Listens on `listen` (port 0 picks a free port) and serves `handler` on a thread
     /// named `effistream-http`.
     pub fn start(listen: SocketAddr, handler: Handler) -> io::Result<Self> {
-        let listener = TcpListener::bind(listen)?;
+        Self::start_with(listen, handler, LIMITS)
+    }
+
+    fn start_with(listen: SocketAddr, handler: Handler, limits: Limits) -> io::Result<Self> {
+        let listener = std::net::TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let stop = stop.clone();
-            std::thread::Builder::new()
-                .name("effistream-http".into())
-                .spawn(move || accept_loop(listener, handler, stop))?
+        listener.set_nonblocking(true)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .enable_time()
+            .thread_name("effistream-http")
+            .build()?;
+        let listener = {
+            let _entered = runtime.enter();
+            TcpListener::from_std(listener)?
         };
+        let (stop, stopped) = oneshot::channel();
+        let thread = std::thread::Builder::new()
+            .name("effistream-http".into())
+            .spawn(move || {
+                runtime.block_on(accept_loop(listener, handler, limits, stopped));
+                // Dropping the runtime drops the connections still open.
+                drop(runtime);
+                tracing::debug!("HTTP server stopped.");
+            })?;
         Ok(Self {
             addr,
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
         })
     }
@@ -87,9 +148,10 @@ impl HttpServer {
 
 impl Drop for HttpServer {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Release);
-        // Wake the blocking accept.
-        let _ = TcpStream::connect_timeout(&reachable(self.addr), Duration::from_millis(200));
+        // Sent or dropped, the accept loop ends.
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
         if let Some(thread) = self.thread.take() {
             let deadline = Instant::now() + STOP_TIMEOUT;
             while !thread.is_finished() && Instant::now() < deadline {
@@ -112,164 +174,158 @@ pub fn reachable(addr: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, addr.port())
 }
 
-fn accept_loop(listener: TcpListener, handler: Handler, stop: Arc<AtomicBool>) {
-    let active = Arc::new(AtomicUsize::new(0));
-    for stream in listener.incoming() {
-        if stop.load(Ordering::Acquire) {
-            break;
+/// The open connections, oldest first, each with the sender whose drop closes it.
+#[derive(Default)]
+struct Connections {
+    next: u64,
+    open: BTreeMap<u64, oneshot::Sender<()>>,
+}
+
+impl Connections {
+    /// Makes room for a new connection by closing the oldest past `max - 1`; its id and
+    /// the receiver that tells it to close.
+    fn admit(&mut self, max: usize) -> (u64, oneshot::Receiver<()>) {
+        while self.open.len() >= max.max(1) {
+            self.open.pop_first();
+            tracing::debug!(max, "HTTP connections at the cap: the oldest is closed.");
         }
-        let Ok(stream) = stream else {
+        let id = self.next;
+        self.next += 1;
+        let (close, closed) = oneshot::channel();
+        self.open.insert(id, close);
+        (id, closed)
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    handler: Handler,
+    limits: Limits,
+    mut stop: oneshot::Receiver<()>,
+) {
+    let http = connection_builder(limits);
+    let connections = Arc::new(Mutex::new(Connections::default()));
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => accepted,
+        };
+        let Ok((stream, _)) = accepted else {
             // EMFILE and the like: do not spin.
-            std::thread::sleep(Duration::from_millis(10));
+            tokio::time::sleep(Duration::from_millis(10)).await;
             continue;
         };
-        if active.fetch_add(1, Ordering::AcqRel) >= MAX_CONNECTIONS {
-            active.fetch_sub(1, Ordering::AcqRel);
-            continue;
-        }
-        let (handler, done) = (handler.clone(), active.clone());
-        let spawned = std::thread::Builder::new()
-            .name("effistream-http-conn".into())
-            .spawn(move || {
-                serve(stream, &handler);
-                done.fetch_sub(1, Ordering::AcqRel);
-            });
-        if spawned.is_err() {
-            active.fetch_sub(1, Ordering::AcqRel);
-        }
+        let (id, closed) = lock(&connections).admit(limits.max_connections);
+        let (http, handler, connections) = (http.clone(), handler.clone(), connections.clone());
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::timeout(
+                    limits.header_timeout + limits.answer_timeout,
+                    serve(stream, &http, &handler),
+                ) => {}
+                _ = closed => {}
+            }
+            lock(&connections).open.remove(&id);
+        });
     }
-    tracing::debug!("HTTP server stopped.");
+}
+
+fn lock(connections: &Mutex<Connections>) -> std::sync::MutexGuard<'_, Connections> {
+    connections.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// hyper's HTTP/1 settings: one request per connection, the head limit and timeout,
+/// header names as `Content-Type` rather than `content-type`.
+fn connection_builder(limits: Limits) -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_header_size(limits.max_head)
+        // hyper's minimum is 8 KiB.
+        .max_buf_size((2 * limits.max_head).max(8 * 1024))
+        .keep_alive(false)
+        .title_case_headers(true);
+    http
 }
 
 /// Reads one request and answers it; errors only end the connection.
-fn serve(mut stream: TcpStream, handler: &Handler) {
-    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+async fn serve(mut stream: TcpStream, http: &http1::Builder, handler: &Handler) {
     let _ = stream.set_nodelay(true);
-    let (response, head_only) = match read_head(&mut stream) {
-        Ok(head) => match parse_request_line(&head) {
-            Ok((method, path)) => (handler(path), method == "HEAD"),
-            Err(response) => (response, false),
-        },
-        Err(HeadError::TooLarge) => (Response::text(431, "request head too large\n"), false),
-        Err(HeadError::Io) => return,
-    };
-    let _ = write_response(&mut stream, &response, head_only);
-    let _ = stream.shutdown(std::net::Shutdown::Write);
-    // Let the client read the answer before the socket closes (a close with unread
-    // request bytes resets the connection).
+    let service = service_fn(|request: Request<Incoming>| {
+        let answer = answer(handler, &request);
+        async move { Ok::<_, Infallible>(answer) }
+    });
+    // Parse errors are answered by hyper (400, 431) before it returns them; a timeout or
+    // a client gone are not.
+    let _ = http
+        .serve_connection(TokioIo::new(&mut stream), service)
+        .await;
+    linger(&mut stream).await;
+}
+
+/// Closes the writing side, then reads what the client still sends for up to [`LINGER`]
+/// or until it closes: a socket closed with unread request bytes resets the connection,
+/// and the client may lose the answer.
+async fn linger(stream: &mut TcpStream) {
+    let _ = stream.shutdown().await;
     let mut sink = [0u8; 512];
-    let deadline = Instant::now() + Duration::from_millis(200);
-    let _ = stream.set_read_timeout(Some(Duration::from_millis(50)));
-    while Instant::now() < deadline {
-        match stream.read(&mut sink) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(1..) = stream.read(&mut sink).await {}
+    })
+    .await;
 }
 
-enum HeadError {
-    TooLarge,
-    Io,
-}
-
-/// The request head up to the blank line, at most [`MAX_HEAD`] bytes.
-fn read_head(stream: &mut TcpStream) -> Result<String, HeadError> {
-    let mut head = Vec::with_capacity(1024);
-    let mut buf = [0u8; 1024];
-    loop {
-        let n = stream.read(&mut buf).map_err(|_| HeadError::Io)?;
-        if n == 0 {
-            return Err(HeadError::Io);
-        }
-        head.extend_from_slice(&buf[..n]);
-        if let Some(end) = find_blank_line(&head) {
-            head.truncate(end);
-            return Ok(String::from_utf8_lossy(&head).into_owned());
-        }
-        if head.len() > MAX_HEAD {
-            return Err(HeadError::TooLarge);
-        }
-    }
-}
-
-fn find_blank_line(bytes: &[u8]) -> Option<usize> {
-    bytes
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .or_else(|| bytes.windows(2).position(|w| w == b"\n\n"))
-}
-
-/// `(method, path)` of `GET /path?query HTTP/1.1`, or the error answer.
-fn parse_request_line(head: &str) -> Result<(&str, &str), Response> {
-    let line = head.lines().next().unwrap_or_default();
-    let mut parts = line.split_whitespace();
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(Response::text(400, "bad request line\n"));
+fn answer(handler: &Handler, request: &Request<Incoming>) -> hyper::Response<Full<Bytes>> {
+    let method = request.method();
+    let response = if method == Method::GET || method == Method::HEAD {
+        handler(request.uri().path())
+    } else {
+        Response::text(405, "GET or HEAD only\n")
     };
-    if !version.starts_with("HTTP/1.") {
-        return Err(Response::text(505, "HTTP/1.x only\n"));
-    }
-    if method != "GET" && method != "HEAD" {
-        return Err(Response::text(405, "GET or HEAD only\n"));
-    }
-    let path = target.split(['?', '#']).next().unwrap_or_default();
-    Ok((method, path))
-}
-
-fn write_response(stream: &mut TcpStream, response: &Response, head_only: bool) -> io::Result<()> {
-    let mut out = format!(
-        "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
-        response.status,
-        reason(response.status),
-        response.content_type,
-        response.body.len()
-    );
+    let mut builder = hyper::Response::builder()
+        .status(response.status)
+        .header(CONTENT_TYPE, response.content_type)
+        .header(CACHE_CONTROL, "no-store")
+        .header(CONNECTION, "close");
     if response.status == 405 {
-        out.push_str("Allow: GET, HEAD\r\n");
+        builder = builder.header(ALLOW, "GET, HEAD");
     }
-    out.push_str("\r\n");
-    let mut bytes = out.into_bytes();
-    if !head_only {
-        bytes.extend_from_slice(&response.body);
-    }
-    stream.write_all(&bytes)?;
-    stream.flush()
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        503 => "Service Unavailable",
-        505 => "HTTP Version Not Supported",
-        _ => "",
-    }
+    // hyper sets Content-Length from the body, and leaves the body out for HEAD.
+    builder
+        .body(Full::new(Bytes::from(response.body)))
+        .unwrap_or_else(|e| {
+            tracing::warn!("HTTP handler's answer is not valid: {e}");
+            let mut error = hyper::Response::new(Full::new(Bytes::from_static(b"")));
+            *error.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+            error
+        })
 }
 
 #[cfg(test)]
 mod tests {
+    use std::io::{Read, Write};
+
     use super::*;
 
-    fn server() -> HttpServer {
-        HttpServer::start(
+    fn server_with(limits: Limits) -> HttpServer {
+        HttpServer::start_with(
             "127.0.0.1:0".parse().unwrap(),
             Arc::new(|path: &str| match path {
                 "/" => Response::text(200, "hello\n"),
+                "/big" => Response::new(200, "application/octet-stream", vec![b'x'; 64 << 20]),
                 _ => Response::text(404, "no\n"),
             }),
+            limits,
         )
         .unwrap()
     }
 
+    fn server() -> HttpServer {
+        server_with(LIMITS)
+    }
+
     fn exchange(addr: SocketAddr, request: &[u8]) -> String {
-        let mut stream = TcpStream::connect(addr).unwrap();
+        let mut stream = std::net::TcpStream::connect(addr).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
             .unwrap();
@@ -287,15 +343,23 @@ mod tests {
         let ok = exchange(addr, b"GET /?x=1 HTTP/1.1\r\nHost: a\r\n\r\n");
         assert!(ok.starts_with("HTTP/1.1 200 OK\r\n"), "{ok}");
         assert!(ok.contains("Content-Length: 6\r\n") && ok.ends_with("\r\n\r\nhello\n"));
-        let head = exchange(addr, b"HEAD / HTTP/1.0\r\n\r\n");
+        let head = exchange(addr, b"HEAD / HTTP/1.1\r\n\r\n");
         assert!(
             head.starts_with("HTTP/1.1 200") && head.ends_with("\r\n\r\n"),
+            "{head}"
+        );
+        // hyper answers an HTTP/1.0 request in HTTP/1.0.
+        let head = exchange(addr, b"HEAD / HTTP/1.0\r\n\r\n");
+        assert!(
+            head.starts_with("HTTP/1.0 200") && head.ends_with("\r\n\r\n"),
             "{head}"
         );
         assert!(exchange(addr, b"GET /x HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 404"));
         let post = exchange(addr, b"POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
         assert!(post.starts_with("HTTP/1.1 405") && post.contains("Allow: GET, HEAD"));
         assert!(exchange(addr, b"nonsense\r\n\r\n").starts_with("HTTP/1.1 400"));
+        // Only HTTP/1.x (httparse); the old server answered 505.
+        assert!(exchange(addr, b"GET / HTTP/2.0\r\n\r\n").starts_with("HTTP/1.1 400"));
         let mut huge = b"GET / HTTP/1.1\r\n".to_vec();
         huge.extend(std::iter::repeat_n(b'a', MAX_HEAD + 10));
         assert!(exchange(addr, &huge).starts_with("HTTP/1.1 431"));
@@ -306,11 +370,104 @@ mod tests {
     fn a_silent_client_does_not_block_others_and_drop_stops_listening() {
         let server = server();
         let addr = server.addr();
-        let _silent = TcpStream::connect(addr).unwrap();
+        let _silent = std::net::TcpStream::connect(addr).unwrap();
         let started = Instant::now();
         assert!(exchange(addr, b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
-        assert!(started.elapsed() < IO_TIMEOUT);
+        assert!(started.elapsed() < HEADER_TIMEOUT);
         drop(server);
-        assert!(TcpStream::connect(addr).is_err());
+        assert!(std::net::TcpStream::connect(addr).is_err());
+    }
+
+    #[test]
+    fn a_client_that_closes_its_sending_side_still_gets_its_answer() {
+        let server = server();
+        let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+        stream.shutdown(std::net::Shutdown::Write).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = String::new();
+        let _ = stream.read_to_string(&mut answer);
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("hello\n"),
+            "{answer:?}"
+        );
+    }
+
+    /// Whether the server closed `stream` within `wait` (EOF or a reset), rather than
+    /// leaving it open.
+    fn closed_within(stream: &mut std::net::TcpStream, wait: Duration) -> bool {
+        stream.set_read_timeout(Some(wait)).unwrap();
+        let mut byte = [0u8; 1];
+        match stream.read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) => !matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ),
+        }
+    }
+
+    #[test]
+    fn past_the_connection_cap_the_oldest_connection_is_closed() {
+        let server = server_with(Limits {
+            max_connections: 4,
+            ..LIMITS
+        });
+        let addr = server.addr();
+        let mut idle: Vec<std::net::TcpStream> = (0..4)
+            .map(|_| {
+                let mut stream = std::net::TcpStream::connect(addr).unwrap();
+                stream.write_all(b"GET / HTTP/1.1\r\n").unwrap();
+                // Accepted in this order.
+                std::thread::sleep(Duration::from_millis(50));
+                stream
+            })
+            .collect();
+        let started = Instant::now();
+        assert!(exchange(addr, b"GET / HTTP/1.1\r\n\r\n").starts_with("HTTP/1.1 200"));
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(closed_within(&mut idle[0], Duration::from_secs(2)));
+        for stream in &mut idle[1..] {
+            assert!(!closed_within(stream, Duration::from_millis(100)));
+        }
+    }
+
+    #[test]
+    fn a_client_that_does_not_take_its_answer_is_closed() {
+        let limits = Limits {
+            header_timeout: Duration::from_millis(300),
+            answer_timeout: Duration::from_millis(300),
+            ..LIMITS
+        };
+        let server = server_with(limits);
+        let mut stream = std::net::TcpStream::connect(server.addr()).unwrap();
+        stream.write_all(b"GET /big HTTP/1.1\r\n\r\n").unwrap();
+        // Kernel buffers hold a few MiB of the 64 MiB; the rest is never sent.
+        std::thread::sleep(Duration::from_secs(2));
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        assert!(answer.starts_with(b"HTTP/1.1 200 OK\r\n"));
+        assert!(answer.len() < 64 << 20, "{} bytes", answer.len());
+    }
+
+    #[test]
+    fn drop_closes_open_connections_promptly() {
+        let server = server();
+        let mut idle: Vec<std::net::TcpStream> = (0..50)
+            .map(|_| std::net::TcpStream::connect(server.addr()).unwrap())
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        let started = Instant::now();
+        drop(server);
+        assert!(started.elapsed() < Duration::from_millis(500));
+        for stream in &mut idle {
+            assert!(closed_within(stream, Duration::from_secs(1)));
+        }
     }
 }
