@@ -12,8 +12,8 @@ use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use effistream::config::HttpConfig;
 use effistream::http::{Dashboard, HttpServer, Observed};
+use effistream::plan::HttpSettings;
 
 const MAX_HEAD: usize = 8 * 1024;
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -21,18 +21,16 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 const HALF_REQUEST: &[u8] = b"GET /healthz HTTP/1.1\r\nHost: x\r\n";
 
 fn server() -> HttpServer {
-    let config = HttpConfig {
-        enabled: true,
-        listen: "127.0.0.1:0".into(),
+    let settings = HttpSettings {
+        listen: "127.0.0.1:0".parse().unwrap(),
         mqtt_websocket_url: None,
     };
     effistream::http::start(
-        &config,
+        &settings,
         Arc::new(Observed::new("tf_efficientnet_lite0")),
         Dashboard::new("effistream", None, None),
     )
     .unwrap()
-    .expect("http enabled")
 }
 
 /// Sends `request` on a new connection and reads the answer until the server closes the
