@@ -457,7 +457,13 @@ fn broken_cameras_back_off_with_a_clear_log_line_and_never_stall_the_others() {
                 .get(&format!("effistream/{camera}/status"))
                 .map(String::as_str),
             Some(want),
-            "{camera}: {statuses:?}"
+            "{camera}: {statuses:?}\nstatus messages in the window: {:?}\ndaemon log:\n{}",
+            messages
+                .iter()
+                .filter(|m| m.topic.ends_with("/status"))
+                .map(|m| (m.topic.as_str(), m.text()))
+                .collect::<Vec<_>>(),
+            daemon.log()
         );
         if camera != "good" {
             assert!(

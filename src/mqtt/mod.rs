@@ -59,7 +59,7 @@
 //! });
 //! assert!(accepted, "queue full: dropped and counted");
 //! publisher.shutdown(Duration::from_secs(2))?;
-//! # Ok::<(), effistream::mqtt::MqttError>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 //!
 //! With `[homeassistant] enabled = true` the daemon also publishes a retained Home
