@@ -174,12 +174,8 @@ pub struct Starting {
 }
 
 impl Starting {
-    /// Where the publisher connects (the embedded broker's real port included).
-    pub fn endpoint(&self) -> &MqttEndpoint {
-        &self.plan.publisher.endpoint
-    }
-
-    /// The plan being started.
+    /// The plan being started (the publisher's endpoint holds the embedded broker's real
+    /// port).
     pub fn plan(&self) -> &Plan {
         &self.plan
     }
@@ -230,7 +226,7 @@ impl Starting {
             "Online."
         );
 
-        let mut sources = Vec::with_capacity(plan.cameras.len());
+        let mut sources: Vec<Source> = Vec::with_capacity(plan.cameras.len());
         let mut streams = Vec::with_capacity(plan.cameras.len());
         for camera in &plan.cameras {
             let p = publisher.clone();
@@ -242,7 +238,7 @@ impl Starting {
                 Ok(stream) => stream,
                 Err(e) => {
                     for source in &sources {
-                        Source::request_stop(source);
+                        source.request_stop();
                     }
                     drop(sources);
                     engine.shutdown(STOP_ENGINE);
@@ -274,7 +270,7 @@ impl Starting {
         Ok(Running {
             plan,
             _broker: broker,
-            _http: http,
+            http,
             observed,
             publisher,
             engine,
@@ -292,7 +288,7 @@ pub struct Running {
     plan: Plan,
     // Kept for as long as the daemon runs.
     _broker: Option<EmbeddedBroker>,
-    _http: Option<HttpServer>,
+    http: Option<HttpServer>,
     observed: Arc<Observed>,
     publisher: Publisher,
     engine: Engine,
@@ -310,7 +306,7 @@ impl Running {
 
     /// The HTTP server's address (its real port), if it runs.
     pub fn http_addr(&self) -> Option<SocketAddr> {
-        self._http.as_ref().map(HttpServer::addr)
+        self.http.as_ref().map(HttpServer::addr)
     }
 
     /// The publisher's counters.

@@ -458,7 +458,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         })?;
 
     let starting = Daemon::prepare(plan)?;
-    print_subscribe_hint(starting.endpoint(), &starting.plan().publisher);
+    print_subscribe_hint(&starting.plan().publisher);
     if let Some(url) = starting.http_url() {
         eprintln!("Dashboard: {url}/");
         eprintln!("Metrics: {url}/metrics    health: {url}/healthz {url}/readyz");
@@ -477,8 +477,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 /// Prints how to watch the messages with mosquitto_sub.
-fn print_subscribe_hint(endpoint: &MqttEndpoint, publisher: &PublisherSettings) {
-    let (host, port, tls) = match endpoint {
+fn print_subscribe_hint(publisher: &PublisherSettings) {
+    let (host, port, tls) = match &publisher.endpoint {
         MqttEndpoint::Embedded(addr) => (addr.ip().to_string(), addr.port(), false),
         MqttEndpoint::Tcp { host, port } => (host.clone(), *port, false),
         MqttEndpoint::Tls { host, port } => (host.clone(), *port, true),
