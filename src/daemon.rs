@@ -109,11 +109,13 @@ impl Daemon {
         gst::init()?;
         let broker = match &plan.broker {
             Some(settings) => {
-                let broker =
-                    EmbeddedBroker::start_with_websocket(settings.listen, settings.websocket)?;
-                // With port 0, the port the broker got.
-                plan.publisher.endpoint = MqttEndpoint::Embedded(broker.addr());
-                Some(broker)
+                let broker = EmbeddedBroker::start_or_share(settings.listen, settings.websocket)?;
+                if let Some(broker) = &broker {
+                    // With port 0, the port the broker got.
+                    plan.publisher.endpoint = MqttEndpoint::Embedded(broker.addr());
+                }
+                // Otherwise the broker already on that address is used, at that address.
+                broker
             }
             None => None,
         };

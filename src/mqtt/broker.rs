@@ -13,7 +13,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::mqtt::{MAX_PACKET_SIZE, MqttError};
 
@@ -106,6 +106,34 @@ impl EmbeddedBroker {
         })
     }
 
+    /// What the daemon does with `mqtt.url = "embedded"`: [`start_with_websocket`], except
+    /// when the MQTT address is already taken by an MQTT broker that accepts an anonymous
+    /// client (Debian's `mosquitto` service on 127.0.0.1:1883, the default address, say).
+    /// Then nothing is started, `Ok(None)` is returned, and the caller publishes to that
+    /// broker, which is what a subscriber to the address sees either way. Anything else
+    /// holding the address (a broker that wants credentials, another program) is
+    /// [`MqttError::BrokerListen`].
+    ///
+    /// [`start_with_websocket`]: EmbeddedBroker::start_with_websocket
+    pub fn start_or_share(
+        listen: SocketAddr,
+        websocket: Option<SocketAddr>,
+    ) -> Result<Option<Self>, MqttError> {
+        match Self::start_with_websocket(listen, websocket) {
+            Err(MqttError::BrokerListen { addr, error })
+                if addr == listen && shareable(listen, &error) =>
+            {
+                warn!(
+                    %addr,
+                    "The embedded broker's address is taken by an MQTT broker that accepts anonymous clients (the mosquitto service?): publishing to that broker instead. Set mqtt.url = \"mqtt://{}\" to say so, or mqtt.embedded_listen to a free address to keep the embedded broker.",
+                    reachable(addr)
+                );
+                Ok(None)
+            }
+            other => other.map(Some),
+        }
+    }
+
     /// The address of the WebSocket listener, if any (with the real port).
     pub fn websocket_addr(&self) -> Option<SocketAddr> {
         self.websocket
@@ -178,6 +206,12 @@ fn reachable(addr: SocketAddr) -> SocketAddr {
     }
 }
 
+/// Whether the embedded broker, failing to listen on `addr` with `error`, may publish to
+/// the broker already there ([`EmbeddedBroker::start_or_share`]).
+pub fn shareable(addr: SocketAddr, error: &std::io::Error) -> bool {
+    error.kind() == std::io::ErrorKind::AddrInUse && probe(reachable(addr)).is_ok()
+}
+
 /// One MQTT 3.1.1 CONNECT / CONNACK / DISCONNECT exchange.
 fn probe(addr: SocketAddr) -> std::io::Result<()> {
     const CLIENT_ID: &[u8] = b"effistream-broker-probe";
@@ -213,6 +247,26 @@ mod tests {
         assert!(err.contains(&addr.to_string()), "{err}");
         assert!(err.contains("in use"), "{err}");
         assert!(err.contains("mqtt.embedded_listen"), "{err}");
+    }
+
+    #[test]
+    fn an_address_held_by_an_open_mqtt_broker_is_shared_and_anything_else_refused() {
+        let any = "127.0.0.1:0".parse().unwrap();
+        let first = EmbeddedBroker::start(any).unwrap();
+        // A second "embedded" broker on the first one's address publishes to it.
+        let second = EmbeddedBroker::start_or_share(first.addr(), Some(any)).unwrap();
+        assert!(second.is_none());
+        // A listener that does not answer MQTT is still a clear error.
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = EmbeddedBroker::start_or_share(addr, None).unwrap_err();
+        assert!(
+            matches!(err, MqttError::BrokerListen { addr: a, .. } if a == addr),
+            "{err}"
+        );
+        // A free address starts a broker.
+        let free = EmbeddedBroker::start_or_share(any, None).unwrap().unwrap();
+        assert!(free.is_running());
     }
 
     #[test]

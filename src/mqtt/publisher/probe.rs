@@ -10,6 +10,7 @@ use rumqttc::{Client, ConnectReturnCode, ConnectionError, Event, Packet, RecvTim
 
 use super::connect_options;
 use crate::mqtt::MqttError;
+use crate::mqtt::broker::shareable;
 use crate::mqtt::settings::{MqttEndpoint, PublisherSettings};
 
 /// Connects once and disconnects cleanly; returns what was reached (`mqtt://host:port`,
@@ -17,8 +18,13 @@ use crate::mqtt::settings::{MqttEndpoint, PublisherSettings};
 /// say which part failed and never hold the password.
 pub fn probe(settings: &PublisherSettings, timeout: Duration) -> Result<String, MqttError> {
     if let MqttEndpoint::Embedded(addr) = settings.endpoint {
-        TcpListener::bind(addr).map_err(|error| MqttError::BrokerListen { addr, error })?;
-        return Ok(format!("embedded broker, can listen on {addr}"));
+        return match TcpListener::bind(addr) {
+            Ok(_) => Ok(format!("embedded broker, can listen on {addr}")),
+            Err(error) if shareable(addr, &error) => Ok(format!(
+                "{addr} is taken by an MQTT broker that accepts anonymous clients: `run` publishes to it instead of starting the embedded broker"
+            )),
+            Err(error) => Err(MqttError::BrokerListen { addr, error }),
+        };
     }
     let probe_settings = PublisherSettings {
         client_id: probe_client_id(&settings.client_id),
