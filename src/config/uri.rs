@@ -2,6 +2,9 @@
 
 use std::path::PathBuf;
 
+use percent_encoding::percent_decode_str;
+use url::{Host, ParseError, Url};
+
 use super::resolve::check_pipeline;
 use super::{CameraConfig, MqttConfig};
 use crate::mqtt::MqttEndpoint;
@@ -80,32 +83,35 @@ impl MqttConfig {
 
 /// Parses `mqtt://host[:port]` or `mqtts://host[:port]`. IPv6 hosts are returned without
 /// brackets. The error is a reason that does not repeat the value.
-pub fn parse_mqtt_url(url: &str) -> Result<MqttEndpoint, String> {
+pub fn parse_mqtt_url(text: &str) -> Result<MqttEndpoint, String> {
     const SUPPORTED: &str = "expected mqtt://host[:port], mqtts://host[:port] or embedded";
-    let url = Url::parse(url).map_err(|e| format!("{e}; {SUPPORTED}"))?;
-    let (tls, default_port) = match url.scheme.to_ascii_lowercase().as_str() {
+    let (scheme, authority, rest) = split(text).map_err(|e| format!("{e}; {SUPPORTED}"))?;
+    let (tls, default_port) = match scheme.as_str() {
         "mqtt" => (false, 1883),
         "mqtts" => (true, 8883),
         other => return Err(format!("unsupported scheme `{other}://`; {SUPPORTED}")),
     };
-    if url.userinfo.is_some() {
+    let url = parse_network(text, authority, rest)?;
+    if !url.username().is_empty() || url.password().is_some() {
         return Err(
             "credentials in the URL are not supported; set mqtt.username and mqtt.password"
                 .to_owned(),
         );
     }
-    if !(url.path.is_empty() || url.path == "/") || url.query.is_some() {
+    if !matches!(url.path(), "" | "/") || url.query().is_some() {
         return Err(format!(
             "an MQTT URL has no path or query ({SUPPORTED}); topics are set with mqtt.topic_prefix"
         ));
     }
-    if url.fragment.is_some() {
+    if url.fragment().is_some() {
         return Err(format!("an MQTT URL has no fragment; {SUPPORTED}"));
     }
-    let host = url
-        .host()?
-        .ok_or_else(|| format!("missing host; {SUPPORTED}"))?;
-    let port = url.port()?.unwrap_or(default_port);
+    let host = match url.host() {
+        Some(Host::Ipv6(ip)) => ip.to_string(),
+        Some(host) => host.to_string(),
+        None => return Err(format!("missing host; {SUPPORTED}")),
+    };
+    let port = url.port().unwrap_or(default_port);
     Ok(if tls {
         MqttEndpoint::Tls { host, port }
     } else {
@@ -113,7 +119,8 @@ pub fn parse_mqtt_url(url: &str) -> Result<MqttEndpoint, String> {
     })
 }
 
-/// Parses a camera `uri` into a [`SourceSpec`].
+/// Parses a camera `uri` into a [`SourceSpec`]. Network URIs are kept as written (GStreamer
+/// parses them again), file and device paths are percent-decoded.
 pub(super) fn parse_camera_uri(uri: &str) -> Result<SourceSpec, String> {
     let supported = || {
         CAMERA_SCHEMES
@@ -122,53 +129,54 @@ pub(super) fn parse_camera_uri(uri: &str) -> Result<SourceSpec, String> {
             .collect::<Vec<_>>()
             .join(", ")
     };
-    let url = Url::parse(uri).map_err(|e| format!("{e}; supported: {}", supported()))?;
-    match url.scheme.to_ascii_lowercase().as_str() {
+    let (scheme, authority, rest) =
+        split(uri).map_err(|e| format!("{e}; supported: {}", supported()))?;
+    match scheme.as_str() {
         "rtsp" | "rtsps" => {
-            url.require_host()?;
-            url.port()?;
+            parse_network(uri, authority, rest)?;
             Ok(SourceSpec::Rtsp(uri.to_owned()))
         }
         "http" | "https" => {
-            url.require_host()?;
-            url.port()?;
+            parse_network(uri, authority, rest)?;
             Ok(SourceSpec::Http(uri.to_owned()))
         }
         "file" => {
-            if !(url.authority.is_empty() || url.authority.eq_ignore_ascii_case("localhost")) {
+            // Checked as written: `url` reads `file://C:/x.mp4` as the path `/C:/x.mp4`.
+            if !(authority.is_empty() || authority.eq_ignore_ascii_case("localhost")) {
                 return Err(
                     "a file:// URI takes an absolute path: file:///path/to/video.mp4 (three slashes); relative paths are not supported"
                         .to_owned(),
                 );
             }
-            if url.query.is_some() || url.fragment.is_some() {
+            let url = parse_url(uri).map_err(|e| e.to_string())?;
+            if url.query().is_some() || url.fragment().is_some() {
                 return Err(
                     "a file:// URI has no query or fragment; write `?` as %3F and `#` as %23 in file names"
                         .to_owned(),
                 );
             }
-            if url.path.is_empty() || url.path.ends_with('/') {
+            if url.path().ends_with('/') {
                 return Err("a file:// URI must name a file: file:///path/to/video.mp4".to_owned());
             }
-            let path = percent_decode(url.path)?;
             Ok(SourceSpec::File {
                 uri: uri.to_owned(),
-                path: PathBuf::from(path),
+                path: decoded_path(&url)?,
             })
         }
         "v4l2" => {
-            if !url.authority.is_empty() || url.path.is_empty() {
+            if !authority.is_empty() || !rest.starts_with('/') {
                 return Err(
                     "a v4l2:// URI takes an absolute device path: v4l2:///dev/video0 (three slashes)"
                         .to_owned(),
                 );
             }
-            if url.query.is_some() || url.fragment.is_some() {
+            let url = parse_url(uri).map_err(|e| e.to_string())?;
+            if url.query().is_some() || url.fragment().is_some() {
                 return Err("a v4l2:// URI has no query or fragment: v4l2:///dev/video0".to_owned());
             }
-            Ok(SourceSpec::V4l2(PathBuf::from(percent_decode(url.path)?)))
+            Ok(SourceSpec::V4l2(decoded_path(&url)?))
         }
-        "test" => parse_test_uri(&url),
+        "test" => parse_test_uri(uri, authority),
         other => Err(format!(
             "unknown scheme `{other}://`; supported: {}",
             supported()
@@ -176,12 +184,11 @@ pub(super) fn parse_camera_uri(uri: &str) -> Result<SourceSpec, String> {
     }
 }
 
-/// `test://PATTERN[?width=W&height=H]`.
-fn parse_test_uri(url: &Url<'_>) -> Result<SourceSpec, String> {
-    if url.userinfo.is_some() {
+/// `test://PATTERN[?width=W&height=H]`; `pattern` is the authority as written.
+fn parse_test_uri(uri: &str, pattern: &str) -> Result<SourceSpec, String> {
+    if pattern.contains('@') {
         return Err("a test:// URI has no user or password".to_owned());
     }
-    let pattern = url.authority;
     if pattern.is_empty() {
         return Err(format!(
             "missing pattern: test://PATTERN with PATTERN one of {}",
@@ -194,15 +201,18 @@ fn parse_test_uri(url: &Url<'_>) -> Result<SourceSpec, String> {
             TEST_PATTERNS.join(", ")
         ));
     }
-    if !(url.path.is_empty() || url.path == "/") || url.fragment.is_some() {
+    let url = parse_url(uri).map_err(|e| e.to_string())?;
+    if !matches!(url.path(), "" | "/") || url.fragment().is_some() {
         return Err("expected test://PATTERN[?width=W&height=H]".to_owned());
     }
     let (mut width, mut height) = (None, None);
-    for pair in url.query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-        let (name, value) = pair.split_once('=').ok_or_else(|| {
-            format!("bad query: `{pair}` has no value (expected width=W&height=H)")
-        })?;
-        let slot = match name {
+    for (name, value) in url.query_pairs() {
+        if value.is_empty() {
+            return Err(format!(
+                "bad query: `{name}` has no value (expected width=W&height=H)"
+            ));
+        }
+        let slot = match &*name {
             "width" => &mut width,
             "height" => &mut height,
             _ => {
@@ -234,156 +244,104 @@ fn parse_test_uri(url: &Url<'_>) -> Result<SourceSpec, String> {
     })
 }
 
-/// Decodes `%XX` escapes of a URI path.
-fn percent_decode(s: &str) -> Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let byte = bytes
-                .get(i + 1..i + 3)
-                .and_then(|hex| std::str::from_utf8(hex).ok())
-                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
-                .ok_or("invalid percent-encoding in the path (`%` must be followed by two hex digits; write `%` as %25)")?;
-            out.push(byte);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
+/// The lowercase scheme of `scheme://authority…`, the authority as written and the text
+/// after it. Errors never repeat the input.
+///
+/// The `url` crate parses; this checks first what it would accept or change without a
+/// word: it strips surrounding spaces and control characters, percent-encodes inner
+/// ones and drops tabs and newlines, and takes `file:/a.mp4`, `http:cam` and
+/// `broker:1883` (no `//`). The authority is kept as written because `url` drops an
+/// empty port (`cam:`), skips extra slashes after `http://` (`https:///x` has the host
+/// `x`) and reads a bare IPv6 address as a host and a bad port.
+fn split(uri: &str) -> Result<(String, &str, &str), String> {
+    if uri.is_empty() {
+        return Err("empty URI".to_owned());
     }
-    String::from_utf8(out).map_err(|_| "the path is not UTF-8 once percent-decoded".to_owned())
-}
-
-/// The parts of `scheme://authority/path?query#fragment`, borrowed from the input.
-#[derive(Debug, PartialEq, Eq)]
-struct Url<'a> {
-    scheme: &'a str,
-    /// Everything between `//` and the path: `[userinfo@]host[:port]`.
-    authority: &'a str,
-    userinfo: Option<&'a str>,
-    /// `host[:port]`.
-    host_port: &'a str,
-    path: &'a str,
-    query: Option<&'a str>,
-    fragment: Option<&'a str>,
-}
-
-impl<'a> Url<'a> {
-    /// Splits a URI. Errors never repeat the input.
-    fn parse(s: &'a str) -> Result<Self, String> {
-        if s.is_empty() {
-            return Err("empty URI".to_owned());
-        }
-        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(
-                "a URI must not contain spaces or control characters; percent-encode them (%20)"
-                    .to_owned(),
-            );
-        }
-        let (scheme, rest) = s
-            .split_once("://")
-            .ok_or("not a URI of the form scheme://...")?;
-        let valid_scheme = scheme
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic())
-            && scheme
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'));
-        if !valid_scheme {
-            return Err("not a URI of the form scheme://...".to_owned());
-        }
-        let (rest, fragment) = match rest.split_once('#') {
-            Some((rest, fragment)) => (rest, Some(fragment)),
-            None => (rest, None),
-        };
-        let (rest, query) = match rest.split_once('?') {
-            Some((rest, query)) => (rest, Some(query)),
-            None => (rest, None),
-        };
-        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-        let (userinfo, host_port) = match authority.rfind('@') {
-            Some(at) => (Some(&authority[..at]), &authority[at + 1..]),
-            None => (None, authority),
-        };
-        Ok(Self {
-            scheme,
-            authority,
-            userinfo,
-            host_port,
-            path,
-            query,
-            fragment,
+    if uri.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(
+            "a URI must not contain spaces or control characters; percent-encode them (%20)"
+                .to_owned(),
+        );
+    }
+    let (scheme, rest) = uri
+        .split_once("://")
+        .filter(|(scheme, _)| {
+            scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
         })
-    }
+        .ok_or("not a URI of the form scheme://...")?;
+    let (authority, rest) = rest.split_at(rest.find(['/', '?', '#']).unwrap_or(rest.len()));
+    Ok((scheme.to_ascii_lowercase(), authority, rest))
+}
 
-    /// `host` of `host[:port]`: `None` when empty, brackets of an IPv6 address removed.
-    fn host(&self) -> Result<Option<String>, String> {
-        let host = if let Some(bracketed) = self.host_port.strip_prefix('[') {
-            let (ip, _) = bracketed
-                .split_once(']')
-                .ok_or("unclosed `[` in the host")?;
-            ip.parse::<std::net::Ipv6Addr>()
-                .map_err(|_| "invalid IPv6 address in the host".to_owned())?;
-            ip
-        } else {
-            let host = self.host_port.split(':').next().unwrap_or_default();
-            if self.host_port.matches(':').count() > 1 {
-                return Err("an IPv6 host must be written in brackets: [::1]".to_owned());
-            }
-            if !host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '%'))
-            {
-                return Err(self.hint("invalid character in the host"));
-            }
-            host
-        };
-        Ok((!host.is_empty()).then(|| host.to_owned()))
-    }
-
-    /// The host, or an error when there is none.
-    fn require_host(&self) -> Result<String, String> {
-        self.host()?.ok_or_else(|| "missing host".to_owned())
-    }
-
-    /// `port` of `host[:port]`, if given.
-    fn port(&self) -> Result<Option<u16>, String> {
-        let after_host = match self.host_port.strip_prefix('[') {
-            Some(bracketed) => bracketed.split_once(']').map_or("", |(_, after)| after),
-            None => self
-                .host_port
-                .find(':')
-                .map_or("", |i| &self.host_port[i..]),
-        };
-        if after_host.is_empty() {
-            return Ok(None);
-        }
-        let port = after_host
-            .strip_prefix(':')
-            .ok_or("unexpected characters after the host")?;
-        let digits = port.bytes().all(|b| b.is_ascii_digit());
-        match port.parse::<u16>() {
-            Ok(port) if digits && port > 0 => Ok(Some(port)),
-            _ => Err(self.hint("invalid port (expected a number from 1 to 65535)")),
-        }
-    }
-
-    /// Adds advice when a misplaced `@` suggests a password with unencoded characters.
-    fn hint(&self, reason: &str) -> String {
-        let later_at = self.path.contains('@')
-            || self.query.is_some_and(|q| q.contains('@'))
-            || self.fragment.is_some_and(|f| f.contains('@'));
-        if later_at {
+/// Parses a URI that has a host and may have a port (rtsp, http, mqtt) with `url`. The
+/// host is checked first as written in `authority` (see [`split`]); `url` also allows
+/// almost any character in the host of an `rtsp://` or `mqtt://` URI, where only
+/// letters, digits and `-._~%` are.
+fn parse_network(uri: &str, authority: &str, rest: &str) -> Result<Url, String> {
+    const BAD_PORT: &str = "invalid port (expected a number from 1 to 65535)";
+    // A password with an unencoded `/`, `?`, `#` or `@` ends the authority early, and
+    // part of it is read as the host or the port: say so, without repeating it.
+    let hint = |reason: &str| {
+        if rest.contains('@') {
             format!(
                 "{reason}; if the password contains `/`, `?`, `#` or `@`, percent-encode them (%2F, %3F, %23, %40)"
             )
         } else {
             reason.to_owned()
         }
+    };
+    let host_port = authority.rsplit_once('@').map_or(authority, |(_, hp)| hp);
+    if !host_port.starts_with('[') {
+        if host_port.matches(':').count() > 1 {
+            return Err("an IPv6 host must be written in brackets: [::1]".to_owned());
+        }
+        let host = host_port.split(':').next().unwrap_or_default();
+        if host.is_empty() {
+            return Err("missing host".to_owned());
+        }
+        if !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_' | '~' | '%'))
+        {
+            return Err(hint("invalid character in the host"));
+        }
     }
+    let url = parse_url(uri).map_err(|e| match e {
+        ParseError::InvalidPort => hint(BAD_PORT),
+        ParseError::InvalidIpv6Address => "invalid IPv6 address in the host".to_owned(),
+        other => other.to_string(),
+    })?;
+    if host_port.ends_with(':') || url.port() == Some(0) {
+        return Err(hint(BAD_PORT));
+    }
+    Ok(url)
+}
+
+/// `Url::parse` with every `\` written as `%5C`: in `http(s)://` and `file://` URIs `url`
+/// reads `\` as `/`, which is not what the URI says (GStreamer is given it as written).
+fn parse_url(uri: &str) -> Result<Url, ParseError> {
+    Url::parse(&uri.replace('\\', "%5C"))
+}
+
+/// The percent-decoded path of a `file://` or `v4l2://` URI.
+fn decoded_path(url: &Url) -> Result<PathBuf, String> {
+    let path = url.path();
+    // `percent_decode_str` keeps a `%` that two hex digits do not follow.
+    let stray_percent = path.split('%').skip(1).any(|after| {
+        !after
+            .get(..2)
+            .is_some_and(|hex| hex.bytes().all(|b| b.is_ascii_hexdigit()))
+    });
+    if stray_percent {
+        return Err("invalid percent-encoding in the path (`%` must be followed by two hex digits; write `%` as %25)".to_owned());
+    }
+    let path = percent_decode_str(path)
+        .decode_utf8()
+        .map_err(|_| "the path is not UTF-8 once percent-decoded".to_owned())?;
+    Ok(PathBuf::from(path.into_owned()))
 }
 
 #[cfg(test)]
@@ -624,6 +582,84 @@ mod tests {
         cam.uri = None;
         cam.pipeline = None;
         assert!(cam.source().unwrap_err().contains("neither"));
+    }
+
+    #[test]
+    fn what_url_would_accept_or_change_is_refused_as_written() {
+        // `url` skips slashes after `https://`, takes `scheme:` without `//`, drops an
+        // empty port, allows more characters in the hosts of non-web schemes and reads
+        // `file://C:/x.mp4` as the path `/C:/x.mp4`.
+        for (uri, expected) in [
+            ("https:///x", "missing host"),
+            ("http:cam", "not a URI"),
+            ("http:/cam/x", "not a URI"),
+            ("rtsp:cam", "not a URI"),
+            ("rtsp://[::1]:/x", "invalid port"),
+            ("rtsps://cam:/x", "invalid port"),
+            ("test://ball:", "unknown test pattern `ball:`"),
+            ("rtsp://ca{m/x", "invalid character in the host"),
+            ("rtsp://c\u{e4}m/x", "invalid character in the host"),
+            ("http://cam\\x/", "invalid character in the host"),
+            ("rtsp://cam\\x/", "invalid character in the host"),
+            ("file://C:/x.mp4", "a file:// URI takes an absolute path"),
+        ] {
+            let err = camera(uri).unwrap_err();
+            assert!(err.starts_with(expected), "{uri}: {err}");
+        }
+        let err = endpoint("mqtt://fe80::1").unwrap_err();
+        assert!(err.contains("brackets"), "{err}");
+    }
+
+    #[test]
+    fn backslashes_and_host_case_stay_as_written() {
+        // `url` reads `\` as `/` in http(s) and file URIs and lowercases http hosts.
+        assert_eq!(
+            camera("file:///videos/a\\b.mp4"),
+            Ok(SourceSpec::File {
+                uri: "file:///videos/a\\b.mp4".to_owned(),
+                path: PathBuf::from("/videos/a\\b.mp4"),
+            })
+        );
+        for uri in ["http://Cam.LAN/a\\b", "rtsp://Cam.LAN/a\\b"] {
+            assert!(
+                matches!(camera(uri), Ok(SourceSpec::Http(u) | SourceSpec::Rtsp(u)) if u == uri),
+                "{uri}"
+            );
+        }
+        assert_eq!(
+            endpoint("mqtt://Broker.LAN"),
+            Ok(MqttEndpoint::Tcp {
+                host: "Broker.LAN".to_owned(),
+                port: 1883
+            })
+        );
+    }
+
+    #[test]
+    fn url_decodes_queries_and_resolves_dot_segments() {
+        // Differences from the hand-written parser that are the URL standard's reading.
+        assert_eq!(
+            camera("test://ball?width=%33%32"),
+            Ok(test("ball", 32, 480))
+        );
+        assert_eq!(
+            camera("test://ball?width="),
+            Err("bad query: `width` has no value (expected width=W&height=H)".to_owned())
+        );
+        assert_eq!(
+            camera("file:///videos/old/../a.mp4"),
+            Ok(SourceSpec::File {
+                uri: "file:///videos/old/../a.mp4".to_owned(),
+                path: PathBuf::from("/videos/a.mp4"),
+            })
+        );
+        assert_eq!(
+            endpoint("mqtt://[0:0:0:0:0:0:0:1]:1884"),
+            Ok(MqttEndpoint::Tcp {
+                host: "::1".to_owned(),
+                port: 1884
+            })
+        );
     }
 
     fn endpoint(url: &str) -> Result<MqttEndpoint, String> {
