@@ -34,6 +34,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crate::error::Result;
 use crate::model::{ClassScore, Classifier};
 use crate::preprocess::{Preprocess, RgbImage};
+use crate::util::join_by;
 
 pub use stats::{EngineHistograms, EngineSnapshot, LatencyHistogram};
 
@@ -345,12 +346,7 @@ impl Engine {
             .take();
         let deadline = Instant::now() + timeout;
         for handle in self.threads.drain(..) {
-            while !handle.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if handle.is_finished() {
-                let _ = handle.join();
-            } else {
+            if let Err(handle) = join_by(handle, deadline) {
                 tracing::warn!(thread = ?handle.thread().name(), "Engine thread still busy at shutdown.");
             }
         }

@@ -21,7 +21,7 @@ use crate::element::{
     Range, debug_category, get, lock, metadata, pad_templates, path_value, raw_text, text,
 };
 use crate::meta;
-use crate::throttle::Throttle;
+use effistream::util::Throttle;
 
 const DEFAULT_MODEL: &str = "efficientnet_b1_pruned";
 const DEFAULT_TOP_K: u32 = 5;
