@@ -15,7 +15,7 @@ use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::convert::ToInput;
-use super::engine::{self, EngineSettings, SharedEngine};
+use super::engine::{self, EngineProperties, SharedEngine};
 use super::waiter::{Outcome, Waiter};
 use crate::element::{
     Range, debug_category, get, lock, metadata, pad_templates, path_value, raw_text, text,
@@ -169,7 +169,7 @@ impl EffnetClassify {
         );
         let engine = engine::acquire(
             &settings.engine,
-            EngineSettings {
+            EngineProperties {
                 model: settings.model,
                 weights,
                 batch_size: settings.batch_size,

@@ -59,7 +59,7 @@ mod worker;
 
 use event_loop::EventLoopThread;
 pub use probe::probe;
-use worker::Worker;
+use worker::PublishWorker;
 
 /// Capacity of rumqttc's request channel (see the module docs for why it is small).
 const CLIENT_CHANNEL_CAPACITY: usize = 64;
@@ -275,7 +275,7 @@ impl Publisher {
         };
         let event_loop = spawn("effistream-mqtt", move || event_loop.run())?;
 
-        let worker = Worker {
+        let worker = PublishWorker {
             client,
             shared: shared.clone(),
             topics,
