@@ -12,8 +12,10 @@ use effistream::model::{Classifier, Variant};
 
 use crate::registry::Registry;
 
+/// Largest `top-k` property value.
+pub(super) const MAX_TOP_K: u32 = 100;
 /// Classes the engine ranks per frame; each element keeps its own `top-k` of them.
-pub(super) const ENGINE_TOP_K: usize = super::imp::MAX_TOP_K as usize;
+pub(super) const ENGINE_TOP_K: usize = MAX_TOP_K as usize;
 /// Longest wait for a worker to finish its batch when the last element stops.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 

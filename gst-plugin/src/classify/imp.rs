@@ -15,7 +15,7 @@ use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::convert::ToInput;
-use super::engine::{self, EngineProperties, SharedEngine};
+use super::engine::{self, EngineProperties, MAX_TOP_K, SharedEngine};
 use super::waiter::{Outcome, Waiter};
 use crate::element::{
     Range, debug_category, get, lock, metadata, pad_templates, path_value, raw_text, text,
@@ -25,7 +25,6 @@ use effistream::util::Throttle;
 
 const DEFAULT_MODEL: &str = "efficientnet_b1_pruned";
 const DEFAULT_TOP_K: u32 = 5;
-pub(super) const MAX_TOP_K: u32 = 100;
 const TOP_K: Range<u32> = Range {
     name: "top-k",
     min: 1,
