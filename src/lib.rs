@@ -15,7 +15,9 @@
 //! - [`config`] → [`plan`] → [`daemon`]: the configuration file as read, resolved once
 //!   into the typed settings of every component (every rule checked in
 //!   [`config::Config::resolve`]), and the daemon that runs them (`effistream run`);
-//! - [`http`]: the daemon's HTTP server: Prometheus metrics and health probes.
+//! - [`http`]: the daemon's HTTP server: Prometheus metrics and health probes;
+//! - [`util`]: small infrastructure they share (reconnection backoff, joining threads by
+//!   a deadline, warning throttles, listener addresses, masking secrets).
 //!
 //! # Quick start
 //!
@@ -46,6 +48,7 @@ pub mod plan;
 pub mod preprocess;
 pub mod shard;
 pub mod source;
+pub mod util;
 pub mod video;
 
 pub use error::{Error, Result};

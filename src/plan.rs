@@ -15,7 +15,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::engine::EngineConfig;
+use crate::engine::EngineSettings;
 use crate::model::Variant;
 use crate::mqtt::homeassistant::HomeAssistantSettings;
 use crate::mqtt::{PublisherSettings, StateConfig};
@@ -30,7 +30,7 @@ pub struct Plan {
     /// Enabled cameras in the file, before the shard took its part.
     pub enabled_cameras: usize,
     pub model: ModelSettings,
-    pub engine: EngineConfig,
+    pub engine: EngineSettings,
     pub publisher: PublisherSettings,
     /// Hysteresis of the retained state topics.
     pub state: StateConfig,

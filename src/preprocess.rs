@@ -13,7 +13,6 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
 use crate::error::{Error, Result};
-use crate::model::Variant;
 
 /// An 8-bit RGB image without row padding.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,17 +113,9 @@ pub struct Preprocess {
     pub std: [f32; 3],
 }
 
+// `Preprocess::for_variant` (timm's eval transform of a variant) is defined beside
+// `Variant` in `model::variants`, so that this module does not depend on `model`.
 impl Preprocess {
-    /// timm's eval transform for `variant`.
-    pub fn for_variant(variant: &Variant) -> Self {
-        Self {
-            input_size: variant.input_size,
-            resize_size: variant.resize_size(),
-            mean: variant.mean,
-            std: variant.std,
-        }
-    }
-
     /// Number of `f32` values [`Self::run`] writes: `3 * input_size²`.
     pub fn output_len(&self) -> usize {
         3 * self.input_size * self.input_size

@@ -7,12 +7,12 @@ mod common;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use effistream::engine::{Classified, Engine, EngineConfig, Frame};
+use effistream::engine::{Classified, Engine, EngineSettings, Frame};
 use effistream::model::Classifier;
 use effistream::preprocess::RgbImage;
 
-fn config(workers: usize, threads: usize, max_batch: usize) -> EngineConfig {
-    EngineConfig {
+fn config(workers: usize, threads: usize, max_batch: usize) -> EngineSettings {
+    EngineSettings {
         max_batch,
         max_wait: Duration::from_millis(20),
         max_frame_age: Duration::from_secs(30),
@@ -24,7 +24,7 @@ fn config(workers: usize, threads: usize, max_batch: usize) -> EngineConfig {
 }
 
 /// Runs `frames` golden photos through an engine of `config`; returns the results.
-fn classify_through_engine(classifier: Arc<Classifier>, config: EngineConfig) -> Vec<Classified> {
+fn classify_through_engine(classifier: Arc<Classifier>, config: EngineSettings) -> Vec<Classified> {
     let golden = common::golden("efficientnet_b1_pruned");
     let images = golden.photos();
     let engine = Engine::start(classifier, config).unwrap();

@@ -233,7 +233,7 @@ fn readiness_waits_for_the_broker_and_metrics_count_what_the_daemon_does() {
 
     broker.start();
     let started = Instant::now();
-    // The publisher retries with backoff capped at 10 s (± 25 %).
+    // The publisher retries with backoff capped at 10 s (jitter only shortens it).
     let (status, body) = wait_status(&format!("{base}/readyz"), 200, Duration::from_secs(20));
     assert_eq!(
         (status, body.as_str()),

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use effistream::config::{CameraConfig, ReconnectConfig};
-use effistream::engine::{Classified, Engine, EngineConfig};
+use effistream::engine::{Classified, Engine, EngineSettings};
 use effistream::model::{Classifier, Variant};
 use effistream::source::{CameraStatus, Source};
 
@@ -24,7 +24,7 @@ fn engine() -> &'static Engine {
             Classifier::load(variant, Some(&common::assets().join("lite0.pth"))).unwrap();
         Engine::start(
             Arc::new(classifier),
-            EngineConfig {
+            EngineSettings {
                 max_batch: 4,
                 max_wait: Duration::from_millis(20),
                 max_frame_age: Duration::from_secs(2),

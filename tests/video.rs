@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use effistream::config::{CameraConfig, Decode, ReconnectConfig};
-use effistream::engine::{Engine, EngineConfig, ResultCallback};
+use effistream::engine::{Engine, EngineSettings, ResultCallback};
 use effistream::model::{Classifier, Variant};
 use effistream::preprocess::{Preprocess, RgbImage};
 use effistream::source::Source;
@@ -330,7 +330,7 @@ fn lite0_engine() -> Engine {
     let classifier = Classifier::load(variant, Some(&common::assets().join("lite0.pth"))).unwrap();
     Engine::start(
         Arc::new(classifier),
-        EngineConfig {
+        EngineSettings {
             max_batch: 4,
             max_wait: Duration::from_millis(20),
             max_frame_age: Duration::from_secs(5),

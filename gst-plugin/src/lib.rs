@@ -18,7 +18,6 @@ mod element;
 pub mod meta;
 mod publish;
 mod registry;
-mod throttle;
 
 use gst::glib;
 

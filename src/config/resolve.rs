@@ -14,7 +14,7 @@ use super::{
     BatchConfig, CameraConfig, Config, HomeAssistantConfig, ModelConfig, MqttConfig,
     ReconnectConfig, WorkersConfig,
 };
-use crate::engine::{EngineConfig, threads_per_worker};
+use crate::engine::{EngineSettings, threads_per_worker};
 use crate::files::{check_file, read_password_file};
 use crate::mqtt::homeassistant::HomeAssistantSettings;
 use crate::mqtt::{
@@ -309,10 +309,10 @@ impl Validator<'_> {
         batch: &BatchConfig,
         workers: &WorkersConfig,
         model: &ModelConfig,
-    ) -> Result<EngineConfig, ConfigError> {
+    ) -> Result<EngineSettings, ConfigError> {
         self.batch(batch)?;
         self.workers(workers)?;
-        Ok(EngineConfig {
+        Ok(EngineSettings {
             max_batch: batch.max_size,
             max_wait: Duration::from_millis(batch.max_wait_ms),
             max_frame_age: Duration::from_millis(batch.max_frame_age_ms),

@@ -7,10 +7,10 @@ use std::time::Instant;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
 use super::stats::EngineStats;
-use super::{DropReason, EngineConfig, Queued};
+use super::{DropReason, EngineSettings, Queued};
 
 pub(super) struct Batcher {
-    pub config: EngineConfig,
+    pub config: EngineSettings,
     pub frames: Receiver<Queued>,
     pub idle: Receiver<usize>,
     pub batches: Sender<Vec<Queued>>,

@@ -34,6 +34,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use crate::error::Result;
 use crate::model::{ClassScore, Classifier};
 use crate::preprocess::{Preprocess, RgbImage};
+use crate::util::join_by;
 
 pub use stats::{EngineHistograms, EngineSnapshot, LatencyHistogram};
 
@@ -182,7 +183,7 @@ pub fn threads_per_worker(threads: usize, workers: usize) -> usize {
 
 /// Engine settings.
 #[derive(Debug, Clone)]
-pub struct EngineConfig {
+pub struct EngineSettings {
     pub max_batch: usize,
     pub max_wait: Duration,
     pub max_frame_age: Duration,
@@ -196,7 +197,7 @@ pub struct EngineConfig {
 /// The running engine: a batcher thread and worker threads around one shared model.
 pub struct Engine {
     classifier: Arc<Classifier>,
-    config: EngineConfig,
+    config: EngineSettings,
     frames_tx: Mutex<Option<Sender<Queued>>>,
     frames_rx: Receiver<Queued>,
     streams: Arc<AtomicUsize>,
@@ -217,8 +218,8 @@ pub struct Stream {
 impl Engine {
     /// Starts the batcher and the workers, each worker running one warm-up batch of
     /// `max_batch` frames first; returns once they are warm.
-    pub fn start(classifier: Arc<Classifier>, config: EngineConfig) -> Result<Self> {
-        let config = EngineConfig {
+    pub fn start(classifier: Arc<Classifier>, config: EngineSettings) -> Result<Self> {
+        let config = EngineSettings {
             max_batch: config.max_batch.max(1),
             workers: config.workers.max(1),
             threads: config.threads.max(1),
@@ -233,7 +234,7 @@ impl Engine {
         let mut threads = Vec::new();
         let (warm_tx, warm_rx) = crossbeam_channel::bounded(config.workers);
         for id in 0..config.workers {
-            let worker = worker::Worker {
+            let worker = worker::InferenceWorker {
                 id,
                 classifier: classifier.clone(),
                 config: config.clone(),
@@ -308,7 +309,7 @@ impl Engine {
         &self.classifier
     }
 
-    pub fn config(&self) -> &EngineConfig {
+    pub fn config(&self) -> &EngineSettings {
         &self.config
     }
 
@@ -345,12 +346,7 @@ impl Engine {
             .take();
         let deadline = Instant::now() + timeout;
         for handle in self.threads.drain(..) {
-            while !handle.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if handle.is_finished() {
-                let _ = handle.join();
-            } else {
+            if let Err(handle) = join_by(handle, deadline) {
                 tracing::warn!(thread = ?handle.thread().name(), "Engine thread still busy at shutdown.");
             }
         }

@@ -8,20 +8,20 @@ use crossbeam_channel::{Receiver, Sender};
 use rayon::prelude::*;
 
 use super::stats::EngineStats;
-use super::{Classified, DropReason, EngineConfig, Queued};
+use super::{Classified, DropReason, EngineSettings, Queued};
 use crate::error::Result;
 use crate::model::Classifier;
 use crate::model::fast::flush;
 use crate::preprocess::RgbImage;
 
-pub(super) struct Worker {
+pub(super) struct InferenceWorker {
     pub id: usize,
     pub classifier: Arc<Classifier>,
-    pub config: EngineConfig,
+    pub config: EngineSettings,
     pub stats: Arc<EngineStats>,
 }
 
-impl Worker {
+impl InferenceWorker {
     pub fn run(
         self,
         idle: Sender<usize>,

@@ -19,7 +19,7 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -34,6 +34,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
+
+use crate::util::{join_by, reachable};
 
 /// Longest request head (request line and headers); past it the answer is 431.
 pub const MAX_HEAD: usize = 8 * 1024;
@@ -153,25 +155,9 @@ impl Drop for HttpServer {
             let _ = stop.send(());
         }
         if let Some(thread) = self.thread.take() {
-            let deadline = Instant::now() + STOP_TIMEOUT;
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(2));
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            }
+            let _ = join_by(thread, Instant::now() + STOP_TIMEOUT);
         }
     }
-}
-
-/// `addr` with an unspecified IP replaced by the loopback address of its family.
-pub fn reachable(addr: SocketAddr) -> SocketAddr {
-    let ip = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(ip, addr.port())
 }
 
 /// The open connections, oldest first, each with the sender whose drop closes it.

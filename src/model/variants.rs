@@ -8,6 +8,7 @@
 //! `tests/golden/make_tables.py`).
 
 use crate::error::{Error, Result};
+use crate::preprocess::Preprocess;
 
 /// How a convolution pads its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -247,6 +248,18 @@ impl Variant {
                 let shape = parts.map(|d| d.parse().unwrap_or(0)).collect();
                 (name, shape)
             })
+    }
+}
+
+impl Preprocess {
+    /// timm's eval transform for `variant`.
+    pub fn for_variant(variant: &Variant) -> Self {
+        Self {
+            input_size: variant.input_size,
+            resize_size: variant.resize_size(),
+            mean: variant.mean,
+            std: variant.std,
+        }
     }
 }
 

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
 use tracing::{error, info, warn};
 
 use crate::mqtt::{MAX_PACKET_SIZE, MqttError};
+use crate::util::reachable;
 
 /// How long [`EmbeddedBroker::start`] waits for the broker to answer.
 const START_TIMEOUT: Duration = Duration::from_secs(5);
@@ -190,19 +191,6 @@ fn broker_config(addr: SocketAddr, websocket: Option<SocketAddr>) -> Config {
         )])),
         ws: websocket,
         ..Config::default()
-    }
-}
-
-/// `addr` with an unspecified IP replaced by the loopback address.
-fn reachable(addr: SocketAddr) -> SocketAddr {
-    match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv4Addr::LOCALHOST.into(), addr.port())
-        }
-        IpAddr::V6(ip) if ip.is_unspecified() => {
-            SocketAddr::new(Ipv6Addr::LOCALHOST.into(), addr.port())
-        }
-        _ => addr,
     }
 }
 

@@ -170,8 +170,8 @@ pub struct PublisherSettings {
     pub tls: TlsFiles,
     /// What a full queue drops.
     pub overflow: Overflow,
-    /// First delay between connection attempts; doubles up to `reconnect_max` (±25 %
-    /// jitter).
+    /// First delay between connection attempts; doubles up to `reconnect_max` (each delay
+    /// shortened by up to 25 % of jitter, see [`crate::util::Backoff`]).
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
 }

@@ -25,6 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{Frame, Stream};
 use crate::error::{Error, Result};
+use crate::util::redact::redact_password_of;
+use crate::util::{Backoff, join_by};
 use crate::video::FrameScaler;
 
 pub use settings::{Decode, SourceSettings, SourceSpec};
@@ -160,11 +162,7 @@ impl Source {
         let Some(thread) = self.thread.take() else {
             return true;
         };
-        while !thread.is_finished() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if thread.is_finished() {
-            let _ = thread.join();
+        if join_by(thread, deadline).is_ok() {
             true
         } else {
             tracing::warn!(camera = %self.id, "Source thread did not stop in time.");
@@ -190,48 +188,6 @@ impl SourceWatch {
     /// The last state reported, `None` before the first.
     pub fn state(&self) -> Option<CameraStatus> {
         self.state.lock().ok().and_then(|s| *s)
-    }
-}
-
-/// Exponential backoff with jitter: each delay is drawn from [d/2, d] where d doubles from
-/// `initial` up to `max`.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    next: Duration,
-    seed: u64,
-}
-
-impl Backoff {
-    pub fn new(initial: Duration, max: Duration) -> Self {
-        let initial = initial.max(Duration::from_millis(1));
-        let seed = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0x9e37_79b9, |d| d.as_nanos() as u64);
-        Self {
-            initial,
-            max: max.max(initial),
-            next: initial,
-            seed,
-        }
-    }
-
-    /// The next delay.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(self.max);
-        // xorshift64 for the jitter: no need for a crate.
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let fraction = 0.5 + (self.seed % 1000) as f64 / 2000.0;
-        d.mul_f64(fraction)
-    }
-
-    /// Back to the initial delay, after a pipeline that worked.
-    pub fn reset(&mut self) {
-        self.next = self.initial;
     }
 }
 
@@ -264,8 +220,10 @@ struct Supervisor {
 }
 
 impl Supervisor {
-    fn run(mut self) {
+    fn run(self) {
         let mut state = None;
+        // Failures in a row, back to 0 after a pipeline that delivered frames.
+        let mut failures: u32 = 0;
         loop {
             let delivered = Arc::new(Mutex::new(None::<Instant>));
             let outcome = self.run_pipeline(&delivered, &mut state);
@@ -280,10 +238,11 @@ impl Supervisor {
                 }
                 Outcome::Failed(reason) => {
                     if got_frames {
-                        self.backoff.reset();
+                        failures = 0;
                     }
+                    failures = failures.saturating_add(1);
                     self.counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                    let delay = self.backoff.next_delay();
+                    let delay = self.backoff.delay(failures);
                     tracing::warn!(
                         camera = %self.id,
                         reason = %self.redact(&reason).replace('\n', " "),
@@ -321,20 +280,8 @@ impl Supervisor {
 
     /// Replaces the password of the source URL, wherever it appears, by `***`.
     fn redact(&self, text: &str) -> String {
-        let url = match &self.spec {
-            SourceSpec::Rtsp(url) | SourceSpec::Http(url) => url,
-            _ => return text.to_owned(),
-        };
-        let Some(userinfo) = url
-            .split_once("://")
-            .and_then(|(_, rest)| rest.split('/').next())
-            .and_then(|authority| authority.rsplit_once('@'))
-            .map(|(userinfo, _)| userinfo)
-        else {
-            return text.to_owned();
-        };
-        match userinfo.split_once(':') {
-            Some((_, password)) if !password.is_empty() => text.replace(password, "***"),
+        match &self.spec {
+            SourceSpec::Rtsp(url) | SourceSpec::Http(url) => redact_password_of(url, text),
             _ => text.to_owned(),
         }
     }
@@ -653,21 +600,4 @@ fn frame_from_sample(
         image,
         cropped: true,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_up_to_the_cap_with_jitter() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(800));
-        let delays: Vec<u128> = (0..6).map(|_| b.next_delay().as_millis()).collect();
-        let caps = [100, 200, 400, 800, 800, 800];
-        for (d, cap) in delays.iter().zip(caps) {
-            assert!(*d >= cap / 2 && *d <= cap, "{delays:?}");
-        }
-        b.reset();
-        assert!(b.next_delay() <= Duration::from_millis(100));
-    }
 }

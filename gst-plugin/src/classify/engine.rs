@@ -7,19 +7,22 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use effistream::engine::{Engine, EngineConfig, threads_per_worker};
+use effistream::engine::{Engine, EngineSettings, threads_per_worker};
 use effistream::model::{Classifier, Variant};
 
 use crate::registry::Registry;
 
+/// Largest `top-k` property value.
+pub(super) const MAX_TOP_K: u32 = 100;
 /// Classes the engine ranks per frame; each element keeps its own `top-k` of them.
-pub(super) const ENGINE_TOP_K: usize = super::imp::MAX_TOP_K as usize;
+pub(super) const ENGINE_TOP_K: usize = MAX_TOP_K as usize;
 /// Longest wait for a worker to finish its batch when the last element stops.
 const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// What an engine is built from; elements sharing an engine must agree on all of it.
+/// The element properties an engine is built from (into the library's `EngineSettings`,
+/// as the daemon's `Plan` holds one); elements sharing an engine must agree on all of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct EngineSettings {
+pub(super) struct EngineProperties {
     pub model: String,
     /// Canonical when the file exists, so that two spellings of one path agree.
     pub weights: Option<PathBuf>,
@@ -31,7 +34,7 @@ pub(super) struct EngineSettings {
     pub max_frame_age: Duration,
 }
 
-impl fmt::Display for EngineSettings {
+impl fmt::Display for EngineProperties {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "model={}", self.model)?;
         match &self.weights {
@@ -48,14 +51,14 @@ impl fmt::Display for EngineSettings {
 
 /// A running engine; shut down when the last element using it lets it go.
 pub(super) struct SharedEngine {
-    settings: EngineSettings,
+    settings: EngineProperties,
     engine: Option<Engine>,
 }
 
 impl SharedEngine {
     /// Loads the model and starts the engine (warm-up included). The error is the
     /// library's one-line message.
-    fn start(settings: EngineSettings) -> Result<Self, gst::ErrorMessage> {
+    fn start(settings: EngineProperties) -> Result<Self, gst::ErrorMessage> {
         let variant = Variant::by_name(&settings.model)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))?;
         let classifier = Classifier::load(variant, settings.weights.as_deref()).map_err(|e| {
@@ -74,7 +77,7 @@ impl SharedEngine {
         let threads = threads_per_worker(settings.threads as usize, 1);
         let engine = Engine::start(
             Arc::new(classifier),
-            EngineConfig {
+            EngineSettings {
                 max_batch: settings.batch_size as usize,
                 max_wait: Duration::from_millis(settings.batch_timeout_ms.into()),
                 max_frame_age: settings.max_frame_age,
@@ -117,7 +120,7 @@ static ENGINES: Registry<SharedEngine> = Registry::new();
 /// refused with a message that names both.
 pub(super) fn acquire(
     name: &str,
-    settings: EngineSettings,
+    settings: EngineProperties,
 ) -> Result<Arc<SharedEngine>, gst::ErrorMessage> {
     if name.is_empty() {
         return SharedEngine::start(settings).map(Arc::new);

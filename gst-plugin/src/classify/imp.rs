@@ -15,17 +15,16 @@ use gst::subclass::prelude::*;
 use gst_base::subclass::prelude::*;
 
 use super::convert::ToInput;
-use super::engine::{self, EngineSettings, SharedEngine};
+use super::engine::{self, EngineProperties, MAX_TOP_K, SharedEngine};
 use super::waiter::{Outcome, Waiter};
 use crate::element::{
     Range, debug_category, get, lock, metadata, pad_templates, path_value, raw_text, text,
 };
 use crate::meta;
-use crate::throttle::Throttle;
+use effistream::util::Throttle;
 
 const DEFAULT_MODEL: &str = "efficientnet_b1_pruned";
 const DEFAULT_TOP_K: u32 = 5;
-pub(super) const MAX_TOP_K: u32 = 100;
 const TOP_K: Range<u32> = Range {
     name: "top-k",
     min: 1,
@@ -169,7 +168,7 @@ impl EffnetClassify {
         );
         let engine = engine::acquire(
             &settings.engine,
-            EngineSettings {
+            EngineProperties {
                 model: settings.model,
                 weights,
                 batch_size: settings.batch_size,

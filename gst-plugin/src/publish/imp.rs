@@ -21,7 +21,7 @@ use crate::element::{
 };
 use crate::meta;
 use crate::registry::Registry;
-use crate::throttle::Throttle;
+use effistream::util::Throttle;
 
 const DEFAULT_SERVER: &str = "mqtt://127.0.0.1:1883";
 const DEFAULT_TOPIC_PREFIX: &str = "effistream";

@@ -1,7 +1,6 @@
 //! The `effistream-mqtt` thread: polls rumqttc's connection forever, reconnecting with
 //! exponential backoff, and counts what the broker confirmed.
 
-use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -11,6 +10,7 @@ use rumqttc::{Connection, Event, Outgoing, Packet, RecvTimeoutError, Request};
 use tracing::{debug, info, warn};
 
 use super::{CONNECT_TIMEOUT, LoopEvent, Shared};
+use crate::util::Backoff;
 
 /// The `effistream-mqtt` thread: polls rumqttc's connection forever, reconnecting with
 /// exponential backoff.
@@ -21,8 +21,7 @@ pub(super) struct EventLoopThread {
     /// Ends a backoff pause early (shutdown).
     pub(super) wake: Receiver<()>,
     pub(super) broker: String,
-    pub(super) initial: Duration,
-    pub(super) max: Duration,
+    pub(super) backoff: Backoff,
 }
 
 impl EventLoopThread {
@@ -151,23 +150,12 @@ impl EventLoopThread {
     }
 
     fn backoff(&self, failures: u32) -> Duration {
-        let mut delay = self
-            .initial
-            .saturating_mul(1 << failures.saturating_sub(1).min(20))
-            .min(self.max);
         if self.shared.deadline().is_some() {
-            // Shutting down: keep trying often until the deadline.
-            delay = delay.min(self.initial);
+            // Shutting down: keep trying often (the first delay) until the deadline.
+            return self.backoff.delay(1);
         }
-        let jitter = 0.75 + 0.5 * random_unit();
-        delay.mul_f64(jitter).min(self.max)
+        self.backoff.delay(failures)
     }
-}
-
-/// A number in [0, 1) good enough for jitter.
-fn random_unit() -> f64 {
-    let bits = RandomState::new().hash_one(Instant::now());
-    (bits >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -177,8 +165,9 @@ mod tests {
     use super::*;
     use crate::mqtt::publisher::lock;
 
+    /// The doubling and the jitter are `util::backoff`'s tests.
     #[test]
-    fn backoff_doubles_with_jitter_up_to_the_cap() {
+    fn backoff_shortens_while_shutting_down() {
         let (_client, connection) = Client::new(MqttOptions::new("backoff", "127.0.0.1", 1), 1);
         let (events, _rx) = crossbeam_channel::unbounded();
         let (_wake_tx, wake) = crossbeam_channel::bounded(1);
@@ -188,26 +177,9 @@ mod tests {
             events,
             wake,
             broker: String::new(),
-            initial: Duration::from_millis(250),
-            max: Duration::from_secs(10),
+            backoff: Backoff::new(Duration::from_millis(250), Duration::from_secs(10)),
         };
-        for (failures, nominal) in [
-            (1, 250),
-            (2, 500),
-            (3, 1000),
-            (6, 8000),
-            (7, 10_000),
-            (40, 10_000),
-        ] {
-            for _ in 0..20 {
-                let d = thread.backoff(failures).as_secs_f64() * 1000.0;
-                assert!(d >= nominal as f64 * 0.75 - 1e-6, "{failures}: {d}");
-                assert!(
-                    d <= (nominal as f64 * 1.25).min(10_000.0) + 1e-6,
-                    "{failures}: {d}"
-                );
-            }
-        }
+        assert!(thread.backoff(10) >= Duration::from_millis(7500));
         *lock(&thread.shared.deadline) = Some(Instant::now());
         assert!(thread.backoff(10) <= Duration::from_millis(313));
     }

@@ -35,7 +35,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -51,6 +51,7 @@ use crate::mqtt::settings::{MqttEndpoint, Overflow, PublisherSettings};
 use crate::mqtt::state::{StateConfig, StateTracker};
 use crate::mqtt::{MAX_PACKET_SIZE, MqttError, tls};
 pub use crate::source::CameraStatus;
+use crate::util::{Backoff, Throttle, join_by, reachable};
 
 mod event_loop;
 mod probe;
@@ -58,7 +59,7 @@ mod worker;
 
 use event_loop::EventLoopThread;
 pub use probe::probe;
-use worker::Worker;
+use worker::PublishWorker;
 
 /// Capacity of rumqttc's request channel (see the module docs for why it is small).
 const CLIENT_CHANNEL_CAPACITY: usize = 64;
@@ -158,9 +159,8 @@ struct Shared {
     dropped: AtomicU64,
     /// Publications in the publisher thread's outbox.
     staged: AtomicUsize,
-    /// Milliseconds since `started` of the last "queue full" warning, plus one.
-    last_drop_warning: AtomicU64,
-    started: Instant,
+    /// Rate of the "queue full" warnings.
+    drop_warnings: Mutex<Throttle>,
 }
 
 impl Shared {
@@ -174,8 +174,7 @@ impl Shared {
             published: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             staged: AtomicUsize::new(0),
-            last_drop_warning: AtomicU64::new(0),
-            started: Instant::now(),
+            drop_warnings: Mutex::new(Throttle::new(DROP_WARN_INTERVAL)),
         }
     }
 
@@ -203,14 +202,7 @@ impl Shared {
 
     fn count_drop(&self, what: &str) {
         let total = self.dropped.fetch_add(1, Ordering::AcqRel) + 1;
-        let now = self.started.elapsed().as_millis() as u64 + 1;
-        let last = self.last_drop_warning.load(Ordering::Acquire);
-        if (last == 0 || now - last >= DROP_WARN_INTERVAL.as_millis() as u64)
-            && self
-                .last_drop_warning
-                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-        {
+        if lock(&self.drop_warnings).count().is_some() {
             warn!(
                 dropped_total = total,
                 "MQTT queue full or closed: dropping {what} messages."
@@ -279,12 +271,11 @@ impl Publisher {
             events: loop_tx,
             wake: wake_rx,
             broker: broker.clone(),
-            initial: settings.reconnect_initial.max(Duration::from_millis(1)),
-            max: settings.reconnect_max.max(settings.reconnect_initial),
+            backoff: Backoff::new(settings.reconnect_initial, settings.reconnect_max),
         };
         let event_loop = spawn("effistream-mqtt", move || event_loop.run())?;
 
-        let worker = Worker {
+        let worker = PublishWorker {
             client,
             shared: shared.clone(),
             topics,
@@ -469,12 +460,8 @@ pub(super) fn connect_options(
 ) -> Result<(MqttOptions, String), MqttError> {
     let (host, port, tls) = match &settings.endpoint {
         MqttEndpoint::Embedded(addr) => {
-            let ip = match addr.ip() {
-                IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-                IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-                ip => ip,
-            };
-            (bracketed(&ip.to_string()), addr.port(), false)
+            let addr = reachable(*addr);
+            (bracketed(&addr.ip().to_string()), addr.port(), false)
         }
         MqttEndpoint::Tcp { host, port } => (bracketed(host), *port, false),
         MqttEndpoint::Tls { host, port } => {
@@ -534,17 +521,12 @@ fn spawn(
 
 /// Joins `handle` if it finishes before `deadline`; otherwise leaves it detached.
 fn join_until(handle: JoinHandle<()>, deadline: Instant) {
-    while !handle.is_finished() {
-        if Instant::now() >= deadline {
-            debug!(
-                thread = handle.thread().name().unwrap_or("?"),
-                "MQTT thread still busy at the shutdown deadline; leaving it detached."
-            );
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(1));
+    if let Err(handle) = join_by(handle, deadline) {
+        debug!(
+            thread = handle.thread().name().unwrap_or("?"),
+            "MQTT thread still busy at the shutdown deadline; leaving it detached."
+        );
     }
-    let _ = handle.join();
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {

@@ -26,7 +26,7 @@ pub(super) struct Publication {
 }
 
 /// The `effistream-publisher` thread.
-pub(super) struct Worker {
+pub(super) struct PublishWorker {
     pub(super) client: Client,
     pub(super) shared: Arc<Shared>,
     pub(super) topics: Topics,
@@ -50,7 +50,7 @@ pub(super) struct Worker {
     pub(super) event_loop_exited: bool,
 }
 
-impl Worker {
+impl PublishWorker {
     pub(super) fn run(mut self) {
         loop {
             if self.connected {

@@ -1,12 +1,12 @@
-//! Rate limiting of the warnings an element posts on the bus for events that can repeat
-//! at frame rate (dropped messages, late results).
+//! Rate limiting of warnings about events that can repeat at frame rate (dropped
+//! messages, late results): the plugin's bus warnings and the MQTT publisher's log.
 
 use std::time::{Duration, Instant};
 
 /// Counts events and says when to report them: the first at once, then at most once per
 /// `interval`, with the number of events since the previous report.
 #[derive(Debug)]
-pub(crate) struct Throttle {
+pub struct Throttle {
     interval: Duration,
     last_report: Option<Instant>,
     unreported: u64,
@@ -15,7 +15,7 @@ pub(crate) struct Throttle {
 
 /// What to put in a warning.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Report {
+pub struct Report {
     /// Events since the previous report, this one included.
     pub since_last: u64,
     /// Events since the element started.
