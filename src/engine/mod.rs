@@ -64,6 +64,8 @@ pub struct Classified {
     pub pts_ns: Option<u64>,
     pub captured_at: SystemTime,
     pub captured: Instant,
+    /// Name of the model that inferred it ([`crate::model::Variant::name`]).
+    pub model: &'static str,
     /// Frames in the batch this frame was inferred in.
     pub batch_size: usize,
     /// Time the batch took, preprocessing and network.

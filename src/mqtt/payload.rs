@@ -1,19 +1,64 @@
-//! The JSON payloads of the contract. Each has a JSON Schema in `src/mqtt/schemas/`, and
-//! the tests validate real messages against it.
+//! The JSON payloads of the contract, and [`Classification`], what they are made from. Each
+//! payload has a JSON Schema in `src/mqtt/schemas/`, and the tests validate real messages
+//! against it.
+//!
+//! This module is the bottom of `mqtt`: it uses no other `mqtt` module; `state` builds on
+//! it and `publisher` on both.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::Classified;
 use crate::model::ClassScore;
-use crate::mqtt::publisher::{CameraStatus, Classification};
+use crate::source::CameraStatus;
 
 /// Drop reason in [`CameraStats::dropped`]: the frame channel was full.
 pub const DROP_CHANNEL_FULL: &str = "channel_full";
 /// Drop reason in [`CameraStats::dropped`]: the frame was older than `max_frame_age_ms`
 /// when its batch formed.
 pub const DROP_TOO_OLD: &str = "too_old";
+
+/// One inferred frame of a camera, as handed to
+/// [`Publisher::classification`](crate::mqtt::Publisher::classification): the engine's
+/// [`Classified`] result without its monotonic capture instant, with the model's name.
+/// The publisher adds `published_at` and `latency_ms` when it publishes it
+/// ([`ClassificationPayload`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    pub camera: Arc<str>,
+    /// Frame number within the camera's stream.
+    pub seq: u64,
+    /// Presentation timestamp in the stream, nanoseconds.
+    pub pts_ns: Option<u64>,
+    /// Wall-clock capture time.
+    pub captured_at: SystemTime,
+    pub model: &'static str,
+    /// Frames in the batch this frame was inferred in.
+    pub batch_size: usize,
+    /// Time the batch took in the network, milliseconds.
+    pub inference_ms: f64,
+    /// Most probable classes first.
+    pub top: Vec<ClassScore>,
+}
+
+impl From<Classified> for Classification {
+    /// The engine's result for one frame; its stream is the camera.
+    fn from(r: Classified) -> Self {
+        Self {
+            camera: r.stream,
+            seq: r.seq,
+            pts_ns: r.pts_ns,
+            captured_at: r.captured_at,
+            model: r.model,
+            batch_size: r.batch_size,
+            inference_ms: r.inference_ms,
+            top: r.top,
+        }
+    }
+}
 
 /// `{prefix}/{camera}/classification`: one inferred frame.
 ///
@@ -216,8 +261,6 @@ fn round_ms(v: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use serde_json::{Value, json};
 
     use super::*;
