@@ -86,8 +86,8 @@ use std::time::Duration;
 
 pub use broker::EmbeddedBroker;
 pub use payload::{
-    CameraStats, Classification, ClassificationPayload, DROP_CHANNEL_FULL, DROP_TOO_OLD,
-    InferenceStats, MqttCounters, StatePayload, StatsPayload, format_time,
+    CameraStats, Classification, ClassificationPayload, InferenceStats, MqttCounters, StatePayload,
+    StatsPayload, format_time,
 };
 pub use publisher::{Publisher, probe};
 pub use settings::{
