@@ -226,9 +226,10 @@ impl Publisher {
         );
         let (client, mut connection) = Client::new(mqtt_options, CLIENT_CHANNEL_CAPACITY);
         // Small messages, latency matters: no Nagle delay.
-        let network = &mut connection.eventloop.network_options;
+        let mut network = connection.eventloop.network_options();
         network.set_tcp_nodelay(true);
         network.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
+        connection.eventloop.set_network_options(network);
 
         let (data_tx, data_rx) = crossbeam_channel::bounded(settings.max_queued.max(1));
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
