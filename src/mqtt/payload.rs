@@ -20,8 +20,8 @@ const REQUIRED_DROP_REASONS: [DropReason; 2] = [DropReason::ChannelFull, DropRea
 
 /// One inferred frame of a camera, as handed to
 /// [`Publisher::classification`](crate::mqtt::Publisher::classification): the engine's
-/// [`Classified`] result without its monotonic capture instant, with the model's name.
-/// The publisher adds `published_at` and `latency_ms` when it publishes it
+/// [`Classified`] result without its monotonic capture instant (buffer meta cannot carry
+/// one between the plugin's elements). The publisher adds `published_at` and `latency_ms` when it publishes it
 /// ([`ClassificationPayload`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classification {
