@@ -232,9 +232,8 @@ impl Starting {
         let mut streams = Vec::with_capacity(plan.cameras.len());
         for camera in &plan.cameras {
             let p = publisher.clone();
-            let model = variant.name;
             let on_result = Arc::new(move |r: Classified| {
-                p.classification(Classification::from_classified(r, model));
+                p.classification(Classification::from(r));
             });
             let stream = match engine.stream(&camera.id, on_result) {
                 Ok(stream) => stream,

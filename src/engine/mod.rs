@@ -65,6 +65,8 @@ pub struct Classified {
     pub pts_ns: Option<u64>,
     pub captured_at: SystemTime,
     pub captured: Instant,
+    /// Name of the model that inferred it ([`crate::model::Variant::name`]).
+    pub model: &'static str,
     /// Frames in the batch this frame was inferred in.
     pub batch_size: usize,
     /// Time the batch took, preprocessing and network.
@@ -87,13 +89,30 @@ pub enum DropReason {
 }
 
 impl DropReason {
-    /// Name used in stats payloads and metrics.
-    pub fn name(self) -> &'static str {
+    /// Every reason, in the order stats and metrics list them.
+    pub const ALL: [DropReason; 4] = [
+        DropReason::ChannelFull,
+        DropReason::TooOld,
+        DropReason::Shutdown,
+        DropReason::Failed,
+    ];
+
+    /// The reason's name: the key in stats payloads and the `reason` label of metrics.
+    pub fn as_str(self) -> &'static str {
         match self {
             DropReason::ChannelFull => "channel_full",
             DropReason::TooOld => "too_old",
             DropReason::Shutdown => "shutdown",
             DropReason::Failed => "failed",
+        }
+    }
+
+    /// What the name means, where it does not say it itself (for help texts).
+    pub fn meaning(self) -> Option<&'static str> {
+        match self {
+            DropReason::ChannelFull => Some("no room in the engine"),
+            DropReason::TooOld => Some("older than batch.max_frame_age_ms"),
+            DropReason::Shutdown | DropReason::Failed => None,
         }
     }
 }
@@ -113,24 +132,21 @@ pub struct StreamCounters {
 
 impl StreamCounters {
     pub(crate) fn count_drop(&self, reason: DropReason) {
-        let counter = match reason {
+        self.dropped_by(reason).fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn dropped_by(&self, reason: DropReason) -> &AtomicU64 {
+        match reason {
             DropReason::ChannelFull => &self.dropped_channel_full,
             DropReason::TooOld => &self.dropped_too_old,
             DropReason::Shutdown => &self.dropped_shutdown,
             DropReason::Failed => &self.dropped_failed,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
-    /// Drops by reason name, for stats.
-    pub fn dropped(&self) -> [(&'static str, u64); 4] {
-        [
-            (DropReason::ChannelFull, &self.dropped_channel_full),
-            (DropReason::TooOld, &self.dropped_too_old),
-            (DropReason::Shutdown, &self.dropped_shutdown),
-            (DropReason::Failed, &self.dropped_failed),
-        ]
-        .map(|(r, c)| (r.name(), c.load(Ordering::Relaxed)))
+    /// Drops by reason name ([`DropReason::ALL`]), for stats.
+    pub fn dropped(&self) -> [(&'static str, u64); DropReason::ALL.len()] {
+        DropReason::ALL.map(|r| (r.as_str(), self.dropped_by(r).load(Ordering::Relaxed)))
     }
 }
 

@@ -142,6 +142,7 @@ impl InferenceWorker {
                 pts_ns: item.frame.pts_ns,
                 captured_at: item.frame.captured_at,
                 captured: item.frame.captured,
+                model: self.classifier.variant().name,
                 batch_size,
                 inference_ms,
                 top,

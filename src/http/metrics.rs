@@ -31,7 +31,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Registry;
 
-use crate::engine::{EngineHistograms, QueueProbe, StreamCounters};
+use crate::engine::{DropReason, EngineHistograms, QueueProbe, StreamCounters};
 use crate::mqtt::{CameraStatus, Publisher};
 use crate::source::SourceWatch;
 
@@ -165,7 +165,7 @@ impl Collector for Observed {
 
         let mut family = encoder.encode_descriptor(
             "effistream_camera_dropped",
-            "Frames not inferred, by reason: channel_full (no room in the engine), too_old (older than batch.max_frame_age_ms), shutdown, failed.",
+            &dropped_help(),
             None,
             MetricType::Counter,
         )?;
@@ -293,6 +293,31 @@ fn gauge(
     ConstGauge::new(value).encode(family)
 }
 
+/// `Frames not inferred, by reason: channel_full (no room in the engine), ..., failed.`
+fn dropped_help() -> String {
+    let reasons: Vec<String> = DropReason::ALL
+        .iter()
+        .map(|r| match r.meaning() {
+            Some(meaning) => format!("{} ({meaning})", r.as_str()),
+            None => r.as_str().to_owned(),
+        })
+        .collect();
+    format!("Frames not inferred, by reason: {}.", reasons.join(", "))
+}
+
 fn load(counter: Option<&std::sync::atomic::AtomicU64>) -> u64 {
     counter.map_or(0, |c| c.load(Ordering::Relaxed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_dropped_help_names_every_reason() {
+        assert_eq!(
+            dropped_help(),
+            "Frames not inferred, by reason: channel_full (no room in the engine), too_old (older than batch.max_frame_age_ms), shutdown, failed."
+        );
+    }
 }

@@ -86,16 +86,18 @@ use std::time::Duration;
 
 pub use broker::EmbeddedBroker;
 pub use payload::{
-    CameraStats, ClassificationPayload, DROP_CHANNEL_FULL, DROP_TOO_OLD, InferenceStats,
-    MqttCounters, StatePayload, StatsPayload, format_time,
+    CameraStats, Classification, ClassificationPayload, InferenceStats, MqttCounters, StatePayload,
+    StatsPayload, format_time,
 };
-pub use publisher::{CameraStatus, Classification, Publisher, probe};
+pub use publisher::{Publisher, probe};
 pub use settings::{
     ClientCert, Credentials, DEFAULT_KEEP_ALIVE_S, DEFAULT_MAX_QUEUED, DEFAULT_QOS, MqttEndpoint,
     Overflow, Password, PublisherSettings, Qos, TlsFiles,
 };
 pub use state::{StateConfig, StateTracker};
 pub use topics::{Topics, check_topic_prefix};
+
+pub use crate::source::CameraStatus;
 
 /// JSON Schema (draft 2020-12) of `{prefix}/{camera}/classification` payloads.
 pub const CLASSIFICATION_SCHEMA: &str = include_str!("schemas/classification.schema.json");

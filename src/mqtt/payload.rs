@@ -1,19 +1,61 @@
-//! The JSON payloads of the contract. Each has a JSON Schema in `src/mqtt/schemas/`, and
-//! the tests validate real messages against it.
+//! The JSON payloads of the contract, and [`Classification`], what they are made from. Each
+//! payload has a JSON Schema in `src/mqtt/schemas/`, and the tests validate real messages
+//! against it.
+//!
+//! This module is the bottom of `mqtt`: it uses no other `mqtt` module; `state` builds on
+//! it and `publisher` on both.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::{Classified, DropReason};
 use crate::model::ClassScore;
-use crate::mqtt::publisher::{CameraStatus, Classification};
+use crate::source::CameraStatus;
 
-/// Drop reason in [`CameraStats::dropped`]: the frame channel was full.
-pub const DROP_CHANNEL_FULL: &str = "channel_full";
-/// Drop reason in [`CameraStats::dropped`]: the frame was older than `max_frame_age_ms`
-/// when its batch formed.
-pub const DROP_TOO_OLD: &str = "too_old";
+/// The drop reasons every [`CameraStats::dropped`] holds, as the stats schema requires.
+const REQUIRED_DROP_REASONS: [DropReason; 2] = [DropReason::ChannelFull, DropReason::TooOld];
+
+/// One inferred frame of a camera, as handed to
+/// [`Publisher::classification`](crate::mqtt::Publisher::classification): the engine's
+/// [`Classified`] result without its monotonic capture instant (buffer meta cannot carry
+/// one between the plugin's elements). The publisher adds `published_at` and `latency_ms` when it publishes it
+/// ([`ClassificationPayload`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    pub camera: Arc<str>,
+    /// Frame number within the camera's stream.
+    pub seq: u64,
+    /// Presentation timestamp in the stream, nanoseconds.
+    pub pts_ns: Option<u64>,
+    /// Wall-clock capture time.
+    pub captured_at: SystemTime,
+    pub model: &'static str,
+    /// Frames in the batch this frame was inferred in.
+    pub batch_size: usize,
+    /// Time the batch took in the network, milliseconds.
+    pub inference_ms: f64,
+    /// Most probable classes first.
+    pub top: Vec<ClassScore>,
+}
+
+impl From<Classified> for Classification {
+    /// The engine's result for one frame; its stream is the camera.
+    fn from(r: Classified) -> Self {
+        Self {
+            camera: r.stream,
+            seq: r.seq,
+            pts_ns: r.pts_ns,
+            captured_at: r.captured_at,
+            model: r.model,
+            batch_size: r.batch_size,
+            inference_ms: r.inference_ms,
+            top: r.top,
+        }
+    }
+}
 
 /// `{prefix}/{camera}/classification`: one inferred frame.
 ///
@@ -121,7 +163,7 @@ pub struct CameraStats {
     pub frames_decoded: u64,
     /// Frames inferred since start.
     pub processed: u64,
-    /// Frames dropped since start, by reason ([`DROP_CHANNEL_FULL`], [`DROP_TOO_OLD`], ...).
+    /// Frames dropped since start, by reason ([`DropReason::as_str`]).
     /// A new reason is a new key: consumers need no schema change.
     pub dropped: BTreeMap<String, u64>,
     /// Pipeline rebuilds since start.
@@ -129,7 +171,8 @@ pub struct CameraStats {
 }
 
 impl CameraStats {
-    /// Zero counters, with every known drop reason present at 0.
+    /// Zero counters, with the drop reasons the schema requires (`channel_full`,
+    /// `too_old`) present at 0.
     pub fn new(status: CameraStatus) -> Self {
         Self {
             status,
@@ -138,9 +181,9 @@ impl CameraStats {
             frames_in: 0,
             frames_decoded: 0,
             processed: 0,
-            dropped: [DROP_CHANNEL_FULL, DROP_TOO_OLD]
+            dropped: REQUIRED_DROP_REASONS
                 .into_iter()
-                .map(|reason| (reason.to_owned(), 0))
+                .map(|reason| (reason.as_str().to_owned(), 0))
                 .collect(),
             reconnects: 0,
         }
@@ -216,8 +259,6 @@ fn round_ms(v: f64) -> f64 {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use serde_json::{Value, json};
 
     use super::*;
@@ -352,6 +393,21 @@ mod tests {
         let mut bad = value.clone();
         bad["score"] = json!(-0.1);
         assert!(!v.is_valid(&bad));
+    }
+
+    #[test]
+    fn the_schema_requires_the_drop_reasons_new_camera_stats_hold() {
+        let schema: Value = serde_json::from_str(STATS_SCHEMA).unwrap();
+        let camera = &schema["$defs"]["camera"];
+        let required = &camera["properties"]["dropped"]["required"];
+        let keys: Vec<String> = CameraStats::new(CameraStatus::Online)
+            .dropped
+            .into_keys()
+            .collect();
+        assert_eq!(required, &json!(keys), "{camera}");
+        for key in keys {
+            assert!(DropReason::ALL.iter().any(|r| r.as_str() == key), "{key}");
+        }
     }
 
     #[test]

@@ -99,10 +99,6 @@ impl SharedEngine {
             .as_ref()
             .expect("the engine is only taken out when dropped")
     }
-
-    pub fn model(&self) -> &'static str {
-        self.engine().classifier().variant().name
-    }
 }
 
 impl Drop for SharedEngine {

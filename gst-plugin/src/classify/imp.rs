@@ -119,10 +119,10 @@ impl Settings {
 
 /// What runs between `start()` and `stop()`.
 struct State {
-    /// Declared before `engine`: the stream unregisters before the engine may stop.
+    /// Declared before `_engine`: the stream unregisters before the engine may stop.
     stream: Stream,
-    engine: Arc<SharedEngine>,
-    camera: Arc<str>,
+    /// Held, never read: the shared engine runs while an element uses it.
+    _engine: Arc<SharedEngine>,
     wait_timeout: Duration,
     /// Frames received since start; the next frame's `seq`.
     frames: u64,
@@ -185,8 +185,7 @@ impl EffnetClassify {
         self.waiter.set_flushing(false);
         *lock(&self.state) = Some(State {
             stream,
-            engine,
-            camera: Arc::from(camera),
+            _engine: engine,
             wait_timeout,
             frames: 0,
             to_input: None,
@@ -254,8 +253,6 @@ impl EffnetClassify {
             return Ok(None);
         }
         let wait_timeout = state.wait_timeout;
-        let camera = state.camera.clone();
-        let model = state.engine.model();
         // Wait without the state lock: flushing and stopping must not wait for us.
         drop(guard);
 
@@ -281,21 +278,12 @@ impl EffnetClassify {
             result.batch_size,
             result.inference_ms
         );
-        Ok(Some(Classification {
-            camera,
-            seq,
-            pts_ns,
-            captured_at,
-            model,
-            batch_size: result.batch_size,
-            inference_ms: result.inference_ms,
-            top: result
-                .top
-                .into_iter()
-                .filter(|c| c.score >= threshold)
-                .take(top_k)
-                .collect(),
-        }))
+        // The result carries this frame's seq, pts, capture time, camera (the engine's
+        // stream) and model.
+        let mut classification = Classification::from(result);
+        classification.top.retain(|c| c.score >= threshold);
+        classification.top.truncate(top_k);
+        Ok(Some(classification))
     }
 
     /// A result that did not come in time: logged, and a rate-limited warning message.

@@ -110,6 +110,7 @@ mod tests {
             pts_ns: None,
             captured_at: SystemTime::now(),
             captured: Instant::now(),
+            model: "efficientnet_b1_pruned",
             batch_size: 1,
             inference_ms: 1.0,
             top: Vec::new(),

@@ -1,6 +1,7 @@
 //! The `effistream-mqtt` thread: polls rumqttc's connection forever, reconnecting with
 //! exponential backoff, and counts what the broker confirmed.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -24,15 +25,31 @@ pub(super) struct EventLoopThread {
     pub(super) backoff: Backoff,
 }
 
+/// rumqttc's queue of requests it sends first on the next connection: the one field of
+/// rumqttc's `EventLoop` this crate touches, because 0.25.1's public API offers no other
+/// way to keep its publications across a new session. Its `poll` empties the queue when
+/// the CONNACK says the session is new, before it returns that CONNACK; no method reads
+/// or refills the queue (`EventLoop::clean` only fills it from rumqttc's own state); and
+/// its events name publications by packet id alone, never with their topic and payload.
+/// An own copy of every unconfirmed publication, matched to packet ids by the order of
+/// the events, could not be put back ahead of the newer requests (only through the
+/// bounded request channel, behind them). Check this when upgrading rumqttc.
+fn pending(connection: &mut Connection) -> &mut VecDeque<Request> {
+    &mut connection.eventloop.pending
+}
+
 impl EventLoopThread {
     pub(super) fn run(mut self) {
         let mut failures: u32 = 0;
+        // Whether the next poll uses a connection or makes one. rumqttc 0.25's poll
+        // connects when it has no connection and returns the CONNACK only from there;
+        // after any error its connection is gone. So this follows from the events alone.
         let mut connected = false;
         // Publications rumqttc would discard on a new session (see the `publisher` docs).
         let mut carried: Vec<Request> = Vec::new();
         while !self.shared.abandon.load(Ordering::Acquire) {
-            let polled = if self.connection.eventloop.network.is_none() {
-                carried.extend(self.connection.eventloop.pending.drain(..));
+            let polled = if !connected {
+                carried.extend(pending(&mut self.connection).drain(..));
                 let mut limit = CONNECT_TIMEOUT;
                 if let Some(deadline) = self.shared.deadline() {
                     limit = limit.min(deadline.saturating_duration_since(Instant::now()));
@@ -117,7 +134,7 @@ impl EventLoopThread {
         if carried.is_empty() {
             return;
         }
-        let pending = &mut self.connection.eventloop.pending;
+        let pending = pending(&mut self.connection);
         let mut resent = 0usize;
         // Anything rumqttc put back in `pending` during this connection attempt goes
         // after the older requests.

@@ -39,18 +39,17 @@ use std::net::Ipv6Addr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rumqttc::{Client, LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 use tracing::{debug, info, warn};
 
-use crate::model::ClassScore;
-use crate::mqtt::payload::{MqttCounters, StatsPayload};
+use crate::mqtt::payload::{Classification, MqttCounters, StatsPayload};
 use crate::mqtt::settings::{MqttEndpoint, Overflow, PublisherSettings};
 use crate::mqtt::state::{StateConfig, StateTracker};
 use crate::mqtt::{MAX_PACKET_SIZE, MqttError, tls};
-pub use crate::source::CameraStatus;
+use crate::source::CameraStatus;
 use crate::util::{Backoff, Throttle, join_by, reachable};
 
 mod event_loop;
@@ -83,42 +82,6 @@ const DROP_WARN_INTERVAL: Duration = Duration::from_secs(10);
 const ONLINE: &str = "online";
 /// Payload of `{prefix}/status` after shutdown, and the Last Will.
 const OFFLINE: &str = "offline";
-
-/// One inferred frame, as handed to [`Publisher::classification`]. The publisher adds
-/// `published_at` and `latency_ms` when it publishes it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Classification {
-    pub camera: Arc<str>,
-    /// Frame number within the camera's stream.
-    pub seq: u64,
-    /// Presentation timestamp in the stream, nanoseconds.
-    pub pts_ns: Option<u64>,
-    /// Wall-clock capture time.
-    pub captured_at: SystemTime,
-    pub model: &'static str,
-    /// Frames in the batch this frame was inferred in.
-    pub batch_size: usize,
-    /// Time the batch took in the network, milliseconds.
-    pub inference_ms: f64,
-    /// Most probable classes first.
-    pub top: Vec<ClassScore>,
-}
-
-impl Classification {
-    /// The engine's result for one frame of `model`.
-    pub fn from_classified(r: crate::engine::Classified, model: &'static str) -> Self {
-        Self {
-            camera: r.stream,
-            seq: r.seq,
-            pts_ns: r.pts_ns,
-            captured_at: r.captured_at,
-            model,
-            batch_size: r.batch_size,
-            inference_ms: r.inference_ms,
-            top: r.top,
-        }
-    }
-}
 
 /// Handle to the MQTT publisher: cheap to clone, never blocks. See the [module
 /// docs](crate::mqtt) for the threads behind it.
@@ -255,9 +218,10 @@ impl Publisher {
         );
         let (client, mut connection) = Client::new(mqtt_options, CLIENT_CHANNEL_CAPACITY);
         // Small messages, latency matters: no Nagle delay.
-        let network = &mut connection.eventloop.network_options;
+        let mut network = connection.eventloop.network_options();
         network.set_tcp_nodelay(true);
         network.set_connection_timeout(CONNECT_TIMEOUT.as_secs());
+        connection.eventloop.set_network_options(network);
 
         let (data_tx, data_rx) = crossbeam_channel::bounded(settings.max_queued.max(1));
         let (control_tx, control_rx) = crossbeam_channel::unbounded();

@@ -32,10 +32,9 @@ pub fn probe(settings: &PublisherSettings, timeout: Duration) -> Result<String, 
     };
     let (options, broker) = connect_options(&probe_settings, false)?;
     let (client, mut connection) = Client::new(options, 4);
-    connection
-        .eventloop
-        .network_options
-        .set_connection_timeout(timeout.as_secs().max(1));
+    let mut network = connection.eventloop.network_options();
+    network.set_connection_timeout(timeout.as_secs().max(1));
+    connection.eventloop.set_network_options(network);
     let deadline = Instant::now() + timeout;
     let failed = |reason: String| MqttError::Probe {
         broker: broker.clone(),

@@ -10,13 +10,14 @@ use rumqttc::{Client, ClientError, QoS, Request};
 use tracing::{debug, error, warn};
 
 use super::{
-    CLIENT_FULL_PAUSE, CameraStatus, Control, DROP_SHUTDOWN_TIMEOUT, Data, LoopEvent, OFFLINE,
-    ONLINE, Shared, lock,
+    CLIENT_FULL_PAUSE, Control, DROP_SHUTDOWN_TIMEOUT, Data, LoopEvent, OFFLINE, ONLINE, Shared,
+    lock,
 };
 use crate::mqtt::MqttError;
 use crate::mqtt::payload::{ClassificationPayload, MqttCounters};
 use crate::mqtt::state::StateTracker;
 use crate::mqtt::topics::{Topics, publishable};
+use crate::source::CameraStatus;
 
 /// One publication waiting in the publisher thread.
 pub(super) struct Publication {
