@@ -1,13 +1,16 @@
 //! The daemon end to end, as a process: a real RTSP server (gst-rtsp-server, H.264 from
 //! x264enc) and a real mosquitto on 127.0.0.1, ports chosen at run time; signals; a start
-//! without weights. Overload, broken cameras, outages, credentials and TLS are in
-//! `tests/daemon_faults.rs`.
+//! without weights; and the daemon as a library value run in the test process. Overload,
+//! broken cameras, outages, credentials and TLS are in `tests/daemon_faults.rs`.
 //! The tests run one at a time: they measure timings and share two cores.
 
 use std::process::Command;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use effistream_testkit::daemon::{Daemon, by_camera, config, last_stats, serial, wait_online};
+use effistream_testkit::daemon::{
+    Daemon, by_camera, config, distinct_seqs, http_get, last_stats, serial, wait_online,
+};
 use effistream_testkit::lite0_weights;
 use effistream_testkit::mosquitto::{
     Message, Mosquitto, Subscriber, assert_valid, schema_validator as validator,
@@ -205,4 +208,145 @@ fn run_without_weights_says_how_to_get_them() {
         "{stderr}"
     );
     assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The value of the sample `name` (with its labels, as printed) in a Prometheus scrape.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// The daemon as a library value in the test process (`effistream::daemon`): a
+/// configuration built here, resolved to a plan, started, run until the test asks it to
+/// stop, and shut down. Every frame it classified reaches the subscriber; shutdown stays
+/// within its 5 s.
+#[test]
+fn in_process_daemon_classifies_serves_http_and_shuts_down_without_losing_a_classification() {
+    use effistream::config::Config;
+    use effistream::daemon::{Daemon as InProcess, StopReason};
+    use effistream::plan::Overrides;
+    use effistream_testkit::daemon::pattern_config;
+
+    let _serial = serial();
+    let _glib = effistream_testkit::glib_log::check();
+    let broker = Mosquitto::new();
+    let subscriber = Subscriber::connect(broker.port(), &["effistream/#"]);
+    let cameras = [("door", "ball"), ("yard", "smpte")];
+    let text = pattern_config(
+        &cameras,
+        &broker.url(),
+        "[http]\nlisten = \"127.0.0.1:0\"\n",
+    );
+    let config = Config::from_toml(&text, "in-process.toml").unwrap();
+    let plan = config
+        .resolve("in-process.toml", &Overrides::default())
+        .unwrap();
+    assert_eq!(plan.cameras.len(), 2);
+
+    let starting = InProcess::prepare(plan).unwrap();
+    let addr = starting.http_addr().expect("the HTTP server runs");
+    assert_ne!(addr.port(), 0, "port 0 resolved to the real port");
+    let base = format!("http://{addr}");
+    // Served before the model loads, not ready yet.
+    let (status, _, body) = http_get(&format!("{base}/readyz"));
+    assert_eq!(status, 503, "{body}");
+    let mut running = starting.start().unwrap();
+    assert_eq!(running.http_addr(), Some(addr));
+    let counters: Vec<(String, _)> = running.stream_counters().to_vec();
+    assert_eq!(
+        counters
+            .iter()
+            .map(|(id, _)| id.as_str())
+            .collect::<Vec<_>>(),
+        ["door", "yard"]
+    );
+
+    // The test thread runs the daemon; this one watches it, then asks it to stop.
+    let (stop_tx, stop_rx) = crossbeam_channel::bounded::<StopReason>(1);
+    let watcher = std::thread::spawn(move || {
+        let mut messages = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let enough = |messages: &[Message]| {
+            let by = by_camera(messages, "classification");
+            ["door", "yard"]
+                .iter()
+                .all(|c| by.get(*c).is_some_and(|l| l.len() >= 5))
+        };
+        while !enough(&messages) && Instant::now() < deadline {
+            if let Some(m) = subscriber.recv(Duration::from_millis(200)) {
+                messages.push(m);
+            }
+        }
+        let ready = effistream_testkit::wait_until(Duration::from_secs(10), || {
+            http_get(&format!("{base}/readyz")).0 == 200
+        });
+        let (metrics_status, _, metrics) = http_get(&format!("{base}/metrics"));
+        let _ = stop_tx.send(StopReason::Requested);
+        (subscriber, messages, ready, metrics_status, metrics)
+    });
+    let reason = running.run_until(&stop_rx);
+    let (subscriber, mut messages, ready, metrics_status, metrics) = watcher.join().unwrap();
+    assert_eq!(reason, StopReason::Requested);
+    let by = by_camera(&messages, "classification");
+    for camera in ["door", "yard"] {
+        let n = by.get(camera).map_or(0, Vec::len);
+        assert!(n >= 5, "{camera}: {n} classifications within 30 s");
+    }
+    assert!(ready, "/readyz not 200 while classifying");
+    assert_eq!(metrics_status, 200);
+    assert_eq!(sample(&metrics, "effistream_ready"), Some(1.0), "{metrics}");
+    for camera in ["door", "yard"] {
+        let processed = sample(
+            &metrics,
+            &format!("effistream_camera_processed_total{{camera=\"{camera}\"}}"),
+        );
+        assert!(processed.is_some_and(|n| n >= 1.0), "{camera}: {metrics}");
+    }
+    let mqtt = running.mqtt_counters();
+    assert!(mqtt.connected);
+    assert!(mqtt.published >= 10, "{mqtt:?}");
+    assert!(!running.sources_ended());
+
+    let stopping = Instant::now();
+    running.shut_down();
+    let shutdown = stopping.elapsed();
+    assert!(
+        shutdown < Duration::from_secs(5),
+        "shut down in {shutdown:?}"
+    );
+
+    // After shutdown: the final stats, then `offline`, reach the subscriber.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !messages
+        .iter()
+        .any(|m| m.topic == "effistream/status" && m.text() == "offline")
+    {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no offline within 10 s of shutdown");
+        if let Some(m) = subscriber.recv(left.min(Duration::from_millis(200))) {
+            messages.push(m);
+        }
+    }
+    let stats = last_stats(&messages);
+    assert_eq!(stats["mqtt"]["dropped"], 0, "{stats}");
+    let classifications = by_camera(&messages, "classification");
+    let mut classified = 0;
+    for (camera, c) in &counters {
+        let processed = c.processed.load(Ordering::Relaxed);
+        let dropped: u64 = c.dropped().iter().map(|(_, n)| n).sum();
+        assert_eq!(
+            c.submitted.load(Ordering::Relaxed),
+            processed + dropped,
+            "{camera}: every submitted frame processed or counted as dropped"
+        );
+        let seqs = distinct_seqs(&classifications, camera);
+        assert_eq!(
+            seqs.len() as u64,
+            processed,
+            "{camera}: every classified frame published and received"
+        );
+        classified += processed;
+    }
+    assert!(classified >= 10, "{classified} classified");
 }
