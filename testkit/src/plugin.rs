@@ -23,7 +23,7 @@ pub fn init(register: fn() -> Result<(), gst::glib::BoolError>) {
     });
 }
 
-/// target/<profile>, where the build puts libgsteffistream.so (for `gst-launch-1.0` and
+/// `target/<profile>`, where the build puts libgsteffistream.so (for `gst-launch-1.0` and
 /// `gst-inspect-1.0` through `GST_PLUGIN_PATH`).
 pub fn plugin_dir() -> PathBuf {
     let dir = crate::target_dir();
