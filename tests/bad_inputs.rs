@@ -12,15 +12,12 @@
 //! `cargo test --release --test bad_inputs -- --nocapture` prints the table of cases and
 //! the error each one gave.
 
-mod common;
-
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use common::mosquitto::{Mosquitto, MosquittoOptions, TestCa, free_port};
-use common::process::{Exited as Outcome, run_with_limit};
+use effistream_testkit::mosquitto::{Mosquitto, MosquittoOptions, TestCa, free_port};
+use effistream_testkit::process::{Exited as Outcome, run_with_limit};
 
 /// Secrets used in the cases; none may appear in any output. `pw-77` is the end of the
 /// camera password `cam/pw-77` (its unencoded `/` is the case under test), whichever part
@@ -41,13 +38,8 @@ struct Case {
 
 /// Runs the binary hermetically (no hub, no user cache, no log lines) with a deadline.
 fn run(case: &Case) -> Result<Outcome, String> {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_effistream"));
-    cmd.args(&case.args)
-        .env("RUST_LOG", "off")
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HOME", "/nonexistent/effistream-test-hf-home")
-        .env_remove("HF_HUB_CACHE")
-        .env_remove("EFFISTREAM_WEIGHTS_DIR");
+    let mut cmd = effistream_testkit::daemon::hermetic_command();
+    cmd.args(&case.args);
     for (key, value) in &case.env {
         cmd.env(key, value);
     }
@@ -107,12 +99,12 @@ struct Table {
 impl Table {
     fn new(dir: &Path) -> Self {
         let weights = dir.join("b1.safetensors");
-        common::golden("efficientnet_b1_pruned").write_safetensors(&weights);
+        effistream_testkit::golden::golden("efficientnet_b1_pruned").write_safetensors(&weights);
         Self {
             dir: dir.to_owned(),
             cases: Vec::new(),
             weights,
-            photo: common::assets().join("photos/coffee.png"),
+            photo: effistream_testkit::assets().join("photos/coffee.png"),
         }
     }
 
@@ -477,7 +469,7 @@ fn weights_cases(t: &mut Table) {
         &int_tensor,
         &["int.safetensors", "conv_stem.weight", "i32"],
     );
-    let pth = std::fs::read(common::assets().join("lite0.pth")).unwrap();
+    let pth = std::fs::read(effistream_testkit::assets().join("lite0.pth")).unwrap();
     let pth = t.file("lite0-cut.pth", &pth[..pth.len() * 2 / 3]);
     t.weights(
         "truncated-pth",
@@ -500,7 +492,7 @@ fn image_cases(t: &mut Table) {
     t.image("image-text", &text, &["notes.png"]);
     // A JPEG cut inside its headers. (One cut inside the entropy-coded data decodes, with
     // the missing part grey, as in browsers.)
-    let jpeg = std::fs::read(common::assets().join("photos/rocket.jpg")).unwrap();
+    let jpeg = std::fs::read(effistream_testkit::assets().join("photos/rocket.jpg")).unwrap();
     let cut = t.file("cut.jpg", &jpeg[..300]);
     t.image(
         "image-jpeg-cut-in-header",

@@ -1,25 +1,13 @@
 //! The `effistream classify` and `effistream models` commands, run as a user runs them:
 //! weights files of every kind, the hub cache, JSON output, and bad input.
 
-mod common;
-
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 use std::sync::OnceLock;
 
-use common::process::OutputChecked;
+use effistream_testkit::daemon::hermetic_command as effistream;
+use effistream_testkit::process::OutputChecked;
 use serde_json::Value;
-
-fn effistream() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_effistream"));
-    // Hermetic: no user cache, no network, no log lines mixed into stderr.
-    cmd.env("RUST_LOG", "off")
-        .env("HF_HUB_OFFLINE", "1")
-        .env("HF_HOME", "/nonexistent/effistream-test-hf-home")
-        .env_remove("HF_HUB_CACHE")
-        .env_remove("EFFISTREAM_WEIGHTS_DIR");
-    cmd
-}
 
 /// b1_pruned golden weights written once as a timm safetensors file.
 fn b1_safetensors() -> &'static Path {
@@ -27,7 +15,7 @@ fn b1_safetensors() -> &'static Path {
     let (_, path) = PATH.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("model.safetensors");
-        common::golden("efficientnet_b1_pruned").write_safetensors(&path);
+        effistream_testkit::golden::golden("efficientnet_b1_pruned").write_safetensors(&path);
         (dir, path)
     });
     path
@@ -69,7 +57,7 @@ fn logits_of(line: &Value) -> Vec<f32> {
 
 #[test]
 fn classify_json_gives_timm_logits_from_a_safetensors_file() {
-    let golden = common::golden("efficientnet_b1_pruned");
+    let golden = effistream_testkit::golden::golden("efficientnet_b1_pruned");
     let output = effistream()
         .args([
             "classify",
@@ -98,18 +86,18 @@ fn classify_json_gives_timm_logits_from_a_safetensors_file() {
             .iter()
             .map(|c| c["class_id"].as_u64().unwrap() as usize)
             .collect();
-        assert_eq!(ids, common::top_k(want, 3));
+        assert_eq!(ids, effistream_testkit::golden::top_k(want, 3));
         assert!(top[0]["label"].as_str().unwrap().len() > 1);
         let scores: Vec<f64> = top.iter().map(|c| c["score"].as_f64().unwrap()).collect();
         assert!(scores.windows(2).all(|w| w[0] >= w[1]) && scores[0] <= 1.0);
-        let (diff, _) = common::max_abs_diff(&logits_of(line), want);
+        let (diff, _) = effistream_testkit::golden::max_abs_diff(&logits_of(line), want);
         assert!(diff <= 1e-3, "{}: logits differ by {diff}", image.display());
     }
 }
 
 #[test]
 fn classify_text_output_lists_top_k_with_percentages() {
-    let assets = common::assets();
+    let assets = effistream_testkit::assets();
     let output = effistream()
         .args([
             "classify",
@@ -155,7 +143,7 @@ fn weights_are_found_in_the_hugging_face_cache_offline() {
             .join("model.safetensors"),
     )
     .unwrap();
-    let golden = common::golden("efficientnet_b1_pruned");
+    let golden = effistream_testkit::golden::golden("efficientnet_b1_pruned");
     let output = effistream()
         .env("HF_HOME", home.path())
         .args(["classify", "--json", "--logits"])
@@ -166,7 +154,10 @@ fn weights_are_found_in_the_hugging_face_cache_offline() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let (diff, _) = common::max_abs_diff(&logits_of(&json_lines(&output)[0]), &golden.logits[0]);
+    let (diff, _) = effistream_testkit::golden::max_abs_diff(
+        &logits_of(&json_lines(&output)[0]),
+        &golden.logits[0],
+    );
     assert!(diff <= 1e-3);
 }
 
@@ -174,14 +165,14 @@ fn weights_are_found_in_the_hugging_face_cache_offline() {
 fn weights_dir_environment_variable_is_used() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::copy(
-        common::assets().join("lite0.pth"),
+        effistream_testkit::assets().join("lite0.pth"),
         dir.path().join("tf_efficientnet_lite0.pth"),
     )
     .unwrap();
     let output = effistream()
         .env("EFFISTREAM_WEIGHTS_DIR", dir.path())
         .args(["classify", "--json", "--model", "tf_efficientnet_lite0"])
-        .arg(common::assets().join("photos/coffee.png"))
+        .arg(effistream_testkit::assets().join("photos/coffee.png"))
         .output_checked();
     assert!(
         output.status.success(),
@@ -194,7 +185,7 @@ fn weights_dir_environment_variable_is_used() {
 #[test]
 fn missing_weights_error_says_what_was_tried_and_how_to_pass_a_file() {
     let home = tempfile::tempdir().unwrap();
-    let image = common::assets().join("photos/coffee.png");
+    let image = effistream_testkit::assets().join("photos/coffee.png");
     // Offline: the cache is empty and no download is attempted.
     let output = effistream()
         .env("HF_HOME", home.path())
@@ -286,11 +277,11 @@ fn unknown_model_is_refused_with_the_known_names() {
 fn weights_of_another_variant_name_the_first_mismatching_tensor() {
     let dir = tempfile::tempdir().unwrap();
     let b2 = dir.path().join("b2.safetensors");
-    common::golden("efficientnet_b2_pruned").write_safetensors(&b2);
+    effistream_testkit::golden::golden("efficientnet_b2_pruned").write_safetensors(&b2);
     let output = effistream()
         .args(["classify", "--model", "efficientnet_b1_pruned", "--weights"])
         .arg(&b2)
-        .arg(common::assets().join("photos/coffee.png"))
+        .arg(effistream_testkit::assets().join("photos/coffee.png"))
         .output_checked();
     let stderr = assert_fails_with(
         &output,
@@ -326,7 +317,7 @@ fn truncated_safetensors_is_refused() {
     let output = effistream()
         .args(["classify", "--weights"])
         .arg(&truncated)
-        .arg(common::assets().join("photos/coffee.png"))
+        .arg(effistream_testkit::assets().join("photos/coffee.png"))
         .output_checked();
     assert_fails_with(
         &output,
@@ -337,13 +328,13 @@ fn truncated_safetensors_is_refused() {
 #[test]
 fn truncated_pth_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = std::fs::read(common::assets().join("lite0.pth")).unwrap();
+    let bytes = std::fs::read(effistream_testkit::assets().join("lite0.pth")).unwrap();
     let truncated = dir.path().join("lite0.pth");
     std::fs::write(&truncated, &bytes[..bytes.len() * 2 / 3]).unwrap();
     let output = effistream()
         .args(["classify", "--model", "tf_efficientnet_lite0", "--weights"])
         .arg(&truncated)
-        .arg(common::assets().join("photos/coffee.png"))
+        .arg(effistream_testkit::assets().join("photos/coffee.png"))
         .output_checked();
     assert_fails_with(
         &output,
@@ -359,7 +350,7 @@ fn truncated_pth_is_refused() {
 fn a_weights_file_of_unknown_format_is_refused() {
     let output = effistream()
         .args(["classify", "--weights", "Cargo.toml", "x.png"])
-        .current_dir(common::repo())
+        .current_dir(effistream_testkit::repo())
         .output_checked();
     assert_fails_with(&output, &["Cargo.toml", "unknown weights format"]);
 }
@@ -391,7 +382,7 @@ fn classify_bad_image(image: &Path, needles: &[&str]) {
 #[test]
 fn a_non_image_file_is_refused() {
     classify_bad_image(
-        &common::repo().join("Cargo.toml"),
+        &effistream_testkit::repo().join("Cargo.toml"),
         &["Cargo.toml", "cannot decode image", "not a JPEG or PNG"],
     );
 }
@@ -407,7 +398,7 @@ fn an_empty_image_file_is_refused() {
 #[test]
 fn a_truncated_png_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let bytes = std::fs::read(common::assets().join("photos/chelsea.png")).unwrap();
+    let bytes = std::fs::read(effistream_testkit::assets().join("photos/chelsea.png")).unwrap();
     let cut = dir.path().join("cut.png");
     std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
     classify_bad_image(&cut, &["cut.png", "cannot decode image"]);
@@ -423,7 +414,7 @@ fn a_missing_image_file_is_refused() {
 
 #[test]
 fn a_bad_image_does_not_stop_the_others() {
-    let good = common::assets().join("photos/coffee.png");
+    let good = effistream_testkit::assets().join("photos/coffee.png");
     let output = effistream()
         .args(["classify", "--json", "--weights"])
         .arg(b1_safetensors())

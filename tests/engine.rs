@@ -2,8 +2,6 @@
 //! `effnetclassify`): its compute threads flush subnormals, and its answers are the
 //! network's.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -25,7 +23,7 @@ fn config(workers: usize, threads: usize, max_batch: usize) -> EngineSettings {
 
 /// Runs `frames` golden photos through an engine of `config`; returns the results.
 fn classify_through_engine(classifier: Arc<Classifier>, config: EngineSettings) -> Vec<Classified> {
-    let golden = common::golden("efficientnet_b1_pruned");
+    let golden = effistream_testkit::golden::golden("efficientnet_b1_pruned");
     let images = golden.photos();
     let engine = Engine::start(classifier, config).unwrap();
     let results = Arc::new(Mutex::new(Vec::new()));
@@ -70,7 +68,7 @@ fn classify_through_engine(classifier: Arc<Classifier>, config: EngineSettings) 
 /// The same network called from a plain thread does count, so the check can fail.
 #[test]
 fn the_engines_compute_threads_flush_subnormals() {
-    let golden = common::golden("efficientnet_b1_pruned");
+    let golden = effistream_testkit::golden::golden("efficientnet_b1_pruned");
     for (workers, threads, batch) in [(1, 2, 1), (1, 2, 4), (2, 1, 2)] {
         let classifier = Arc::new(Classifier::new(&golden.weights()).unwrap());
         let results = classify_through_engine(classifier.clone(), config(workers, threads, batch));
@@ -102,7 +100,7 @@ fn the_engines_compute_threads_flush_subnormals() {
 /// the same photos directly: top-5 and scores agree.
 #[test]
 fn engine_results_match_the_network_on_the_same_photos() {
-    let golden = common::golden("efficientnet_b1_pruned");
+    let golden = effistream_testkit::golden::golden("efficientnet_b1_pruned");
     let classifier = Arc::new(Classifier::new(&golden.weights()).unwrap());
     let images = golden.photos();
     let direct = classifier.classify(&images, 5).unwrap();

@@ -1,12 +1,10 @@
 //! The checks other tests make for GLib CRITICAL and WARNING messages: the lines found in
-//! what a process printed (`common/process.rs`), and the messages recorded in the test
-//! process itself (`common/glib_log.rs`), here on real messages, deliberately provoked.
-
-mod common;
+//! what a process printed (`effistream_testkit::process`), and the messages recorded in the test
+//! process itself (`effistream_testkit::glib_log`), here on real messages, deliberately provoked.
 
 use std::process::Command;
 
-use common::process::{OutputChecked, glib_warnings};
+use effistream_testkit::process::{OutputChecked, glib_warnings};
 
 /// What `gst_mini_object_unref(NULL)` logs: the critical of a pad probe dropping a buffer
 /// on GStreamer 1.22 with gstreamer-rs 0.25.
@@ -62,21 +60,21 @@ fn glib_warning_and_critical_lines_are_found_and_nothing_else() {
 
 #[test]
 fn an_in_process_critical_is_recorded_and_fails_the_check() {
-    let check = common::glib_log::check();
+    let check = effistream_testkit::glib_log::check();
     gst::init().unwrap();
     // Recorded, not printed: a test run's output shows only real criticals.
-    common::glib_log::quietly(|| {
+    effistream_testkit::glib_log::quietly(|| {
         // SAFETY: GStreamer checks the argument, logs a critical and returns.
         unsafe { gst::ffi::gst_mini_object_unref(std::ptr::null_mut()) };
     });
-    let recorded = common::glib_log::take();
+    let recorded = effistream_testkit::glib_log::take();
     assert_eq!(recorded, [format!("GStreamer-CRITICAL **: {UNREF_NULL}")]);
     drop(check);
 
     // A guard that ends after a warning fails its test, quoting the warning.
     let failed = std::panic::catch_unwind(|| {
-        let _glib = common::glib_log::check();
-        common::glib_log::quietly(|| {
+        let _glib = effistream_testkit::glib_log::check();
+        effistream_testkit::glib_log::quietly(|| {
             gst::glib::g_warning!("effistream-test", "a deliberate warning");
         });
     });
@@ -86,18 +84,18 @@ fn an_in_process_critical_is_recorded_and_fails_the_check() {
         message.contains("effistream-test-WARNING **: a deliberate warning"),
         "{message}"
     );
-    assert!(common::glib_log::take().is_empty());
+    assert!(effistream_testkit::glib_log::take().is_empty());
 }
 
 /// Run by the next test, in a process of its own.
 #[test]
 #[ignore = "run by recorded_criticals_are_still_printed_as_glib_prints_them"]
 fn logs_a_critical_in_a_child() {
-    common::glib_log::record();
+    effistream_testkit::glib_log::record();
     gst::init().unwrap();
     // SAFETY: as above.
     unsafe { gst::ffi::gst_mini_object_unref(std::ptr::null_mut()) };
-    assert_eq!(common::glib_log::take().len(), 1);
+    assert_eq!(effistream_testkit::glib_log::take().len(), 1);
 }
 
 #[test]

@@ -2,11 +2,9 @@
 //! padding) give timm's logits for the same weights and images (fixtures written by
 //! tests/golden/make_goldens.py).
 
-mod common;
-
-use common::{golden, max_abs_diff, top_k};
 use effistream::model::fast::KernelSet;
 use effistream::model::{Backend, Classifier};
+use effistream_testkit::golden::{golden, max_abs_diff, top_k};
 
 /// Every logit within 1e-3 absolute, or 1e-4 relative to the largest |logit|.
 fn assert_matches_timm(variant: &str, image: &str, got: &[f32], want: &[f32]) -> f32 {

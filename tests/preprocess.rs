@@ -1,7 +1,5 @@
 //! Preprocessing parity with timm's eval transform on real photographs, and raw frames.
 
-mod common;
-
 use effistream::model::Variant;
 use effistream::preprocess::{Preprocess, RgbImage};
 
@@ -9,13 +7,14 @@ use effistream::preprocess::{Preprocess, RgbImage};
 fn compare_with_timm(variant: &str, photo: &str) -> (f32, f32) {
     let variant = Variant::by_name(variant).unwrap();
     let pre = Preprocess::for_variant(variant);
-    let image = RgbImage::open(&common::assets().join("photos").join(photo)).unwrap();
+    let image = RgbImage::open(&effistream_testkit::assets().join("photos").join(photo)).unwrap();
     let ours = pre.to_chw(&image).unwrap();
     // timm's normalised tensor is exactly normalize() of its 8-bit crop (see make_goldens.py).
     let stem = photo.rsplit_once('.').unwrap().0;
-    let timm_crop =
-        RgbImage::open(&common::fixtures().join(format!("preprocess/{}/{stem}.png", variant.name)))
-            .unwrap();
+    let timm_crop = RgbImage::open(
+        &effistream_testkit::fixtures().join(format!("preprocess/{}/{stem}.png", variant.name)),
+    )
+    .unwrap();
     assert_eq!(
         (timm_crop.width, timm_crop.height),
         (pre.input_size, pre.input_size)
@@ -56,7 +55,7 @@ fn jpeg_photo_matches_timm_eval_transform() {
 #[test]
 fn raw_frame_with_row_padding_equals_the_same_picture_from_a_file() {
     let pre = Preprocess::for_variant(Variant::by_name("efficientnet_b1_pruned").unwrap());
-    let image = RgbImage::open(&common::assets().join("photos/chelsea.png")).unwrap();
+    let image = RgbImage::open(&effistream_testkit::assets().join("photos/chelsea.png")).unwrap();
     // As GStreamer hands it over: rows padded to a multiple of 4 bytes, plus extra.
     let stride = (image.width * 3).div_ceil(4) * 4 + 8;
     let mut frame = vec![0xAAu8; stride * image.height];

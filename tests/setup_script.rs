@@ -3,8 +3,6 @@
 //! it, refuses a Rust older than 1.95 before installing anything, runs only apt-get as
 //! root (through sudo for a normal user), and says what to run when there is no sudo.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -77,7 +75,7 @@ impl Sandbox {
     /// Runs the script; its exit code, stderr and the stand-ins' calls.
     fn run(&self) -> (Option<i32>, String, Vec<String>) {
         let out = Command::new("/bin/bash")
-            .arg(common::repo().join("scripts/setup-debian"))
+            .arg(effistream_testkit::repo().join("scripts/setup-debian"))
             .env_clear()
             .env("PATH", self.bin())
             .env("HOME", self.home())

@@ -15,17 +15,15 @@
 //! or descriptors at the end than after warm-up; every classification the daemon inferred
 //! reached the persistent subscriber or was counted as dropped.
 
-mod common;
-#[path = "common/daemon.rs"]
-mod harness;
-
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
 
-use common::mosquitto::{Mosquitto, Subscriber};
-use common::rtsp::RtspServer;
-use harness::{Daemon, by_camera, config, distinct_seqs, last_stats, serial, wait_online};
+use effistream_testkit::daemon::{
+    Daemon, by_camera, config, distinct_seqs, last_stats, serial, wait_online,
+};
+use effistream_testkit::mosquitto::{Mosquitto, Subscriber};
+use effistream_testkit::rtsp::RtspServer;
 
 const RTSP_OUTAGE: Duration = Duration::from_secs(6);
 const BROKER_OUTAGE: Duration = Duration::from_secs(10);
@@ -166,7 +164,7 @@ fn soak_with_rtsp_and_broker_restarts_keeps_memory_threads_and_fds_flat_and_lose
     }
     // The reconnects as Prometheus sees them, to compare with the final stats.
     let base = daemon.http_url();
-    let (status, _, metrics) = harness::http_get(&format!("{base}/metrics"));
+    let (status, _, metrics) = effistream_testkit::daemon::http_get(&format!("{base}/metrics"));
     assert_eq!(status, 200, "{metrics}");
     let reconnects_metric: BTreeMap<String, u64> = cameras
         .iter()
@@ -222,7 +220,7 @@ impl Report {
     fn new(
         samples: &[Sample],
         faults: &[String],
-        messages: &[common::mosquitto::Message],
+        messages: &[effistream_testkit::mosquitto::Message],
         duration: Duration,
     ) -> Self {
         let steady: Vec<&Sample> = samples.iter().filter(|s| s.steady).collect();

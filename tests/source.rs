@@ -1,15 +1,13 @@
 //! Camera sources feeding the engine: test patterns and a real RTSP server that goes away
 //! and comes back.
 
-mod common;
-
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use effistream::config::{CameraConfig, ReconnectConfig};
-use effistream::engine::{Classified, Engine, EngineSettings};
-use effistream::model::{Classifier, Variant};
+use effistream::engine::{Classified, Engine};
 use effistream::source::{CameraStatus, Source};
+use effistream_testkit::wait_until;
 
 fn engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
@@ -19,22 +17,7 @@ fn engine() -> &'static Engine {
             .with_test_writer()
             .try_init();
         gst::init().unwrap();
-        let variant = Variant::by_name("tf_efficientnet_lite0").unwrap();
-        let classifier =
-            Classifier::load(variant, Some(&common::assets().join("lite0.pth"))).unwrap();
-        Engine::start(
-            Arc::new(classifier),
-            EngineSettings {
-                max_batch: 4,
-                max_wait: Duration::from_millis(20),
-                max_frame_age: Duration::from_secs(2),
-                workers: 1,
-                threads: 2,
-                top_k: 3,
-                threshold: 0.0,
-            },
-        )
-        .unwrap()
+        effistream_testkit::lite0_engine(Duration::from_secs(2), 3)
     })
 }
 
@@ -74,20 +57,9 @@ fn spawn(camera: &CameraConfig, reconnect: &ReconnectConfig) -> (Source, Arc<Col
     (source, collected)
 }
 
-fn wait_until(timeout: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
-}
-
 #[test]
 fn test_pattern_frames_are_classified_in_order_at_the_camera_rate() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     let mut camera = CameraConfig::new("pattern", "test://smpte?width=320&height=240");
     camera.fps = 10.0;
     let (mut source, collected) = spawn(&camera, &ReconnectConfig::default());
@@ -123,8 +95,8 @@ fn test_pattern_frames_are_classified_in_order_at_the_camera_rate() {
 
 #[test]
 fn rtsp_camera_reconnects_after_the_server_comes_back() {
-    let _glib = common::glib_log::check();
-    let mut server = common::rtsp::RtspServer::start();
+    let _glib = effistream_testkit::glib_log::check();
+    let mut server = effistream_testkit::rtsp::RtspServer::start();
     let mut camera = CameraConfig::new("rtsp", server.url());
     camera.fps = 5.0;
     camera.stall_timeout_s = 2;

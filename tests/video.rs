@@ -2,15 +2,13 @@
 //! full-size path (the whole frame converted to RGB, then PIL's eval transform) on real
 //! photos turned into H.264 video, and key-frame-only decoding.
 
-mod common;
-
 use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use effistream::config::{CameraConfig, Decode, ReconnectConfig};
-use effistream::engine::{Engine, EngineSettings, ResultCallback};
+use effistream::engine::{Engine, ResultCallback};
 use effistream::model::{Classifier, Variant};
 use effistream::preprocess::{Preprocess, RgbImage};
 use effistream::source::Source;
@@ -203,15 +201,15 @@ fn mean_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 fn video_frames_scaled_small_match_the_full_size_path_on_real_photos() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     gst::init().unwrap();
-    let assets = common::assets();
+    let assets = effistream_testkit::assets();
     let variant = Variant::by_name("tf_efficientnet_lite0").unwrap();
     let classifier = Classifier::load(variant, Some(&assets.join("lite0.pth"))).unwrap();
     let pre = classifier.preprocess().clone();
     let mut scaler = FrameScaler::new(&pre);
     let (mut vs_today_worst, mut vs_exact_worst) = ((0f32, 0f32), (0f32, 0f32));
-    for photo in common::PHOTOS {
+    for photo in effistream_testkit::PHOTOS {
         for (width, height) in [(1920, 1080), (640, 480)] {
             let sample = photo_as_video(&assets.join("photos").join(photo), width, height);
             let info = gst_video::VideoInfo::from_caps(sample.caps().unwrap()).unwrap();
@@ -221,7 +219,12 @@ fn video_frames_scaled_small_match_the_full_size_path_on_real_photos() {
             let today = pre.to_chw(&full_size_rgb(&frame)).unwrap();
             let exact = pre.to_chw(&exact_rgb(&frame)).unwrap();
             let small = scaled(&mut scaler, &pre, &frame);
-            let diff = |a: &[f32], b: &[f32]| (common::max_abs_diff(a, b).0, mean_abs_diff(a, b));
+            let diff = |a: &[f32], b: &[f32]| {
+                (
+                    effistream_testkit::golden::max_abs_diff(a, b).0,
+                    mean_abs_diff(a, b),
+                )
+            };
             let (vs_today, vs_exact, today_vs_exact) = (
                 diff(&small, &today),
                 diff(&small, &exact),
@@ -236,7 +239,10 @@ fn video_frames_scaled_small_match_the_full_size_path_on_real_photos() {
                         .collect(),
                 )
                 .unwrap();
-            let top1: Vec<usize> = logits.iter().map(|l| common::top_k(l, 1)[0]).collect();
+            let top1: Vec<usize> = logits
+                .iter()
+                .map(|l| effistream_testkit::golden::top_k(l, 1)[0])
+                .collect();
             eprintln!(
                 "{photo} {width}x{height} ({}): scaled small vs today's path max {:.3} mean {:.4}, \
                  vs exact full-size max {:.3} mean {:.4}; today's vs exact max {:.3} mean {:.4}; \
@@ -264,8 +270,10 @@ fn video_frames_scaled_small_match_the_full_size_path_on_real_photos() {
             let nv12_frame =
                 gst_video::VideoFrameRef::from_buffer_ref_readable(nv12.as_ref(), &nv12_info)
                     .unwrap();
-            let (max_nv12, _) =
-                common::max_abs_diff(&scaled(&mut scaler, &pre, &nv12_frame), &small);
+            let (max_nv12, _) = effistream_testkit::golden::max_abs_diff(
+                &scaled(&mut scaler, &pre, &nv12_frame),
+                &small,
+            );
             assert_eq!(
                 max_nv12, 0.0,
                 "{photo} {width}x{height}: NV12 and I420 differ"
@@ -276,7 +284,7 @@ fn video_frames_scaled_small_match_the_full_size_path_on_real_photos() {
                 gst_video::VideoFrameRef::from_buffer_ref_readable(rgb.as_ref(), &rgb_info)
                     .unwrap();
             let from_rgb = scaled(&mut scaler, &pre, &rgb_frame);
-            let (max_rgb, _) = common::max_abs_diff(&from_rgb, &today);
+            let (max_rgb, _) = effistream_testkit::golden::max_abs_diff(&from_rgb, &today);
             assert!(
                 max_rgb < 0.1 && mean_abs_diff(&from_rgb, &today) < 0.005,
                 "{photo} {width}x{height}: RGB frames differ from PIL by max {max_rgb}, mean {}",
@@ -324,25 +332,6 @@ fn h264_clip(path: &Path) {
     );
 }
 
-/// An engine running the real Lite0 weights, for sources to feed.
-fn lite0_engine() -> Engine {
-    let variant = Variant::by_name("tf_efficientnet_lite0").unwrap();
-    let classifier = Classifier::load(variant, Some(&common::assets().join("lite0.pth"))).unwrap();
-    Engine::start(
-        Arc::new(classifier),
-        EngineSettings {
-            max_batch: 4,
-            max_wait: Duration::from_millis(20),
-            max_frame_age: Duration::from_secs(5),
-            workers: 1,
-            threads: 2,
-            top_k: 1,
-            threshold: 0.0,
-        },
-    )
-    .unwrap()
-}
-
 /// Starts `camera`'s source on `engine`, its results to `on_result`.
 fn spawn(engine: &Engine, camera: &CameraConfig, on_result: ResultCallback) -> Source {
     let stream = engine.stream(&camera.id, on_result).unwrap();
@@ -354,12 +343,12 @@ fn spawn(engine: &Engine, camera: &CameraConfig, on_result: ResultCallback) -> S
 
 #[test]
 fn keyframes_only_decodes_the_key_frames_and_classifies_them() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     gst::init().unwrap();
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("clip.mp4");
     h264_clip(&clip);
-    let engine = lite0_engine();
+    let engine = effistream_testkit::lite0_engine(Duration::from_secs(5), 1);
     for (decode, decoded) in [(Decode::All, 50), (Decode::Keyframes, 5)] {
         let mut camera = CameraConfig::new("clip", format!("file://{}", clip.display()));
         camera.fps = 25.0;
@@ -398,9 +387,9 @@ fn keyframes_only_decodes_the_key_frames_and_classifies_them() {
 
 #[test]
 fn a_live_camera_with_key_frames_further_apart_than_its_stall_timeout_is_not_rebuilt() {
-    let _glib = common::glib_log::check();
-    let server = common::rtsp::RtspServer::start();
-    let engine = lite0_engine();
+    let _glib = effistream_testkit::glib_log::check();
+    let server = effistream_testkit::rtsp::RtspServer::start();
+    let engine = effistream_testkit::lite0_engine(Duration::from_secs(5), 1);
     // Key frames every 3 s, a stall timeout of 1 s: the delta units taken away before the
     // decoder show that the camera is alive.
     let mut camera = CameraConfig::new("gop", server.long_gop_url());

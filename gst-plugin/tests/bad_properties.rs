@@ -14,16 +14,12 @@
 //! `cargo test --release -p gst-plugin-effistream --test bad_properties -- --nocapture`
 //! prints the table of cases and the error each one gave.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-mod support;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::mosquitto::free_port;
-use common::process::{Exited as Outcome, run_with_limit};
+use effistream_testkit::mosquitto::free_port;
+use effistream_testkit::process::{Exited as Outcome, run_with_limit};
 
 /// Set as a password; it must appear in no output.
 const SECRET: &str = "pl4in-Secret-77";
@@ -55,7 +51,7 @@ fn launch_line(case: &Case, port: u16) -> Vec<String> {
         "videotestsrc num-buffers=3 ! video/x-raw,width=64,height=64 ! \
          effnetclassify model=tf_efficientnet_lite0 weights={} {} ! \
          effnetpublish server=mqtt://127.0.0.1:{port} {} ! fakesink",
-        support::lite0(),
+        effistream_testkit::plugin::lite0(),
         case.classify,
         case.publish
     )
@@ -68,7 +64,7 @@ fn launch_line(case: &Case, port: u16) -> Vec<String> {
 fn run(case: &Case, registry: &Path) -> Result<Outcome, String> {
     let mut cmd = Command::new("gst-launch-1.0");
     cmd.args(launch_line(case, free_port()))
-        .env("GST_PLUGIN_PATH", support::plugin_dir())
+        .env("GST_PLUGIN_PATH", effistream_testkit::plugin::plugin_dir())
         .env("GST_REGISTRY", registry)
         .env("HF_HUB_OFFLINE", "1")
         .env_remove("EFFISTREAM_WEIGHTS_DIR")
@@ -123,7 +119,9 @@ fn judge(case: &Case, outcome: &Outcome) -> Result<String, String> {
 
 /// The cases, in the order of the table.
 fn cases() -> Vec<Case> {
-    let photo = support::photo("coffee.png").display().to_string();
+    let photo = effistream_testkit::photo("coffee.png")
+        .display()
+        .to_string();
     let missing = "/nonexistent/effistream/weights.pth";
     let classify = |name, props: &str, needles: &[&str]| Case {
         name,

@@ -3,19 +3,20 @@
 //! format, shared engines, errors at start, out-of-range properties (refused at start, and
 //! not applied while playing), and waits released by flushes and stops.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-mod support;
-
 use std::time::{Duration, Instant};
 
 use gst::prelude::*;
 use gst_check::Harness;
 use gsteffistream::meta;
 
-use support::{
-    element_messages, init, lite0, lite0_props, rgb_frame, start_error, warnings, watch,
+use effistream_testkit::plugin::{
+    element_messages, lite0, lite0_props, rgb_frame, start_error, warnings, watch,
 };
+
+/// GStreamer with the plugin registered, once per process.
+fn init() {
+    effistream_testkit::plugin::init(gsteffistream::plugin_register_static);
+}
 
 fn classifier(props: &[(&str, &str)]) -> gst::Element {
     init();
@@ -34,7 +35,7 @@ fn harness(element: &gst::Element) -> Harness {
 
 #[test]
 fn classified_buffers_carry_the_meta_and_the_element_posts_a_message() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     let element = classifier(&[("camera", "cup-cam"), ("top-k", "3")]);
     let bus = watch(&element);
     let mut h = harness(&element);
@@ -77,7 +78,7 @@ fn classified_buffers_carry_the_meta_and_the_element_posts_a_message() {
 
 #[test]
 fn threshold_leaves_out_the_improbable_classes() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     let element = classifier(&[("top-k", "5"), ("threshold", "0.5")]);
     let mut h = harness(&element);
     let (caps, buffer) = rgb_frame("coffee.png");
@@ -91,7 +92,7 @@ fn threshold_leaves_out_the_improbable_classes() {
 
 #[test]
 fn inference_interval_classifies_every_nth_frame_only() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     let element = classifier(&[("inference-interval", "3")]);
     let bus = watch(&element);
     let mut h = harness(&element);
@@ -116,7 +117,7 @@ fn inference_interval_classifies_every_nth_frame_only() {
 
 #[test]
 fn out_of_range_changes_while_playing_are_refused_with_a_warning() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     let element = classifier(&[("top-k", "3")]);
     let bus = watch(&element);
     let mut h = harness(&element);
@@ -154,7 +155,7 @@ fn out_of_range_changes_while_playing_are_refused_with_a_warning() {
 
 #[test]
 fn an_out_of_range_value_set_before_start_fails_the_state_change() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     // Set through the Rust API, which used to panic on a value outside the ParamSpec.
     let element = classifier(&[]);
     element.set_property("batch-size", 0u32);
@@ -183,7 +184,7 @@ fn an_out_of_range_value_set_before_start_fails_the_state_change() {
 
 #[test]
 fn every_accepted_format_gives_the_same_top_class() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     init();
     // One engine for all the harnesses (loaded once), each converting the photo first.
     let cases = [
@@ -230,7 +231,7 @@ fn every_accepted_format_gives_the_same_top_class() {
 
 #[test]
 fn frames_of_elements_sharing_an_engine_are_inferred_in_one_batch() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     // A long timeout: the batch starts when both frames are in, not on the timeout.
     let props = [
         ("engine", "pair"),
@@ -263,7 +264,7 @@ fn frames_of_elements_sharing_an_engine_are_inferred_in_one_batch() {
 
 #[test]
 fn an_engine_running_with_other_settings_is_refused() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     let running = classifier(&[("engine", "strict"), ("batch-size", "2")]);
     let _h = harness(&running);
     let error = start_error(&format!(
@@ -280,7 +281,7 @@ fn an_engine_running_with_other_settings_is_refused() {
 
 #[test]
 fn bad_model_weights_or_camera_fail_the_state_change_with_the_reason() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     init();
     let error = start_error("videotestsrc num-buffers=1 ! effnetclassify model=nope ! fakesink");
     assert!(
@@ -298,7 +299,7 @@ fn bad_model_weights_or_camera_fail_the_state_change_with_the_reason() {
         "{error}"
     );
 
-    let other = common::assets().join("photos/coffee.png");
+    let other = effistream_testkit::assets().join("photos/coffee.png");
     let error = start_error(&format!(
         "videotestsrc num-buffers=1 ! effnetclassify model=tf_efficientnet_lite0 weights={} ! fakesink",
         other.display()
@@ -363,7 +364,7 @@ impl Stuck {
 
 #[test]
 fn a_flush_releases_a_waiting_frame_at_once() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     let stuck = Stuck::new();
     let pad = stuck.element.static_pad("sink").unwrap();
     assert!(pad.send_event(gst::event::FlushStart::new()));
@@ -374,7 +375,7 @@ fn a_flush_releases_a_waiting_frame_at_once() {
 
 #[test]
 fn stopping_releases_a_waiting_frame_at_once() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     let stuck = Stuck::new();
     let started = Instant::now();
     stuck.element.set_state(gst::State::Null).unwrap();
@@ -386,7 +387,7 @@ fn stopping_releases_a_waiting_frame_at_once() {
 
 #[test]
 fn the_meta_survives_conversions_downstream() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     init();
     let mut h = Harness::new_parse(&format!(
         "effnetclassify camera=kept {} ! videoconvert ! videoscale ! \

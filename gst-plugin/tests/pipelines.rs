@@ -5,25 +5,23 @@
 //! Needs `cargo build --release --workspace` first (the test command of the README does
 //! it), like `tests/plugin.rs`.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-mod support;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::mosquitto::{Message, Mosquitto, Subscriber, assert_valid, schema_validator};
-use common::process::{OutputChecked, assert_no_glib_warnings};
-use common::rtsp::RtspServer;
 use effistream::mqtt::{CLASSIFICATION_SCHEMA, STATE_SCHEMA};
+use effistream_testkit::mosquitto::{
+    Message, Mosquitto, Subscriber, assert_valid, schema_validator,
+};
+use effistream_testkit::process::{OutputChecked, assert_no_glib_warnings};
+use effistream_testkit::rtsp::RtspServer;
 
 /// Longest run of one pipeline.
 const TIMEOUT: Duration = Duration::from_secs(120);
 
 fn pipelines() -> PathBuf {
-    common::repo().join("pipelines")
+    effistream_testkit::repo().join("pipelines")
 }
 
 /// What a pipeline printed.
@@ -40,9 +38,9 @@ fn run(script: &str, vars: &[(&str, String)]) -> Run {
     let (out, err) = (logs.path().join("stdout"), logs.path().join("stderr"));
     let mut command = Command::new(pipelines().join(script));
     command
-        .env("GST_PLUGIN_PATH", support::plugin_dir())
+        .env("GST_PLUGIN_PATH", effistream_testkit::plugin::plugin_dir())
         .env("GST_REGISTRY", &registry)
-        .env("WEIGHTS", support::lite0())
+        .env("WEIGHTS", effistream_testkit::plugin::lite0())
         .env_remove("MODEL")
         .env_remove("EFFISTREAM_WEIGHTS_DIR")
         .env_remove("GST_DEBUG")
@@ -175,8 +173,8 @@ fn testsrc_publishes_every_frame_with_statuses() {
 
 #[test]
 fn file_classifies_each_frame_of_a_video_of_the_coffee_photo_as_espresso() {
-    let _glib = common::glib_log::check();
-    support::init();
+    let _glib = effistream_testkit::glib_log::check();
+    effistream_testkit::plugin::init(gsteffistream::plugin_register_static);
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("coffee.avi");
     let made = Command::new("gst-launch-1.0")
@@ -185,7 +183,7 @@ fn file_classifies_each_frame_of_a_video_of_the_coffee_photo_as_espresso() {
             format!(
                 "filesrc location={} ! decodebin ! videoconvert ! imagefreeze num-buffers=8 ! \
                  video/x-raw,framerate=10/1 ! jpegenc quality=95 ! avimux ! filesink location={}",
-                support::photo("coffee.png").display(),
+                effistream_testkit::photo("coffee.png").display(),
                 clip.display()
             )
             .split_whitespace(),

@@ -4,23 +4,16 @@
 //! in the blurb and a `ParamSpec` that takes any value of the type (the element checks the
 //! range, so that a bad value fails the state change instead of being dropped by GLib).
 
-#[allow(dead_code)]
-#[path = "../../tests/common/glib_log.rs"]
-mod glib_log;
-#[allow(dead_code)]
-#[path = "../../tests/common/process.rs"]
-mod process;
-
 use std::path::PathBuf;
 use std::process::Command;
 
+use effistream_testkit::process::OutputChecked;
 use gst::glib;
 use gst::prelude::*;
-use process::OutputChecked;
 
 #[test]
 fn plugin_registers_statically() {
-    let _glib = glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     gst::init().unwrap();
     gsteffistream::plugin_register_static().unwrap();
     let plugin = gst::Registry::get().find_plugin("effistream").unwrap();
@@ -58,7 +51,7 @@ fn gst_inspect_loads_the_shared_library() {
 
 #[test]
 fn gst_inspect_lists_both_elements_and_documents_every_property() {
-    let _glib = glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     gst::init().unwrap();
     gsteffistream::plugin_register_static().unwrap();
     let exe = std::env::current_exe().unwrap();

@@ -3,24 +3,31 @@
 //! start and away mid-stream, drops reported without blocking, credentials, TLS, and
 //! settings refused at start.
 
-#[path = "../../tests/common/mod.rs"]
-mod common;
-mod support;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::mosquitto::{
+use effistream::mqtt::{CLASSIFICATION_SCHEMA, Classification, STATE_SCHEMA};
+use effistream_testkit::mosquitto::{
     Mosquitto, MosquittoOptions, Subscriber, SubscriberOptions, TestCa, assert_valid,
     schema_validator,
 };
-use effistream::mqtt::{CLASSIFICATION_SCHEMA, STATE_SCHEMA};
+use effistream_testkit::wait_until;
 use gst::prelude::*;
 use gst_check::Harness;
 
-use support::{
-    buffer_with, classification, init, lite0_props, start_error, wait_until, warnings, watch,
-};
+use effistream_testkit::plugin::{classification, lite0_props, start_error, warnings, watch};
+
+/// GStreamer with the plugin registered, once per process.
+fn init() {
+    effistream_testkit::plugin::init(gsteffistream::plugin_register_static);
+}
+
+/// A small buffer carrying `c` as meta.
+fn buffer_with(c: &Classification) -> gst::Buffer {
+    let mut buffer = gst::Buffer::with_size(16).unwrap();
+    gsteffistream::meta::attach(buffer.get_mut().unwrap(), c).unwrap();
+    buffer
+}
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -41,7 +48,7 @@ fn harness(element: &gst::Element) -> Harness {
 
 #[test]
 fn classifications_state_and_statuses_follow_the_daemon_contract() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     let broker = Mosquitto::new();
     let sub = Subscriber::connect(broker.port(), &["effistream/#"]);
     let element = publisher(&[("server", &broker.url())]);
@@ -59,12 +66,15 @@ fn classifications_state_and_statuses_follow_the_daemon_contract() {
     // Everything up to the fourth classification, then, after EOS, the camera's `offline`.
     let mut got = sub.until("effistream/door/classification", 4, WAIT);
     assert!(h.push_event(gst::event::Eos::new()));
-    while !got.last().is_some_and(|m: &common::mosquitto::Message| {
-        m.topic == "effistream/door/status" && m.text() == "offline"
-    }) {
+    while !got
+        .last()
+        .is_some_and(|m: &effistream_testkit::mosquitto::Message| {
+            m.topic == "effistream/door/status" && m.text() == "offline"
+        })
+    {
         got.push(sub.recv(WAIT).expect("messages until the camera's offline"));
     }
-    let on = |topic: &str| -> Vec<&common::mosquitto::Message> {
+    let on = |topic: &str| -> Vec<&effistream_testkit::mosquitto::Message> {
         got.iter().filter(|m| m.topic == topic).collect()
     };
     let texts = |topic: &str| -> Vec<&str> { on(topic).iter().map(|m| m.text()).collect() };
@@ -84,7 +94,8 @@ fn classifications_state_and_statuses_follow_the_daemon_contract() {
     assert_eq!(state.len(), 1);
     assert_valid(&schema_validator(STATE_SCHEMA), state[0]);
     assert_eq!(state[0].json()["label"], "espresso");
-    let position = |m: &common::mosquitto::Message| got.iter().position(|g| g == m).unwrap();
+    let position =
+        |m: &effistream_testkit::mosquitto::Message| got.iter().position(|g| g == m).unwrap();
     assert_eq!(position(state[0]), position(classifications[2]) + 1);
 
     // Stopping the last element shuts the connection down: `offline` for the whole.
@@ -120,7 +131,7 @@ fn classifications_state_and_statuses_follow_the_daemon_contract() {
 
 #[test]
 fn camera_and_topic_prefix_properties_rename_the_topics() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     let broker = Mosquitto::new();
     let sub = Subscriber::connect(broker.port(), &["site/a/#"]);
     let element = publisher(&[
@@ -139,7 +150,7 @@ fn camera_and_topic_prefix_properties_rename_the_topics() {
 
 #[test]
 fn a_broker_down_at_start_is_no_error_and_drops_are_reported_without_blocking() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     let mut broker = Mosquitto::stopped();
     let element = publisher(&[("server", &broker.url()), ("max-queued", "3")]);
     let bus = watch(&element);
@@ -184,7 +195,7 @@ fn a_broker_down_at_start_is_no_error_and_drops_are_reported_without_blocking() 
 
 #[test]
 fn a_pipeline_survives_a_broker_outage_and_publishes_again_after_it() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     init();
     let mut broker = Mosquitto::new();
     let sub = Subscriber::connect(broker.port(), &["effistream/live/classification"]);
@@ -197,7 +208,7 @@ fn a_pipeline_survives_a_broker_outage_and_publishes_again_after_it() {
     .unwrap();
     let bus = pipeline.bus().unwrap();
     pipeline.set_state(gst::State::Playing).unwrap();
-    let seq = |m: &common::mosquitto::Message| m.json()["seq"].as_u64().unwrap();
+    let seq = |m: &effistream_testkit::mosquitto::Message| m.json()["seq"].as_u64().unwrap();
     let before = seq(&sub.take("effistream/live/classification", 3, WAIT)[2]);
 
     broker.stop();
@@ -218,7 +229,7 @@ fn a_pipeline_survives_a_broker_outage_and_publishes_again_after_it() {
 
 #[test]
 fn credentials_work_and_never_show_in_properties_logs_or_errors() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     const PASSWORD: &str = "pa55-Wd-never-shown";
     let broker = Mosquitto::with(MosquittoOptions {
         credentials: Some(("cam".into(), PASSWORD.into())),
@@ -283,7 +294,7 @@ fn credentials_work_and_never_show_in_properties_logs_or_errors() {
 
 #[test]
 fn tls_brokers_are_verified_with_the_tls_ca_file() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     let ca = TestCa::generate();
     let broker = Mosquitto::with(MosquittoOptions {
         tls: Some(ca.clone()),
@@ -306,7 +317,7 @@ fn tls_brokers_are_verified_with_the_tls_ca_file() {
 
 #[test]
 fn bad_settings_fail_the_state_change_with_the_reason() {
-    let _glib = common::glib_log::check();
+    let _glib = effistream_testkit::glib_log::check();
     let cases = [
         (
             "server=http://127.0.0.1",

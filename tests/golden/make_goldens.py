@@ -11,7 +11,7 @@ It writes, under tests/fixtures/:
 golden/<variant>/<photo>.png and golden/<variant>.safetensors, for the three pruned
 variants and efficientnet_b0. The network weights are NOT stored: every convolution and linear weight, every
 bias and every BatchNorm weight/bias comes from the seeded generator below, which
-tests/common/mod.rs implements identically in Rust. Only the BatchNorm running statistics
+testkit/src/golden.rs implements identically in Rust. Only the BatchNorm running statistics
 are stored: they are calibrated on real photographs (several augmented crops of each) so
 that the outputs depend on the image instead of collapsing to one answer. The inputs are
 real photographs pre-resized so that the shorter side is exactly timm's
@@ -70,7 +70,7 @@ def fnv1a64(data: bytes) -> int:
 
 
 def uniform(name: str, n: int) -> np.ndarray:
-    """u_i in [0, 1) as float64, exactly as tests/common/mod.rs computes them."""
+    """u_i in [0, 1) as float64, exactly as testkit/src/golden.rs computes them."""
     seed = np.uint64(fnv1a64(name.encode()) ^ SEED)
     with np.errstate(over="ignore"):
         z = seed + (np.arange(1, n + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15))

@@ -2,11 +2,8 @@
 //! temporary file, stderr to a log file, killed on drop; a GLib CRITICAL or WARNING line
 //! in the log fails the test, checked on `terminate` and on drop), signal it, read its log,
 //! resident memory, threads and descriptors, and its HTTP server; test configurations;
-//! helpers over the messages it publishes. Shared by `tests/daemon.rs`, `tests/soak.rs`
-//! and `tests/observability.rs`. Not part of `common/mod.rs`, which the plugin's tests
-//! also compile (they have no `CARGO_BIN_EXE_effistream`): include it with
-//! `#[path = "common/daemon.rs"] mod harness;`.
-#![allow(dead_code)]
+//! helpers over the messages it publishes. The binary is the `effistream` that cargo built
+//! next to the test binary ([`effistream_bin`]).
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -18,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common;
-use crate::common::mosquitto::{Message, Subscriber};
+use crate::mosquitto::{Message, Subscriber};
 
 /// One daemon test at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -55,7 +51,7 @@ impl Daemon {
         let path = dir.path().join("effistream.toml");
         std::fs::write(&path, config).unwrap();
         let log = dir.path().join("daemon.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_effistream"))
+        let child = Command::new(effistream_bin())
             .args(["run", "--config"])
             .arg(&path)
             .args(args)
@@ -152,7 +148,7 @@ impl Daemon {
     /// Panics, quoting them, if the log has GLib CRITICAL or WARNING lines
     /// (`(effistream:PID): GStreamer-CRITICAL **: ...`).
     pub fn assert_no_glib_warnings(&self) {
-        common::process::assert_no_glib_warnings("the daemon", &self.log());
+        crate::process::assert_no_glib_warnings("the daemon", &self.log());
     }
 
     pub fn log(&self) -> String {
@@ -195,8 +191,29 @@ impl Drop for Daemon {
     }
 }
 
-pub fn lite0_weights() -> PathBuf {
-    common::assets().join("lite0.pth")
+/// A command running the `effistream` binary hermetically: no user cache (`HF_HOME`
+/// points nowhere), no hub download, no weights directory, no log lines mixed into
+/// stderr.
+pub fn hermetic_command() -> Command {
+    let mut cmd = Command::new(effistream_bin());
+    cmd.env("RUST_LOG", "off")
+        .env("HF_HUB_OFFLINE", "1")
+        .env("HF_HOME", "/nonexistent/effistream-test-hf-home")
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("EFFISTREAM_WEIGHTS_DIR");
+    cmd
+}
+
+/// The `effistream` binary cargo built for the integration tests of the `effistream`
+/// package (the `CARGO_BIN_EXE_effistream` of those tests), in `target/<profile>`.
+pub fn effistream_bin() -> PathBuf {
+    let bin = crate::target_dir().join("effistream");
+    assert!(
+        bin.is_file(),
+        "no {}: the daemon harness is for the tests of the effistream package",
+        bin.display()
+    );
+    bin
 }
 
 /// A configuration: cameras (id, uri, fps), the mosquitto port, extra TOML.
@@ -212,7 +229,7 @@ pub fn config(cameras: &[(&str, &str, f64)], broker_port: u16, extra: &str) -> S
         "[model]\nname = \"tf_efficientnet_lite0\"\nweights = \"{}\"\ntop_k = 3\n\n\
          [mqtt]\nurl = \"mqtt://127.0.0.1:{broker_port}\"\nclient_id = \"effistream-test-{}\"\n\
          qos = 1\nkeep_alive_s = 5\nmax_queued = 10000\n\n{extra}",
-        lite0_weights().display(),
+        crate::lite0_weights().display(),
         std::process::id()
     );
     toml
@@ -328,7 +345,7 @@ pub fn pattern_config(cameras: &[(&str, &str)], mqtt_url: &str, extra: &str) -> 
         "[model]\nname = \"tf_efficientnet_lite0\"\nweights = \"{}\"\ntop_k = 3\n\n\
          [batch]\nmax_size = 4\n\n\
          [mqtt]\nurl = \"{mqtt_url}\"\nclient_id = \"effistream-obs-{}\"\nqos = 1\nkeep_alive_s = 5\n\n{extra}",
-        lite0_weights().display(),
+        crate::lite0_weights().display(),
         std::process::id()
     );
     toml

@@ -1,10 +1,10 @@
-//! Helpers shared by the plugin's tests (next to `tests/common/` of the workspace, which
-//! each test file includes as `common`).
-#![allow(dead_code)]
+//! Helpers for the tests of the GStreamer plugin (`gst-plugin/tests/`): the plugin
+//! registered in the test process or built for `gst-launch-1.0`, frames, buses and their
+//! messages, classifications as the elements carry them.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Once};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use effistream::model::ClassScore;
 use effistream::mqtt::Classification;
@@ -12,23 +12,21 @@ use effistream::preprocess::RgbImage;
 use gst::prelude::*;
 use gst_video::prelude::*;
 
-use crate::common;
+static INIT: Once = Once::new();
 
-/// GStreamer with the plugin registered statically, once per test process.
-pub fn init() {
-    static INIT: Once = Once::new();
+/// GStreamer with the plugin registered statically by `register` (the plugin crate's
+/// `gsteffistream::plugin_register_static`), once per test process.
+pub fn init(register: fn() -> Result<(), gst::glib::BoolError>) {
     INIT.call_once(|| {
         gst::init().unwrap();
-        gsteffistream::plugin_register_static().unwrap();
+        register().unwrap();
     });
 }
 
-/// target/<profile>, where the build puts libgsteffistream.so (for `gst-launch-1.0` and
+/// `target/<profile>`, where the build puts libgsteffistream.so (for `gst-launch-1.0` and
 /// `gst-inspect-1.0` through `GST_PLUGIN_PATH`).
 pub fn plugin_dir() -> PathBuf {
-    // target/<profile>/deps/<test>-<hash> -> target/<profile>
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap().to_owned();
+    let dir = crate::target_dir();
     assert!(
         dir.join("libgsteffistream.so").is_file(),
         "no plugin in {}: run cargo build --release --workspace first",
@@ -37,14 +35,9 @@ pub fn plugin_dir() -> PathBuf {
     dir
 }
 
-/// The real EfficientNet-Lite0 weights (`tf_efficientnet_lite0`).
+/// The real EfficientNet-Lite0 weights (`tf_efficientnet_lite0`), as a property value.
 pub fn lite0() -> String {
-    common::assets().join("lite0.pth").display().to_string()
-}
-
-/// A photo of the test assets (`coffee.png` is an espresso).
-pub fn photo(name: &str) -> PathBuf {
-    common::assets().join("photos").join(name)
+    crate::lite0_weights().display().to_string()
 }
 
 /// `effnetclassify` properties for Lite0, as a launch-line fragment.
@@ -54,7 +47,7 @@ pub fn lite0_props() -> String {
 
 /// A photo as one RGB video frame (rows padded as GStreamer pads them) and its caps.
 pub fn rgb_frame(name: &str) -> (gst::Caps, gst::Buffer) {
-    let image = RgbImage::open(&photo(name)).unwrap();
+    let image = RgbImage::open(&crate::photo(name)).unwrap();
     let info = gst_video::VideoInfo::builder(
         gst_video::VideoFormat::Rgb,
         image.width as u32,
@@ -102,9 +95,10 @@ pub fn warnings(bus: &gst::Bus) -> Vec<String> {
         .collect()
 }
 
-/// Sets `launch` to PAUSED, which must fail; returns the error message it posted.
+/// Sets `launch` to PAUSED, which must fail; returns the error message it posted. The
+/// plugin must be registered first ([`init`]).
 pub fn start_error(launch: &str) -> String {
-    init();
+    assert!(INIT.is_completed(), "plugin::init first");
     let pipeline = gst::parse::launch(launch).unwrap();
     let bus = pipeline.bus().unwrap();
     let result = pipeline.set_state(gst::State::Paused);
@@ -135,23 +129,4 @@ pub fn classification(camera: &str, seq: u64, label: &str, score: f32) -> Classi
             score,
         }],
     }
-}
-
-/// A small buffer carrying `c` as meta.
-pub fn buffer_with(c: &Classification) -> gst::Buffer {
-    let mut buffer = gst::Buffer::with_size(16).unwrap();
-    gsteffistream::meta::attach(buffer.get_mut().unwrap(), c).unwrap();
-    buffer
-}
-
-/// Waits until `condition` holds, at most `timeout`.
-pub fn wait_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
-    let deadline = std::time::Instant::now() + timeout;
-    while std::time::Instant::now() < deadline {
-        if condition() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    condition()
 }

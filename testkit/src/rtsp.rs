@@ -1,6 +1,6 @@
 //! A real RTSP server (gst-rtsp-server) on 127.0.0.1 serving live H.264 from x264enc, that
 //! tests can stop and start again on the same port. It runs in the test process: when it
-//! drops, the test fails if GLib logged a warning or a critical meanwhile (`glib_log.rs`).
+//! drops, the test fails if GLib logged a warning or a critical meanwhile ([`crate::glib_log`]).
 
 use std::net::TcpListener;
 use std::sync::mpsc;
@@ -32,7 +32,7 @@ pub struct RtspServer {
     port: u16,
     running: Option<Running>,
     /// Checks when the server has stopped (fields drop after `Drop::drop`).
-    _glib: crate::common::glib_log::Check,
+    _glib: crate::glib_log::Check,
 }
 
 struct Running {
@@ -43,7 +43,7 @@ struct Running {
 impl RtspServer {
     /// Starts on a free port.
     pub fn start() -> Self {
-        let glib = crate::common::glib_log::check();
+        let glib = crate::glib_log::check();
         gst::init().unwrap();
         let port = TcpListener::bind("127.0.0.1:0")
             .unwrap()

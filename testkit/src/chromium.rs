@@ -2,7 +2,6 @@
 //! Protocol on a pipe (`--remote-debugging-pipe`: commands on fd 3, answers on fd 4, one
 //! JSON message per NUL-terminated record), for end-to-end tests of pages on localhost.
 //! Killed on drop.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::fd::AsRawFd;

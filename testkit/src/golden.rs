@@ -1,56 +1,16 @@
-//! Shared test helpers: the seeded weight generator of `tests/golden/make_goldens.py`, the
-//! golden fixtures, and the real-world assets fetched by `scripts/fetch-test-assets`.
-#![allow(dead_code)]
-
-pub mod glib_log;
-pub mod mosquitto;
-pub mod process;
-pub mod rtsp;
+//! The golden fixtures of `tests/fixtures/golden/` (written by
+//! `tests/golden/make_goldens.py`): timm's logits and BatchNorm statistics, and the seeded
+//! weight generator that made the other tensors.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use candle_core::{Device, Tensor};
 use effistream::model::{Variant, Weights, WeightsFile};
 
+use crate::fixtures;
+
 /// Seed of the generator; must equal `SEED` in make_goldens.py.
 pub const SEED: u64 = 20261129;
-/// Photographs fetched from the scikit-image wheel, in golden batch order.
-pub const PHOTOS: [&str; 4] = ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"];
-
-/// The workspace root, also when this module is compiled into the plugin crate's tests
-/// (`gst-plugin/tests/`, whose manifest directory is `gst-plugin/`).
-pub fn repo() -> &'static Path {
-    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-    match manifest.parent() {
-        Some(root) if manifest.ends_with("gst-plugin") => root,
-        _ => manifest,
-    }
-}
-
-pub fn fixtures() -> PathBuf {
-    repo().join("tests/fixtures")
-}
-
-/// The directory of fetched assets, fetching them first if needed (once per process).
-pub fn assets() -> PathBuf {
-    static FETCHED: Mutex<Option<PathBuf>> = Mutex::new(None);
-    let mut fetched = FETCHED.lock().unwrap_or_else(|e| e.into_inner());
-    if let Some(dir) = fetched.as_ref() {
-        return dir.clone();
-    }
-    let dir = std::env::var_os("EFFISTREAM_TEST_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/test-assets"));
-    let status = std::process::Command::new(repo().join("scripts/fetch-test-assets"))
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .expect("running scripts/fetch-test-assets (needs python3 with pip)");
-    assert!(status.success(), "scripts/fetch-test-assets failed");
-    *fetched = Some(dir.clone());
-    dir
-}
 
 fn fnv1a64(data: &[u8]) -> u64 {
     data.iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| {

@@ -1,5 +1,5 @@
 //! GLib's CRITICAL and WARNING messages in the test process itself (GStreamer pipelines
-//! run in-process, the RTSP server of `rtsp.rs`): a log writer records them and still
+//! run in-process, the RTSP server of [`crate::rtsp`]): a log writer records them and still
 //! prints them as GLib does, and [`check`] gives a guard that fails the test at its end
 //! when any was recorded.
 //!
