@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use crate::model::pth::PthError;
+use crate::pth::PthError;
 
 /// Result alias for the library.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

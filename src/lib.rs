@@ -46,6 +46,7 @@ pub mod model;
 pub mod mqtt;
 pub mod plan;
 pub mod preprocess;
+pub mod pth;
 pub mod shard;
 pub mod source;
 pub mod util;

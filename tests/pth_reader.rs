@@ -1,4 +1,4 @@
-//! Tests of `effistream::model::pth` against checkpoints written by PyTorch itself
+//! Tests of `effistream::pth` against checkpoints written by PyTorch itself
 //! (`tests/fixtures/torch/`, made by `tests/golden/make_torch_fixtures.py`), plus
 //! robustness tests on truncated, corrupted and hand-crafted hostile inputs.
 
@@ -6,7 +6,7 @@ use std::io::{Cursor, Read, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
-use effistream::model::pth::{PthDType, PthError, PthTensor, read_pth, read_pth_bytes};
+use effistream::pth::{PthDType, PthError, PthTensor, read_pth, read_pth_bytes};
 use serde_json::Value;
 
 fn fixture_dir() -> PathBuf {

@@ -8,10 +8,12 @@ pub mod efficientnet;
 pub mod fast;
 pub(crate) mod kernels;
 pub mod labels;
-pub mod pth;
 pub mod variants;
 pub mod weights;
 
+/// The checkpoint reader, at its old path ([`crate::pth`] is its home: it needs nothing
+/// of the model, and the library's error type wraps its error).
+pub use crate::pth;
 pub use classifier::{Backend, ClassScore, Classifier, Prediction};
 pub use efficientnet::EfficientNet;
 pub use variants::{Activation, Padding, Variant};

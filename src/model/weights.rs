@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::pth::{self, PthDType};
+use crate::pth::{self, PthDType};
 use crate::model::variants::{ARCH, BlockKind, Variant};
 
 /// Environment variable naming a directory of weights files called `<variant>.safetensors`,

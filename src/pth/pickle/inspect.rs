@@ -3,10 +3,10 @@
 
 use super::value::{Dict, Obj, StorageRef, TensorProblem, TensorSpec, Value};
 use super::{MAX_DEPTH, Machine};
-use crate::model::pth::{PthError, Result};
+use crate::pth::{PthError, Result};
 
 impl Machine {
-    pub(in crate::model::pth) fn storage_of(
+    pub(in crate::pth) fn storage_of(
         &self,
         spec: &TensorSpec,
         name: &str,
@@ -19,7 +19,7 @@ impl Machine {
             })
     }
 
-    pub(in crate::model::pth) fn dict(&self, v: &Value) -> Option<&Dict> {
+    pub(in crate::pth) fn dict(&self, v: &Value) -> Option<&Dict> {
         match v {
             Value::Heap(i) => match self.heap.get(*i) {
                 Some(Obj::Dict(d)) => Some(d),
@@ -32,7 +32,7 @@ impl Machine {
         }
     }
 
-    pub(in crate::model::pth) fn dict_get_ref<'s>(
+    pub(in crate::pth) fn dict_get_ref<'s>(
         &'s self,
         v: &Value,
         key: &str,
@@ -40,11 +40,11 @@ impl Machine {
         self.dict(v)?.get(key)
     }
 
-    pub(in crate::model::pth) fn dict_get(&self, v: &Value, key: &str) -> Option<Value> {
+    pub(in crate::pth) fn dict_get(&self, v: &Value, key: &str) -> Option<Value> {
         self.dict_get_ref(v, key).cloned()
     }
 
-    pub(in crate::model::pth) fn tensor(
+    pub(in crate::pth) fn tensor(
         &self,
         v: &Value,
     ) -> Option<&Result<TensorSpec, TensorProblem>> {
@@ -57,13 +57,13 @@ impl Machine {
         }
     }
 
-    pub(in crate::model::pth) fn dict_has_tensor(&self, v: &Value) -> bool {
+    pub(in crate::pth) fn dict_has_tensor(&self, v: &Value) -> bool {
         self.dict(v)
             .is_some_and(|d| d.entries.iter().any(|(_, v)| self.tensor(v).is_some()))
     }
 
     /// A short human description of a value, for error messages.
-    pub(in crate::model::pth) fn describe(&self, v: &Value, depth: usize) -> String {
+    pub(in crate::pth) fn describe(&self, v: &Value, depth: usize) -> String {
         match v {
             Value::None => "None".to_owned(),
             Value::Bool(b) => if *b { "True" } else { "False" }.to_owned(),

@@ -9,7 +9,7 @@ mod value;
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::model::pth::{PthError, Result};
+use crate::pth::{PthError, Result};
 
 use self::value::{Dict, Global, GlobalKind, Obj, RootStorage};
 pub(super) use self::value::{StorageRef, TensorProblem, TensorSpec, Value};

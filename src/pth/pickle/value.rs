@@ -4,14 +4,14 @@
 use std::collections::HashMap;
 use std::rc::Rc;
 
-use crate::model::pth::{PthDType, PthError, Result};
+use crate::pth::{PthDType, PthError, Result};
 
 /// A pickled value. Containers and objects live in
 /// [`Machine::heap`](super::Machine::heap) and are referred to by index, so the memo shares
 /// them by reference and no value owns another (dropping is never recursive, and cycles are
 /// harmless).
 #[derive(Debug, Clone)]
-pub(in crate::model::pth) enum Value {
+pub(in crate::pth) enum Value {
     None,
     Bool(bool),
     Int(i64),
@@ -43,9 +43,9 @@ pub(super) enum Obj {
 }
 
 #[derive(Debug, Default)]
-pub(in crate::model::pth) struct Dict {
+pub(in crate::pth) struct Dict {
     pub(super) ordered: bool,
-    pub(in crate::model::pth) entries: Vec<(Value, Value)>,
+    pub(in crate::pth) entries: Vec<(Value, Value)>,
     /// Positions of string and integer keys, built once the dict is big enough for a
     /// linear scan to be slow (most pickled dicts are tiny).
     pub(super) index: Option<HashMap<DictKey, usize>>,
@@ -258,13 +258,13 @@ impl StorageKind {
 
 /// A storage as declared by persistent ids: its kind and element count.
 #[derive(Debug)]
-pub(in crate::model::pth) struct RootStorage {
+pub(in crate::pth) struct RootStorage {
     pub(super) kind: StorageKind,
-    pub(in crate::model::pth) numel: u64,
+    pub(in crate::pth) numel: u64,
 }
 
 impl RootStorage {
-    pub(in crate::model::pth) fn nbytes(&self, key: &str) -> Result<u64> {
+    pub(in crate::pth) fn nbytes(&self, key: &str) -> Result<u64> {
         let size = self.kind.elem_size().ok_or_else(|| PthError::Storage {
             key: key.to_owned(),
             msg: format!("has an unknown storage type {:?}", self.kind),
@@ -280,32 +280,32 @@ impl RootStorage {
 
 /// A storage a tensor refers to: a root storage or (legacy only) a byte range of one.
 #[derive(Debug)]
-pub(in crate::model::pth) struct StorageRef {
-    pub(in crate::model::pth) key: Rc<str>,
+pub(in crate::pth) struct StorageRef {
+    pub(in crate::pth) key: Rc<str>,
     pub(super) kind: StorageKind,
-    pub(in crate::model::pth) byte_offset: u64,
-    pub(in crate::model::pth) byte_len: u64,
+    pub(in crate::pth) byte_offset: u64,
+    pub(in crate::pth) byte_len: u64,
 }
 
 #[derive(Debug, Clone)]
-pub(in crate::model::pth) struct TensorSpec {
+pub(in crate::pth) struct TensorSpec {
     /// Index into [`Machine::storages`](super::Machine::storages).
-    pub(in crate::model::pth) storage: usize,
-    pub(in crate::model::pth) dtype: PthDType,
-    pub(in crate::model::pth) offset: u64,
-    pub(in crate::model::pth) shape: Vec<u64>,
-    pub(in crate::model::pth) stride: Vec<u64>,
+    pub(in crate::pth) storage: usize,
+    pub(in crate::pth) dtype: PthDType,
+    pub(in crate::pth) offset: u64,
+    pub(in crate::pth) shape: Vec<u64>,
+    pub(in crate::pth) stride: Vec<u64>,
 }
 
 /// Why a pickled tensor cannot be read.
 #[derive(Debug, Clone)]
-pub(in crate::model::pth) enum TensorProblem {
+pub(in crate::pth) enum TensorProblem {
     Dtype(String),
     Other(String),
 }
 
 impl TensorProblem {
-    pub(in crate::model::pth) fn into_error(self, name: &str) -> PthError {
+    pub(in crate::pth) fn into_error(self, name: &str) -> PthError {
         match self {
             TensorProblem::Dtype(dtype) => PthError::UnsupportedDtype {
                 name: name.to_owned(),

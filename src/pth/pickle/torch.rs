@@ -7,7 +7,7 @@ use super::value::{
     Dict, GlobalKind, Obj, RootStorage, StorageKind, StorageRef, TensorProblem, TensorSpec, Value,
 };
 use super::{Input, MAX_DEPTH, Machine};
-use crate::model::pth::{PthError, Result};
+use crate::pth::{PthError, Result};
 
 impl Machine {
     /// `REDUCE`: calls `callable(*args)` for the torch functions we model; anything else
