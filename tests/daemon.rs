@@ -350,3 +350,82 @@ fn in_process_daemon_classifies_serves_http_and_shuts_down_without_losing_a_clas
     }
     assert!(classified >= 10, "{classified} classified");
 }
+
+/// `mqtt.url = "embedded"` on an address another MQTT broker already holds (Debian's
+/// mosquitto service on 127.0.0.1:1883 after `scripts/setup-debian`; here a mosquitto on
+/// a free port): the daemon publishes to that broker, says so, and `check-config --probe`
+/// says the same. A listener that does not speak MQTT on the address is an error naming
+/// the settings to change.
+#[test]
+fn the_embedded_broker_address_held_by_mosquitto_is_shared_and_anything_else_refused() {
+    use effistream_testkit::daemon::{hermetic_command, pattern_config};
+
+    let _serial = serial();
+    let broker = Mosquitto::new();
+    let subscriber = Subscriber::connect(broker.port(), &["effistream/#"]);
+    let embedded_on = |port: u16| {
+        pattern_config(
+            &[("door", "ball")],
+            "embedded",
+            &format!(
+                "embedded_listen = \"127.0.0.1:{port}\"\nembedded_websocket_listen = \"\"\n\n\
+                 [http]\nlisten = \"127.0.0.1:0\"\n"
+            ),
+        )
+    };
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("shared.toml");
+    std::fs::write(&path, embedded_on(broker.port())).unwrap();
+    let probe = hermetic_command()
+        .args(["check-config", "--probe"])
+        .arg(&path)
+        .output_checked();
+    let stdout = String::from_utf8_lossy(&probe.stdout);
+    assert!(
+        probe.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&probe.stderr)
+    );
+    assert!(
+        stdout.contains("taken by an MQTT broker that accepts anonymous clients"),
+        "{stdout}"
+    );
+
+    let mut daemon = Daemon::start(&embedded_on(broker.port()));
+    wait_online(&subscriber, &daemon);
+    let messages = subscriber.collect(Duration::from_secs(3));
+    let classifications = by_camera(&messages, "classification");
+    assert!(
+        classifications.get("door").is_some_and(|l| l.len() >= 5),
+        "classifications on the shared broker: {:?}\nlog:\n{}",
+        classifications.get("door").map(Vec::len),
+        daemon.log()
+    );
+    let line = daemon.wait_log("publishing to that broker instead", Duration::from_secs(5));
+    assert!(
+        line.contains(&format!("127.0.0.1:{}", broker.port())),
+        "{line}"
+    );
+    daemon.terminate();
+    daemon.assert_no_glib_warnings();
+
+    // Something that is not an MQTT broker holds the address: refused, with the way out.
+    let other = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = other.local_addr().unwrap().port();
+    let mut daemon = Daemon::start(&embedded_on(port));
+    let status = daemon.wait(Duration::from_secs(30));
+    assert!(
+        status.is_some_and(|s| !s.success()),
+        "{status:?}; log:\n{}",
+        daemon.log()
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains(&format!("cannot listen on 127.0.0.1:{port}"))
+            && log.contains("mqtt.embedded_listen")
+            && log.contains("mqtt.url"),
+        "{log}"
+    );
+    drop(other);
+}

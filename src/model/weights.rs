@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
-use crate::pth::{self, PthDType};
 use crate::model::variants::{ARCH, BlockKind, Variant};
+use crate::pth::{self, PthDType};
 
 /// Environment variable naming a directory of weights files called `<variant>.safetensors`,
 /// `<variant>.pth` or `<variant>.bin`, consulted when no file is given explicitly.

@@ -6,11 +6,7 @@ use super::{MAX_DEPTH, Machine};
 use crate::pth::{PthError, Result};
 
 impl Machine {
-    pub(in crate::pth) fn storage_of(
-        &self,
-        spec: &TensorSpec,
-        name: &str,
-    ) -> Result<&StorageRef> {
+    pub(in crate::pth) fn storage_of(&self, spec: &TensorSpec, name: &str) -> Result<&StorageRef> {
         self.storages
             .get(spec.storage)
             .ok_or_else(|| PthError::Tensor {
@@ -32,11 +28,7 @@ impl Machine {
         }
     }
 
-    pub(in crate::pth) fn dict_get_ref<'s>(
-        &'s self,
-        v: &Value,
-        key: &str,
-    ) -> Option<&'s Value> {
+    pub(in crate::pth) fn dict_get_ref<'s>(&'s self, v: &Value, key: &str) -> Option<&'s Value> {
         self.dict(v)?.get(key)
     }
 
@@ -44,10 +36,7 @@ impl Machine {
         self.dict_get_ref(v, key).cloned()
     }
 
-    pub(in crate::pth) fn tensor(
-        &self,
-        v: &Value,
-    ) -> Option<&Result<TensorSpec, TensorProblem>> {
+    pub(in crate::pth) fn tensor(&self, v: &Value) -> Option<&Result<TensorSpec, TensorProblem>> {
         match v {
             Value::Heap(i) => match self.heap.get(*i) {
                 Some(Obj::Tensor(t)) => Some(t),
