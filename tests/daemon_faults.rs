@@ -375,9 +375,14 @@ fn a_30_s_broker_outage_loses_nothing_accepted_with_qos_1_and_a_persistent_sessi
     }
 }
 
+/// The camera and broker passwords appear nowhere a user or dashboard can see: logs (at
+/// debug level), stats and every other MQTT payload, Home Assistant's discovery, errors,
+/// `print-config`/`check-config`, `/metrics`, the dashboard page and the probes. One
+/// camera's password holds a `/` (percent-encoded in its URI), the form a hand-written
+/// redactor once missed; that camera is refused, so its URI goes through the failure path.
 #[test]
-fn rtsp_and_mqtt_credentials_never_appear_in_logs_stats_payloads_or_errors() {
-    use effistream_testkit::mosquitto::{MosquittoOptions, SubscriberOptions};
+fn rtsp_and_mqtt_credentials_never_appear_in_logs_payloads_errors_http_or_home_assistant() {
+    use effistream_testkit::mosquitto::MosquittoOptions;
     let _serial = serial();
     let rtsp_secret = "rtsp-S3cret-pw";
     let mqtt_secret = "mqtt-S3cret-pw";
@@ -390,31 +395,42 @@ fn rtsp_and_mqtt_credentials_never_appear_in_logs_stats_payloads_or_errors() {
         credentials: Some(user.clone()),
         ..MosquittoOptions::default()
     });
-    let subscriber = Subscriber::connect_with(
-        broker.port(),
-        &["effistream/#"],
-        SubscriberOptions {
-            credentials: Some(user),
-            ..SubscriberOptions::default()
-        },
-    );
+    let subscriber = Subscriber::connect_as(broker.port(), &["effistream/#"], &user);
+    // Nothing listens there: the camera fails, is logged and retried, with its URI.
+    let slash_secret = "cam/S3cret-77";
+    let refused_port = effistream_testkit::mosquitto::free_port();
+    let refused_url = format!("rtsp://viewer:cam%2FS3cret-77@127.0.0.1:{refused_port}/stream1");
     // The password comes from the environment; everything is logged at debug level.
     let cameras = [
         ("door", camera_url.as_str(), 5.0),
         ("yard", "test://ball?width=320&height=240", 5.0),
+        ("gate", refused_url.as_str(), 5.0),
     ];
     let toml = config(
         &cameras,
         broker.port(),
-        "username = \"effistream\"\npassword = \"${EFFISTREAM_TEST_MQTT_PASSWORD}\"\n",
+        "username = \"effistream\"\npassword = \"${EFFISTREAM_TEST_MQTT_PASSWORD}\"\n\n\
+         [homeassistant]\nenabled = true\n",
     );
     let debug = [
         ("EFFISTREAM_TEST_MQTT_PASSWORD", mqtt_secret),
         ("RUST_LOG", "debug,rumqttd=off"),
     ];
     let mut daemon = Daemon::start_with_env(&toml, &debug);
+    let base = daemon.http_url();
     wait_online(&subscriber, &daemon);
-    let messages = subscriber.collect(Duration::from_secs(6));
+    let mut messages = subscriber.collect(Duration::from_secs(6));
+    // Discovery is announced before `online`: retained, as Home Assistant receives it.
+    messages.extend(
+        Subscriber::connect_as(broker.port(), &["homeassistant/#"], &user)
+            .collect(Duration::from_secs(1)),
+    );
+    let mut seen = Vec::new();
+    for path in ["/", "/dashboard", "/metrics", "/healthz", "/readyz"] {
+        let (status, _, body) = effistream_testkit::daemon::http_get(&format!("{base}{path}"));
+        assert!(status == 200 || status == 503, "{path}: {status}");
+        seen.push((format!("GET {path}"), body));
+    }
     daemon.terminate();
     let classifications = by_camera(&messages, "classification");
     assert!(
@@ -422,7 +438,17 @@ fn rtsp_and_mqtt_credentials_never_appear_in_logs_stats_payloads_or_errors() {
         "both cameras must run for the check to mean anything: {:?}",
         classifications.keys()
     );
-    let mut seen = vec![("daemon log".to_owned(), daemon.log())];
+    assert!(
+        messages
+            .iter()
+            .any(|m| m.topic.starts_with("homeassistant/"))
+    );
+    let log = daemon.log();
+    assert!(
+        log.contains("Camera pipeline failed; reconnecting. camera=gate"),
+        "{log}"
+    );
+    seen.push(("daemon log".to_owned(), log));
     for m in &messages {
         seen.push((format!("message on {}", m.topic), m.text().to_owned()));
     }
@@ -476,8 +502,20 @@ fn rtsp_and_mqtt_credentials_never_appear_in_logs_stats_payloads_or_errors() {
         seen.iter().any(|(_, text)| text.contains("viewer")),
         "the RTSP user name should show (only the password is secret)"
     );
+    // print-config shows the refused camera's URI, masked: the check looks where it is.
+    assert!(
+        seen.iter().any(|(what, text)| what == "print-config"
+            && text.contains(&format!("@127.0.0.1:{refused_port}/stream1"))),
+        "{seen:?}"
+    );
     for (what, text) in &seen {
-        for secret in [rtsp_secret, mqtt_secret, wrong] {
+        for secret in [
+            rtsp_secret,
+            mqtt_secret,
+            wrong,
+            slash_secret,
+            "cam%2FS3cret",
+        ] {
             assert!(!text.contains(secret), "{what} shows {secret}:\n{text}");
         }
     }
@@ -548,7 +586,7 @@ fn a_broker_down_at_start_is_retried_with_backoff_and_the_oldest_messages_droppe
 
 #[test]
 fn mqtts_with_a_client_certificate_and_a_password_file_delivers_classifications() {
-    use effistream_testkit::mosquitto::{MosquittoOptions, SubscriberOptions, TestCa};
+    use effistream_testkit::mosquitto::{MosquittoOptions, TestCa};
     let _serial = serial();
     let ca = TestCa::generate();
     let user = ("effistream".to_owned(), "pw-from-a-file".to_owned());
@@ -559,14 +597,7 @@ fn mqtts_with_a_client_certificate_and_a_password_file_delivers_classifications(
         credentials: Some(user.clone()),
         ..MosquittoOptions::default()
     });
-    let subscriber = Subscriber::connect_with(
-        broker.plain_port(),
-        &["effistream/#"],
-        SubscriberOptions {
-            credentials: Some(user),
-            ..SubscriberOptions::default()
-        },
-    );
+    let subscriber = Subscriber::connect_as(broker.plain_port(), &["effistream/#"], &user);
     let dir = tempfile::tempdir().unwrap();
     let password_file = dir.path().join("mqtt-password");
     std::fs::write(&password_file, "pw-from-a-file\n").unwrap();

@@ -396,13 +396,10 @@ fn credentials_never_appear_in_logs_or_errors() {
         password: Some(PASSWORD.into()),
         ..mqtt(&broker.url(), "cred-right")
     };
-    let subscriber = Subscriber::connect_with(
+    let subscriber = Subscriber::connect_as(
         broker.port(),
         &["cred-right/#"],
-        SubscriberOptions {
-            credentials: Some((USER.into(), PASSWORD.into())),
-            ..SubscriberOptions::default()
-        },
+        &(USER.into(), PASSWORD.into()),
     );
     let publisher = Publisher::start(&settings(&right), &state(3)).unwrap();
     publisher.set_online();

@@ -305,6 +305,19 @@ impl Subscriber {
         )
     }
 
+    /// [`Subscriber::connect`] as `credentials` (user name, password), for a broker that
+    /// refuses anonymous clients.
+    pub fn connect_as(port: u16, filters: &[&str], credentials: &(String, String)) -> Self {
+        Self::connect_with(
+            port,
+            filters,
+            SubscriberOptions {
+                credentials: Some(credentials.clone()),
+                ..SubscriberOptions::default()
+            },
+        )
+    }
+
     pub fn connect_with(port: u16, filters: &[&str], options: SubscriberOptions) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let id = options.client_id.clone().unwrap_or_else(|| {
