@@ -42,6 +42,7 @@ pub mod error;
 pub mod files;
 pub mod hash;
 pub mod http;
+pub mod hub;
 pub mod model;
 pub mod mqtt;
 pub mod plan;

@@ -135,7 +135,8 @@ struct ClassifyArgs {
     model: String,
     /// Weights file: timm safetensors or a PyTorch .pth/.bin (zip or legacy format). Without
     /// it: $EFFISTREAM_WEIGHTS_DIR/<model>.{safetensors,pth,bin}, then the Hugging Face
-    /// cache, then a download of timm/<model> from the hub (unless HF_HUB_OFFLINE=1).
+    /// cache, then a download of timm/<model> from the hub (HF_ENDPOINT, HF_HOME,
+    /// HF_HUB_CACHE, HF_TOKEN; none with HF_HUB_OFFLINE=1).
     #[arg(long, value_name = "FILE")]
     weights: Option<PathBuf>,
     /// Number of classes to print per image.

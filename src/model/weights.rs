@@ -319,13 +319,13 @@ fn efficientnet_pytorch_to_timm(name: &str, repeats: &[usize; 7]) -> Option<Stri
 }
 
 /// Finds a weights file for `variant` when none was given: `$EFFISTREAM_WEIGHTS_DIR`, then
-/// the Hugging Face hub cache (`$HF_HUB_CACHE`, or `$HF_HOME/hub`, or
-/// `~/.cache/huggingface/hub`), then a download from the hub with a progress bar unless
-/// `HF_HUB_OFFLINE=1`. The error says what was tried.
+/// the Hugging Face hub cache, then a download from the hub (`HF_ENDPOINT`) into that
+/// cache unless `HF_HUB_OFFLINE` is set; see [`crate::hub`] for the environment it
+/// honours. A cached file is used without asking the hub. The error says what was tried.
 pub fn locate(variant: &'static Variant) -> Result<PathBuf> {
     let mut tried = Vec::new();
 
-    if let Some(dir) = std::env::var_os(WEIGHTS_DIR_ENV) {
+    if let Some(dir) = std::env::var_os(WEIGHTS_DIR_ENV).filter(|d| !d.is_empty()) {
         let dir = PathBuf::from(dir);
         for ext in ["safetensors", "pth", "bin"] {
             let candidate = dir.join(format!("{}.{ext}", variant.name));
@@ -340,51 +340,27 @@ pub fn locate(variant: &'static Variant) -> Result<PathBuf> {
         ));
     }
 
-    let cache = hub_cache();
-    let cached = cache.model(variant.hub_id.to_owned());
-    for file in HUB_FILES {
-        if let Some(path) = cached.get(file) {
-            return Ok(path);
-        }
+    let hub = crate::hub::Hub::from_env();
+    if let Some(path) = HUB_FILES.iter().find_map(|f| hub.cached(variant.hub_id, f)) {
+        return Ok(path);
     }
     tried.push(format!(
         "not in the Hugging Face cache {}",
-        cache
-            .path()
-            .join(format!("models--{}", variant.hub_id.replace('/', "--")))
-            .display()
+        hub.repo_dir(variant.hub_id).display()
     ));
 
-    let offline = std::env::var("HF_HUB_OFFLINE").is_ok_and(|v| v == "1" || v == "true");
-    if offline {
+    if hub.offline {
         tried.push("download skipped (HF_HUB_OFFLINE is set)".to_owned());
     } else {
-        let url = format!(
-            "https://huggingface.co/{}/resolve/main/{}",
-            variant.hub_id, HUB_FILES[0]
-        );
-        tracing::info!(model = variant.name, %url, "Downloading weights.");
-        let result = hf_hub::api::sync::ApiBuilder::from_cache(cache)
-            .with_progress(true)
-            .build()
-            .and_then(|api| api.model(variant.hub_id.to_owned()).get(HUB_FILES[0]));
-        match result {
+        match hub.get_first(variant.hub_id, &HUB_FILES) {
             Ok(path) => return Ok(path),
-            Err(e) => tried.push(format!("downloading {url} failed: {e}")),
+            Err(e) => tried.push(format!("downloading from the hub failed: {e}")),
         }
     }
     Err(Error::NoWeights {
         variant: variant.name,
         tried: tried.join("; "),
     })
-}
-
-/// The hub cache, honouring Python's `HF_HUB_CACHE` as well as `HF_HOME`.
-fn hub_cache() -> hf_hub::Cache {
-    match std::env::var_os("HF_HUB_CACHE") {
-        Some(dir) => hf_hub::Cache::new(dir.into()),
-        None => hf_hub::Cache::from_env(),
-    }
 }
 
 #[cfg(test)]

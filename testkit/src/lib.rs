@@ -3,7 +3,7 @@
 //! test process ([`rtsp`]), the daemon as a child process ([`daemon`]), child processes
 //! run within a time limit ([`process`]), GLib's warnings and criticals in the test process
 //! ([`glib_log`]), headless Chromium ([`chromium`]), the golden fixtures ([`golden`]) and
-//! the plugin's helpers ([`plugin`]). The repository's test data stays in `tests/fixtures`
+//! the plugin's helpers ([`plugin`]) and a Hugging Face hub on 127.0.0.1 ([`hub`]). The repository's test data stays in `tests/fixtures`
 //! and `tests/golden`; [`fixtures`] and [`assets`] say where it is.
 
 pub mod chromium;
@@ -11,6 +11,7 @@ pub mod configs;
 pub mod daemon;
 pub mod glib_log;
 pub mod golden;
+pub mod hub;
 pub mod mosquitto;
 pub mod plugin;
 pub mod process;
