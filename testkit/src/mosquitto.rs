@@ -30,6 +30,21 @@ pub struct MosquittoOptions {
     /// With `tls`: also a plain listener on [`Mosquitto::plain_port`] (for the test's own
     /// subscribers).
     pub plain_listener: bool,
+    /// Bridge this broker to another on 127.0.0.1 (see [`Bridge`]).
+    pub bridge: Option<Bridge>,
+}
+
+/// A mosquitto bridge: this broker connects to the broker on `127.0.0.1:port` as a bridge
+/// client and forwards `topic` (a filter) both ways at QoS 1, so that the two brokers
+/// form one bridged pair (one connection carries both directions; a second bridge from
+/// the other side would make a loop). Loop prevention: an MQTT 5 bridge
+/// (`bridge_protocol_version mqttv50`) subscribes on the remote with "no local" and, with
+/// `try_private true`, identifies itself as a bridge, so that neither broker sends a
+/// message back to the one it came from.
+#[derive(Debug, Clone)]
+pub struct Bridge {
+    pub port: u16,
+    pub topic: String,
 }
 
 /// A mosquitto process; killed on drop.
@@ -112,6 +127,17 @@ impl Mosquitto {
                 conf += &format!("allow_anonymous false\npassword_file {}\n", file.display());
             }
             None => conf += "allow_anonymous true\n",
+        }
+        // Last: the options after `connection` belong to the bridge.
+        if let Some(bridge) = &options.bridge {
+            // `restart_timeout 1`: reconnect after a second (the default waits 5 to 30 s);
+            // `cleansession true`: nothing to resume across test runs.
+            conf += &format!(
+                "connection bridge-{port}\naddress 127.0.0.1:{}\ntopic {} both 1\n\
+                 bridge_protocol_version mqttv50\ntry_private true\ncleansession true\n\
+                 restart_timeout 1\nstart_type automatic\n",
+                bridge.port, bridge.topic
+            );
         }
         std::fs::write(dir.path().join("mosquitto.conf"), conf).expect("writing mosquitto.conf");
         Self {
@@ -213,6 +239,17 @@ impl Mosquitto {
         }
         let _ = child.kill();
         let _ = child.wait();
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the running broker. `STOP` freezes it with
+    /// its connections open: clients' publications pile up unacknowledged.
+    pub fn signal(&self, signal: &str) {
+        let child = self.child.as_ref().expect("mosquitto is running");
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), child.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{signal} mosquitto failed");
     }
 
     /// Kills the broker (SIGKILL): nothing saved, connections cut.
