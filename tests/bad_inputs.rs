@@ -209,7 +209,11 @@ fn config_cases(t: &mut Table) {
     t.config(
         "type-negative",
         "stats_interval_s = -1\n",
-        &["stats_interval_s", "-1"],
+        &[
+            "stats_interval_s",
+            "invalid value: integer `-1`",
+            "expected u64",
+        ],
     );
     t.config(
         "range-stats",
@@ -219,12 +223,12 @@ fn config_cases(t: &mut Table) {
     t.config(
         "range-fps-zero",
         &cam("uri = \"test://ball\"\nfps = 0.0\n"),
-        &["camera[0].fps"],
+        &["camera[0].fps", "must be more than 0 and at most 240"],
     );
     t.config(
         "range-fps-high",
         &cam("uri = \"test://ball\"\nfps = 1000.0\n"),
-        &["camera[0].fps", "240"],
+        &["camera[0].fps", "must be more than 0 and at most 240"],
     );
     t.config(
         "duplicate-id",
@@ -234,7 +238,7 @@ fn config_cases(t: &mut Table) {
     t.config("id-slash", &id("a/b"), &["camera[0].id", "`/`"]);
     t.config("id-plus", &id("a+b"), &["camera[0].id", "`+`"]);
     t.config("id-hash", &id("a#"), &["camera[0].id", "`#`"]);
-    t.config("id-empty", &id(""), &["camera[0].id"]);
+    t.config("id-empty", &id(""), &["camera[0].id", "must not be empty"]);
     t.config(
         "uri-and-pipeline",
         &cam("uri = \"test://ball\"\npipeline = \"videotestsrc\"\n"),
@@ -244,9 +248,17 @@ fn config_cases(t: &mut Table) {
     t.config(
         "uri-scheme",
         &uri("ftp://host/x"),
-        &["camera[0].uri", "ftp"],
+        &[
+            "camera[0].uri",
+            "unknown scheme `ftp://`",
+            "supported: rtsp://",
+        ],
     );
-    t.config("uri-no-host", &uri("rtsp://"), &["camera[0].uri"]);
+    t.config(
+        "uri-no-host",
+        &uri("rtsp://"),
+        &["camera[0].uri", "missing host"],
+    );
     t.config(
         "uri-password-slash",
         &uri("rtsp://admin:cam/pw-77@10.0.0.1/stream"),
@@ -255,23 +267,38 @@ fn config_cases(t: &mut Table) {
     t.config(
         "test-pattern",
         &uri("test://plaid"),
-        &["camera[0].uri", "plaid"],
+        &[
+            "camera[0].uri",
+            "unknown test pattern `plaid`",
+            "valid patterns: smpte",
+        ],
     );
     t.config(
         "test-size",
         &uri("test://ball?width=8"),
-        &["camera[0].uri", "width"],
+        &[
+            "camera[0].uri",
+            "width must be a whole number from 16 to 7680",
+        ],
     );
-    t.config("file-relative", &uri("file://clip.mp4"), &["camera[0].uri"]);
+    t.config(
+        "file-relative",
+        &uri("file://clip.mp4"),
+        &[
+            "camera[0].uri",
+            "takes an absolute path",
+            "file:///path/to/video.mp4",
+        ],
+    );
     t.config(
         "loop-rtsp",
         &cam("uri = \"rtsp://10.0.0.1/s\"\nloop = true\n"),
-        &["camera[0].loop"],
+        &["camera[0].loop", "only file:// sources can loop"],
     );
     t.config(
         "pipeline-appsink",
         &cam("pipeline = \"videotestsrc ! appsink\"\n"),
-        &["camera[0].pipeline", "appsink"],
+        &["camera[0].pipeline", "must not contain an appsink"],
     );
     t.config(
         "pipeline-bang",
@@ -281,17 +308,22 @@ fn config_cases(t: &mut Table) {
     t.config(
         "model-name",
         &format!("{CAM}[model]\nname = \"resnet50\"\n"),
-        &["model.name", "resnet50"],
+        &[
+            "model.name",
+            "resnet50",
+            "unknown model",
+            "known models: efficientnet_b1_pruned",
+        ],
     );
     t.config(
         "model-top-k",
         &format!("{CAM}[model]\ntop_k = 0\n"),
-        &["model.top_k"],
+        &["model.top_k", "must be between 1 and 1000"],
     );
     t.config(
         "model-threshold",
         &format!("{CAM}[model]\nthreshold = 1.5\n"),
-        &["model.threshold"],
+        &["model.threshold", "must be at least 0 and less than 1"],
     );
     t.config(
         "model-weights-missing",
@@ -301,22 +333,29 @@ fn config_cases(t: &mut Table) {
     t.config(
         "batch-zero",
         &format!("{CAM}[batch]\nmax_size = 0\n"),
-        &["batch.max_size"],
+        &["batch.max_size", "must be between 1 and 256"],
     );
     t.config(
         "workers-zero",
         &format!("{CAM}[workers]\ncount = 0\n"),
-        &["workers.count"],
+        &["workers.count", "must be between 1 and 64"],
     );
     t.config(
         "reconnect-order",
         &format!("{CAM}[reconnect]\ninitial_ms = 5000\nmax_ms = 100\n"),
-        &["reconnect."],
+        &[
+            "reconnect.initial_ms",
+            "must not exceed reconnect.max_ms (100)",
+        ],
     );
     t.config(
         "mqtt-scheme",
         &format!("{CAM}[mqtt]\nurl = \"http://broker\"\n"),
-        &["mqtt.url"],
+        &[
+            "mqtt.url",
+            "unsupported scheme `http://`",
+            "expected mqtt://host[:port], mqtts://host[:port] or embedded",
+        ],
     );
     t.config(
         "mqtt-url-credentials",
@@ -326,7 +365,7 @@ fn config_cases(t: &mut Table) {
     t.config(
         "mqtt-qos",
         &format!("{CAM}[mqtt]\nqos = 3\n"),
-        &["mqtt.qos"],
+        &["mqtt.qos", "must be 0, 1 or 2"],
     );
     t.config(
         "topic-wildcard",
@@ -346,12 +385,12 @@ fn config_cases(t: &mut Table) {
     t.config(
         "keep-alive",
         &format!("{CAM}[mqtt]\nkeep_alive_s = 1\n"),
-        &["mqtt.keep_alive_s"],
+        &["mqtt.keep_alive_s", "must be between 5 and 65535"],
     );
     t.config(
         "max-queued",
         &format!("{CAM}[mqtt]\nmax_queued = 0\n"),
-        &["mqtt.max_queued"],
+        &["mqtt.max_queued", "must be between 1 and 1000000"],
     );
     t.config(
         "password-no-user",
@@ -366,7 +405,11 @@ fn config_cases(t: &mut Table) {
     t.config(
         "cert-without-key",
         &format!("{CAM}[mqtt]\nurl = \"mqtts://b\"\ncert_file = \"/etc/hostname\"\n"),
-        &["mqtt.cert_file", "mqtt.key_file"],
+        &[
+            "mqtt.cert_file",
+            "set without mqtt.key_file",
+            "a client certificate needs both",
+        ],
     );
     t.config(
         "password-file-missing",
@@ -387,30 +430,42 @@ fn config_cases(t: &mut Table) {
         &format!(
             "{CAM}[mqtt]\nusername = \"u\"\npassword = \"hunter2-mqtt\"\npassword_file = \"/etc/hostname\"\n"
         ),
-        &["mqtt.password_file", "mqtt.password"],
+        &[
+            "mqtt.password_file",
+            "set together with mqtt.password",
+            "give one of them",
+        ],
     );
     t.config(
         "unset-variable",
         &format!("{CAM}[mqtt]\nusername = \"${{EFFISTREAM_TEST_UNSET_VAR}}\"\n"),
-        &["mqtt.username", "EFFISTREAM_TEST_UNSET_VAR"],
+        &["mqtt.username", "EFFISTREAM_TEST_UNSET_VAR", "is not set"],
     );
     t.config(
         "state-min-score",
         &format!("{CAM}[state]\nmin_score = 2.0\n"),
-        &["state.min_score"],
+        &["state.min_score", "must be between 0 and 1"],
     );
     let garbage = t.file("garbage.toml", [0xff_u8, 0xfe, 0x00, 0x9c, 0x42]);
     t.push(
         "config",
         "not-utf8",
         vec!["check-config".into(), garbage.into()],
-        &["garbage.toml"],
+        &[
+            "garbage.toml",
+            "cannot read the configuration",
+            "not contain valid UTF-8",
+        ],
     );
     t.push(
         "config",
         "missing-file",
         vec!["check-config".into(), "/nonexistent/effistream.toml".into()],
-        &["/nonexistent/effistream.toml"],
+        &[
+            "/nonexistent/effistream.toml",
+            "cannot read the configuration",
+            "No such file or directory",
+        ],
     );
 }
 
@@ -438,14 +493,22 @@ fn weights_cases(t: &mut Table) {
         "garbage",
         "efficientnet_b1_pruned",
         &garbage,
-        &["garbage.safetensors"],
+        &[
+            "garbage.safetensors",
+            "unknown weights format",
+            "expected timm safetensors",
+        ],
     );
     let empty = t.file("empty.safetensors", "");
     t.weights(
         "empty",
         "efficientnet_b1_pruned",
         &empty,
-        &["empty.safetensors"],
+        &[
+            "empty.safetensors",
+            "unknown weights format",
+            "expected timm safetensors",
+        ],
     );
     t.weights(
         "wrong-model",
@@ -467,7 +530,11 @@ fn weights_cases(t: &mut Table) {
         "wrong-dtype",
         "efficientnet_b1_pruned",
         &int_tensor,
-        &["int.safetensors", "conv_stem.weight", "i32"],
+        &[
+            "int.safetensors",
+            "conv_stem.weight",
+            "has dtype i32, expected a float type",
+        ],
     );
     let pth = std::fs::read(effistream_testkit::assets().join("lite0.pth")).unwrap();
     let pth = t.file("lite0-cut.pth", &pth[..pth.len() * 2 / 3]);
@@ -487,9 +554,21 @@ fn weights_cases(t: &mut Table) {
 
 fn image_cases(t: &mut Table) {
     let empty = t.file("empty.png", "");
-    t.image("image-empty", &empty, &["empty.png"]);
+    t.image(
+        "image-empty",
+        &empty,
+        &["empty.png", "cannot decode image", "the file is empty"],
+    );
     let text = t.file("notes.png", "these are not pixels\n");
-    t.image("image-text", &text, &["notes.png"]);
+    t.image(
+        "image-text",
+        &text,
+        &[
+            "notes.png",
+            "cannot decode image",
+            "not a JPEG or PNG image",
+        ],
+    );
     // A JPEG cut inside its headers. (One cut inside the entropy-coded data decodes, with
     // the missing part grey, as in browsers.)
     let jpeg = std::fs::read(effistream_testkit::assets().join("photos/rocket.jpg")).unwrap();
@@ -501,11 +580,23 @@ fn image_cases(t: &mut Table) {
     );
     let png = std::fs::read(&t.photo).unwrap();
     let cut = t.file("cut.png", &png[..png.len() / 2]);
-    t.image("image-truncated-png", &cut, &["cut.png"]);
+    t.image(
+        "image-truncated-png",
+        &cut,
+        &["cut.png", "cannot decode image", "unexpected end of file"],
+    );
     let missing = PathBuf::from("/nonexistent/photo.jpg");
-    t.image("image-missing", &missing, &["/nonexistent/photo.jpg"]);
+    t.image(
+        "image-missing",
+        &missing,
+        &["/nonexistent/photo.jpg", "No such file or directory"],
+    );
     let dir = t.dir.clone();
-    t.image("image-directory", &dir, &[&dir.display().to_string()]);
+    t.image(
+        "image-directory",
+        &dir,
+        &[&dir.display().to_string(), "Is a directory"],
+    );
 }
 
 /// Brokers the MQTT cases connect to; they live as long as the cases run.
@@ -514,6 +605,8 @@ struct Brokers {
     _auth: Mosquitto,
     _tls: Mosquitto,
     _mutual: Mosquitto,
+    _wrong_host: Mosquitto,
+    _expired: Mosquitto,
     _other_ca: TestCa,
     _silent: std::net::TcpListener,
     _busy: std::net::TcpListener,
@@ -534,6 +627,15 @@ fn mqtt_cases(t: &mut Table) -> Brokers {
     let mutual = Mosquitto::with(MosquittoOptions {
         tls: Some(ca.clone()),
         require_certificate: true,
+        ..MosquittoOptions::default()
+    });
+    // Certificates this CA signed, one for another host name, one long expired.
+    let wrong_host = Mosquitto::with(MosquittoOptions {
+        tls: Some(ca.with_server_cert("broker.example.com", false)),
+        ..MosquittoOptions::default()
+    });
+    let expired = Mosquitto::with(MosquittoOptions {
+        tls: Some(ca.with_server_cert("localhost", true)),
         ..MosquittoOptions::default()
     });
     let other_ca = TestCa::generate();
@@ -581,7 +683,11 @@ fn mqtt_cases(t: &mut Table) -> Brokers {
     t.mqtt(
         "no-credentials",
         &format!("url = {:?}\n", auth.url()),
-        &["refused"],
+        &[
+            "refused",
+            "not authorized",
+            "check mqtt.username, mqtt.password",
+        ],
     );
     let tls_url = format!("mqtts://localhost:{}", tls.port());
     t.mqtt(
@@ -596,7 +702,7 @@ fn mqtt_cases(t: &mut Table) -> Brokers {
     t.mqtt(
         "tls-garbage-ca",
         &format!("url = {tls_url:?}\nca_file = {}\n", q(&garbage_ca)),
-        &["mqtt.ca_file", "garbage-ca.pem"],
+        &["mqtt.ca_file", "garbage-ca.pem", "not a valid PEM file"],
     );
     t.mqtt(
         "tls-to-plain-listener",
@@ -606,6 +712,27 @@ fn mqtt_cases(t: &mut Table) -> Brokers {
             q(&ca.ca)
         ),
         &["TLS failed"],
+    );
+    let wrong_host_url = format!("mqtts://localhost:{}", wrong_host.port());
+    t.mqtt(
+        "tls-wrong-host-name",
+        &format!("url = {wrong_host_url:?}\nca_file = {}\n", q(&ca.ca)),
+        &[
+            &wrong_host_url,
+            "the broker's certificate is for another host name",
+            "\"localhost\"",
+            "broker.example.com",
+        ],
+    );
+    let expired_url = format!("mqtts://localhost:{}", expired.port());
+    t.mqtt(
+        "tls-expired-cert",
+        &format!("url = {expired_url:?}\nca_file = {}\n", q(&ca.ca)),
+        &[
+            &expired_url,
+            "the broker's certificate has expired",
+            "renew the broker's certificate",
+        ],
     );
     let mutual_url = format!("mqtts://localhost:{}", mutual.port());
     t.mqtt(
@@ -631,7 +758,10 @@ fn mqtt_cases(t: &mut Table) -> Brokers {
             q(&ca.client_cert),
             q(&other_ca.client_key)
         ),
-        &["mqtt.key_file"],
+        &[
+            "mqtt.key_file",
+            "this private key does not belong to the certificate in mqtt.cert_file",
+        ],
     );
     t.mqtt(
         "tls-key-not-a-key",
@@ -648,7 +778,12 @@ fn mqtt_cases(t: &mut Table) -> Brokers {
     t.mqtt(
         "embedded-port-taken",
         &format!("url = \"embedded\"\nembedded_listen = \"{busy_addr}\"\n"),
-        &[&busy_addr.to_string(), "cannot listen"],
+        &[
+            &busy_addr.to_string(),
+            "cannot listen",
+            "Address already in use",
+            "set mqtt.embedded_listen to a free address",
+        ],
     );
     // The daemon itself: the same taken port, and a configuration without a camera.
     let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -664,20 +799,27 @@ fn mqtt_cases(t: &mut Table) -> Brokers {
         "run",
         "run-embedded-port-taken",
         vec!["run".into(), "--config".into(), run_taken.into()],
-        &[&held_addr.to_string(), "cannot listen"],
+        &[
+            &held_addr.to_string(),
+            "cannot listen",
+            "Address already in use",
+            "set mqtt.embedded_listen to a free address",
+        ],
     );
     let run_empty = t.file("run-empty.toml", "stats_interval_s = 5\n");
     t.push(
         "run",
         "run-no-camera",
         vec!["run".into(), "--config".into(), run_empty.into()],
-        &["no enabled camera"],
+        &["no enabled camera", "add a [[camera]] table"],
     );
     Brokers {
         _plain: plain,
         _auth: auth,
         _tls: tls,
         _mutual: mutual,
+        _wrong_host: wrong_host,
+        _expired: expired,
         _other_ca: other_ca,
         _silent: silent,
         _busy: busy,

@@ -111,7 +111,8 @@ fn check_config_on_a_bad_file_prints_one_error_line_and_exits_1() {
     let err = stderr(&output);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.starts_with("error: /nonexistent/effistream.toml: cannot read the configuration"),
+        err.starts_with("error: /nonexistent/effistream.toml: cannot read the configuration")
+            && err.contains("No such file or directory"),
         "{err}"
     );
 }

@@ -536,15 +536,33 @@ fn a_broker_down_at_start_is_retried_with_backoff_and_the_oldest_messages_droppe
         daemon.log()
     );
     // Retried, with growing delays.
-    let delays: Vec<u64> = daemon
+    let field = |line: &str, name: &str| -> Option<u64> {
+        line.split(&format!("{name}="))
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    let attempts: Vec<(u64, u64)> = daemon
         .log()
         .lines()
         .filter(|l| l.contains("MQTT connection failed."))
-        .filter_map(|l| l.split("retry_in_ms=").nth(1))
-        .filter_map(|v| v.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| Some((field(l, "attempt")?, field(l, "retry_in_ms")?)))
         .collect();
+    let delays: Vec<u64> = attempts.iter().map(|a| a.1).collect();
     assert!(delays.len() >= 3, "retries: {delays:?}\n{}", daemon.log());
     assert!(delays.last() > delays.first(), "no backoff: {delays:?}");
+    // The promised schedule (mqtt reconnect defaults: 250 ms doubling up to 10 s, each
+    // delay drawn from [3/4 d, d]), attempt by attempt: no CPU speed in it.
+    for &(attempt, delay) in &attempts {
+        let nominal = (250u64 << (attempt - 1).min(20)).min(10_000);
+        assert!(
+            (nominal * 3 / 4..=nominal).contains(&delay),
+            "attempt {attempt}: retry in {delay} ms, outside [{}, {nominal}]: {attempts:?}",
+            nominal * 3 / 4
+        );
+    }
 
     broker.start();
     let subscriber = Subscriber::connect(broker.port(), &["effistream/#"]);
@@ -658,4 +676,72 @@ fn mqtts_with_a_client_certificate_and_a_password_file_delivers_classifications(
     }
     assert!(refused.wait(Duration::from_secs(1)).is_none(), "gave up");
     refused.terminate();
+}
+
+/// A broker whose certificate names another host, or has expired: the daemon refuses it,
+/// its log says which of the two (the same words as `check-config --probe`, see
+/// `tests/bad_inputs.rs`), it keeps retrying, and nothing reaches the broker.
+#[test]
+fn a_broker_certificate_for_another_host_or_expired_is_refused_with_the_reason_and_nothing_published()
+ {
+    use effistream_testkit::mosquitto::{MosquittoOptions, TestCa};
+    let _serial = serial();
+    let ca = TestCa::generate();
+    for (case, server, reason) in [
+        (
+            "wrong host name",
+            ca.with_server_cert("broker.example.com", false),
+            "the broker's certificate is for another host name",
+        ),
+        (
+            "expired",
+            ca.with_server_cert("localhost", true),
+            "the broker's certificate has expired",
+        ),
+    ] {
+        let broker = Mosquitto::with(MosquittoOptions {
+            tls: Some(server),
+            plain_listener: true,
+            ..MosquittoOptions::default()
+        });
+        let subscriber = Subscriber::connect(broker.plain_port(), &["#"]);
+        let toml = config(
+            &[("tls-cam", "test://ball?width=320&height=240", 5.0)],
+            broker.port(),
+            &format!("ca_file = {:?}\n", ca.ca.display().to_string()),
+        )
+        .replace("mqtt://127.0.0.1:", "mqtts://localhost:");
+        let mut daemon = Daemon::start(&toml);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !daemon.log().contains(reason) {
+            assert!(
+                Instant::now() < deadline,
+                "{case}: no {reason:?} in the log:\n{}",
+                daemon.log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // Retries (and refuses) again rather than giving up or connecting.
+        let messages = subscriber.collect(Duration::from_secs(3));
+        assert!(
+            daemon.wait(Duration::from_millis(100)).is_none(),
+            "{case}: gave up"
+        );
+        daemon.terminate();
+        let log = daemon.log();
+        assert!(
+            log.matches(reason).count() >= 2,
+            "{case}: one attempt only:\n{log}"
+        );
+        assert!(!log.contains("MQTT connected"), "{case}:\n{log}");
+        assert!(
+            messages.is_empty(),
+            "{case}: the broker got {:?}",
+            messages.iter().map(|m| &m.topic).collect::<Vec<_>>()
+        );
+        eprintln!(
+            "{case}: {}",
+            log.lines().find(|l| l.contains(reason)).unwrap_or_default()
+        );
+    }
 }

@@ -250,6 +250,7 @@ fn readiness_waits_for_the_broker_and_metrics_count_what_the_daemon_does() {
         ("effistream_camera_processed_total", "counter"),
         ("effistream_camera_dropped_total", "counter"),
         ("effistream_camera_reconnects_total", "counter"),
+        ("effistream_camera_mqtt_dropped_total", "counter"),
         ("effistream_camera_status", "gauge"),
         ("effistream_inference_duration_seconds", "histogram"),
         ("effistream_batch_size", "histogram"),
@@ -299,6 +300,11 @@ fn readiness_waits_for_the_broker_and_metrics_count_what_the_daemon_does() {
         );
         assert_eq!(
             second.value("effistream_camera_reconnects_total", &labels),
+            0.0
+        );
+        // A broker that keeps up: no classification of the camera dropped.
+        assert_eq!(
+            second.value("effistream_camera_mqtt_dropped_total", &labels),
             0.0
         );
         for reason in reasons {

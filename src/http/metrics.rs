@@ -8,6 +8,7 @@
 //! | `effistream_camera_processed_total` | counter | `camera` |
 //! | `effistream_camera_dropped_total` | counter | `camera`, `reason` |
 //! | `effistream_camera_reconnects_total` | counter | `camera` |
+//! | `effistream_camera_mqtt_dropped_total` | counter | `camera` |
 //! | `effistream_camera_status` | gauge (1 for the current status) | `camera`, `status` |
 //! | `effistream_inference_duration_seconds` | histogram | |
 //! | `effistream_batch_size` | histogram | |
@@ -173,6 +174,22 @@ impl Collector for Observed {
             for (reason, n) in c.stream.dropped() {
                 let labels = [("camera", c.id.as_str()), ("reason", reason)];
                 ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        if let Some(publisher) = self.publisher.get() {
+            let dropped = publisher.dropped_classifications();
+            let mut family = encoder.encode_descriptor(
+                "effistream_camera_mqtt_dropped",
+                "Classification messages of the camera the MQTT publisher dropped (queue full, \
+                 lost at shutdown, unpublishable); part of effistream_mqtt_dropped_total.",
+                None,
+                MetricType::Counter,
+            )?;
+            for c in &cameras {
+                let labels = [("camera", c.id.as_str())];
+                ConstCounter::new(dropped.get(&c.id).copied().unwrap_or(0))
+                    .encode(family.encode_family(&labels)?)?;
             }
         }
 

@@ -127,8 +127,9 @@ pub struct StatePayload {
     pub since: String,
 }
 
-/// `{prefix}/stats`: periodic statistics. The daemon fills every field but `mqtt`, which
-/// the publisher overwrites with its own counters when it publishes the message.
+/// `{prefix}/stats`: periodic statistics. The daemon fills every field but `mqtt` and the
+/// cameras' `mqtt_dropped`, which the publisher overwrites with its own counters when it
+/// publishes the message.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatsPayload {
@@ -168,6 +169,11 @@ pub struct CameraStats {
     pub dropped: BTreeMap<String, u64>,
     /// Pipeline rebuilds since start.
     pub reconnects: u64,
+    /// The camera's classification messages the MQTT publisher dropped since start (queue
+    /// full, lost at shutdown, unpublishable): its part of [`MqttCounters::dropped`].
+    /// Every processed frame is a classification delivered or counted here.
+    #[serde(default)]
+    pub mqtt_dropped: u64,
 }
 
 impl CameraStats {
@@ -186,6 +192,7 @@ impl CameraStats {
                 .map(|reason| (reason.as_str().to_owned(), 0))
                 .collect(),
             reconnects: 0,
+            mqtt_dropped: 0,
         }
     }
 }

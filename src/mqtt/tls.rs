@@ -50,7 +50,16 @@ pub(crate) fn client_config(files: &TlsFiles) -> Result<ClientConfig, MqttError>
         .map_err(|e| tls_file("mqtt.key_file", key, format!("no usable private key: {e}")))?;
     builder
         .with_client_auth_cert(certs, key_der)
-        .map_err(|e| tls_file("mqtt.key_file", key, e.to_string()))
+        .map_err(|e| {
+            let reason = match e {
+                rumqttc::tokio_rustls::rustls::Error::InconsistentKeys(_) => format!(
+                    "this private key does not belong to the certificate in mqtt.cert_file ({}); give the key the certificate was issued for",
+                    cert.display()
+                ),
+                other => other.to_string(),
+            };
+            tls_file("mqtt.key_file", key, reason)
+        })
 }
 
 fn system_roots() -> Result<RootCertStore, MqttError> {

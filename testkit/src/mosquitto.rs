@@ -598,6 +598,88 @@ impl TestCa {
     pub fn dir(&self) -> &std::path::Path {
         self.dir.path()
     }
+
+    /// This CA with another server certificate, signed by it: for `dns_name` only, and
+    /// valid in 2020 only (long expired) when `expired`. For the TLS refusal cases.
+    pub fn with_server_cert(&self, dns_name: &str, expired: bool) -> Self {
+        let dir = self.dir.path();
+        let stem = format!(
+            "server-{dns_name}-{}",
+            if expired { "expired" } else { "valid" }
+        );
+        let openssl = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("running openssl");
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        let (key, csr, ext, pem) = (
+            format!("{stem}.key"),
+            format!("{stem}.csr"),
+            format!("{stem}.ext"),
+            format!("{stem}.pem"),
+        );
+        openssl(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            &key,
+            "-out",
+            &csr,
+            "-subj",
+            &format!("/CN={dns_name}"),
+        ]);
+        std::fs::write(
+            dir.join(&ext),
+            format!(
+                "subjectAltName=DNS:{dns_name}\nbasicConstraints=CA:FALSE\n\
+                 keyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n"
+            ),
+        )
+        .expect("writing the extensions");
+        // `openssl x509 -req` of OpenSSL 3.0 cannot set past dates; `openssl ca` can.
+        let (start, end) = if expired {
+            ("20200101000000Z", "20200102000000Z")
+        } else {
+            ("", "")
+        };
+        let database = dir.join(format!("{stem}.index"));
+        std::fs::write(&database, "").expect("writing the CA database");
+        std::fs::write(
+            dir.join(format!("{stem}.cnf")),
+            format!(
+                "[ca]\ndefault_ca = test\n[test]\ndatabase = {}\nnew_certs_dir = .\n\
+                 serial = {stem}.serial\ndefault_md = sha256\ndefault_days = 2\n\
+                 policy = any\nunique_subject = no\n[any]\ncommonName = supplied\n",
+                database.display()
+            ),
+        )
+        .expect("writing the CA configuration");
+        std::fs::write(dir.join(format!("{stem}.serial")), "1000\n").expect("writing the serial");
+        let cnf = format!("{stem}.cnf");
+        let mut args = vec![
+            "ca", "-batch", "-notext", "-config", &cnf, "-cert", "ca.pem", "-keyfile", "ca.key",
+            "-in", &csr, "-out", &pem, "-extfile", &ext,
+        ];
+        if expired {
+            args.extend(["-startdate", start, "-enddate", end]);
+        }
+        openssl(&args);
+        let mut ca = self.clone();
+        ca.cert = dir.join(pem);
+        ca.key = dir.join(key);
+        ca
+    }
 }
 
 /// A validator for one of the payload JSON Schemas (`effistream::mqtt::*_SCHEMA`).

@@ -87,7 +87,9 @@ impl EventLoopThread {
                     }
                     continue;
                 }
-                Some(Err(e)) => e.to_string(),
+                Some(Err(e)) => {
+                    super::probe::refused_certificate(&e).unwrap_or_else(|| e.to_string())
+                }
                 None => format!("no answer within {CONNECT_TIMEOUT:?}"),
             };
             failures = failures.saturating_add(1);

@@ -31,7 +31,11 @@
 //! `published` counts confirmations: a QoS 0 publication once rumqttc has written it,
 //! QoS 1 on PUBACK, QoS 2 on PUBCOMP. `queued` is what was accepted and is not confirmed
 //! yet; `dropped` is what a full queue refused, what a shutdown could not deliver in time,
-//! and what could not be published at all.
+//! and what could not be published at all. Of those, the classifications are also counted
+//! per camera ([`Publisher::dropped_classifications`]), so that every camera's inferred
+//! frames add up to its classifications received plus its own drops. The one exception: at
+//! a shutdown that times out, publications already handed to rumqttc are known by packet
+//! id only, so they count in `dropped` alone.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
@@ -120,6 +124,8 @@ struct Shared {
     /// Publications confirmed.
     published: AtomicU64,
     dropped: AtomicU64,
+    /// Of `dropped`, the classification messages, per camera.
+    dropped_classifications: Mutex<BTreeMap<Arc<str>, u64>>,
     /// Publications in the publisher thread's outbox.
     staged: AtomicUsize,
     /// Rate of the "queue full" warnings.
@@ -136,6 +142,7 @@ impl Shared {
             handed: AtomicU64::new(0),
             published: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
+            dropped_classifications: Mutex::new(BTreeMap::new()),
             staged: AtomicUsize::new(0),
             drop_warnings: Mutex::new(Throttle::new(DROP_WARN_INTERVAL)),
         }
@@ -159,11 +166,23 @@ impl Shared {
             .saturating_sub(published)
     }
 
+    /// Adds `n` to `camera`'s dropped classifications (the caller counts them in
+    /// `dropped` too).
+    fn count_classification_drops(&self, camera: &Arc<str>, n: u64) {
+        *lock(&self.dropped_classifications)
+            .entry(camera.clone())
+            .or_default() += n;
+    }
+
     fn deadline(&self) -> Option<Instant> {
         *lock(&self.deadline)
     }
 
-    fn count_drop(&self, what: &str) {
+    /// Counts one dropped message; `camera` when it is that camera's classification.
+    fn count_drop(&self, what: &str, camera: Option<&Arc<str>>) {
+        if let Some(camera) = camera {
+            self.count_classification_drops(camera, 1);
+        }
         let total = self.dropped.fetch_add(1, Ordering::AcqRel) + 1;
         if lock(&self.drop_warnings).count().is_some() {
             warn!(
@@ -177,6 +196,16 @@ impl Shared {
 enum Data {
     Classification(Classification),
     Stats(Box<StatsPayload>),
+}
+
+impl Data {
+    /// The camera of a classification.
+    fn camera(&self) -> Option<&Arc<str>> {
+        match self {
+            Data::Classification(c) => Some(&c.camera),
+            Data::Stats(_) => None,
+        }
+    }
 }
 
 enum Control {
@@ -323,6 +352,16 @@ impl Publisher {
         shared.counters(self.inner.data_rx.len() + shared.staged.load(Ordering::Acquire))
     }
 
+    /// Classification messages dropped since start, per camera (cameras without a drop
+    /// are absent): the part of [`MqttCounters::dropped`] that each camera's
+    /// classifications make up.
+    pub fn dropped_classifications(&self) -> BTreeMap<String, u64> {
+        lock(&self.inner.shared.dropped_classifications)
+            .iter()
+            .map(|(camera, n)| (camera.to_string(), *n))
+            .collect()
+    }
+
     /// Publishes what is still queued, then retained `offline` on `{prefix}/status` and on
     /// every camera's status, waits until the broker confirmed them, disconnects cleanly
     /// and joins the threads, all within `timeout`. Call it after the last
@@ -370,25 +409,30 @@ impl Publisher {
     fn enqueue(&self, data: Data, what: &str) -> bool {
         let inner = &self.inner;
         if inner.shared.closed.load(Ordering::Acquire) {
-            inner.shared.count_drop(what);
+            inner.shared.count_drop(what, data.camera());
             return false;
         }
         match inner.data_tx.try_send(data) {
             Ok(()) => true,
             Err(TrySendError::Full(data)) if inner.overflow == Overflow::DropOldest => {
-                if inner.data_rx.try_recv().is_ok() {
-                    inner.shared.count_drop(what);
+                if let Ok(oldest) = inner.data_rx.try_recv() {
+                    let kind = if oldest.camera().is_some() {
+                        "classification"
+                    } else {
+                        "stats"
+                    };
+                    inner.shared.count_drop(kind, oldest.camera());
                 }
                 match inner.data_tx.try_send(data) {
                     Ok(()) => true,
-                    Err(_) => {
-                        inner.shared.count_drop(what);
+                    Err(e) => {
+                        inner.shared.count_drop(what, e.into_inner().camera());
                         false
                     }
                 }
             }
-            Err(_) => {
-                inner.shared.count_drop(what);
+            Err(e) => {
+                inner.shared.count_drop(what, e.into_inner().camera());
                 false
             }
         }

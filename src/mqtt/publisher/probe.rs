@@ -94,9 +94,7 @@ fn explain(error: &ConnectionError) -> String {
         ConnectionError::Tls(e) => {
             let text = e.to_string();
             match text.split_once("invalid peer certificate: ") {
-                Some((_, why)) => format!(
-                    "TLS failed: the broker's certificate is not trusted ({why}; check mqtt.ca_file and the host name in mqtt.url)"
-                ),
+                Some((_, why)) => untrusted(why),
                 None => tls_alert(&text).unwrap_or_else(|| format!("TLS failed: {text}")),
             }
         }
@@ -108,6 +106,41 @@ fn explain(error: &ConnectionError) -> String {
             let text = other.to_string();
             tls_alert(&text).unwrap_or(text)
         }
+    }
+}
+
+/// The reason, in words, when `error` is the broker's certificate refused by this side:
+/// the publisher's log line says it as the probe does.
+pub(super) fn refused_certificate(error: &ConnectionError) -> Option<String> {
+    match error {
+        ConnectionError::Tls(e) => {
+            let text = e.to_string();
+            let (_, why) = text.split_once("invalid peer certificate: ")?;
+            Some(untrusted(why))
+        }
+        _ => None,
+    }
+}
+
+/// Why the broker's certificate was refused (`why` is rustls' reason), said first in
+/// words, with what to check.
+fn untrusted(why: &str) -> String {
+    if why.starts_with("certificate not valid for name") || why.starts_with("NotValidForName") {
+        format!(
+            "TLS failed: the broker's certificate is for another host name than the one in mqtt.url ({why}; use a host name the certificate names in mqtt.url, or have the broker's certificate issued for it)"
+        )
+    } else if why.starts_with("certificate expired") || why.starts_with("Expired") {
+        format!(
+            "TLS failed: the broker's certificate has expired ({why}; renew the broker's certificate, or check this machine's clock)"
+        )
+    } else if why.starts_with("certificate not valid yet") || why.starts_with("NotValidYet") {
+        format!(
+            "TLS failed: the broker's certificate is not valid yet ({why}; check this machine's clock)"
+        )
+    } else {
+        format!(
+            "TLS failed: the broker's certificate is not trusted ({why}; check mqtt.ca_file and the host name in mqtt.url)"
+        )
     }
 }
 

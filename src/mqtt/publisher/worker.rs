@@ -21,6 +21,8 @@ use crate::source::CameraStatus;
 
 /// One publication waiting in the publisher thread.
 pub(super) struct Publication {
+    /// The camera of a classification message.
+    camera: Option<Arc<str>>,
     topic: String,
     payload: Vec<u8>,
     retain: bool,
@@ -162,8 +164,11 @@ impl PublishWorker {
                 }
                 let payload = ClassificationPayload::new(&c, SystemTime::now());
                 match serde_json::to_vec(&payload) {
-                    Ok(bytes) => self.stage(self.topics.classification(&c.camera), bytes, false),
-                    Err(e) => self.unpublishable("classification", &e.to_string()),
+                    Ok(bytes) => self.stage_classification(&c.camera, bytes),
+                    Err(e) => {
+                        self.shared.count_classification_drops(&c.camera, 1);
+                        self.unpublishable("classification", &e.to_string());
+                    }
                 }
                 if let Some(state) = self
                     .tracker
@@ -180,6 +185,11 @@ impl PublishWorker {
             }
             Data::Stats(mut stats) => {
                 stats.mqtt = self.counters();
+                let dropped = super::lock(&self.shared.dropped_classifications);
+                for (camera, counters) in &mut stats.cameras {
+                    counters.mqtt_dropped = dropped.get(camera.as_str()).copied().unwrap_or(0);
+                }
+                drop(dropped);
                 stats.sanitize();
                 match serde_json::to_vec(&stats) {
                     Ok(bytes) => self.stage(self.topics.stats(), bytes, false),
@@ -239,11 +249,31 @@ impl PublishWorker {
     }
 
     fn stage(&mut self, topic: String, payload: Vec<u8>, retain: bool) {
+        self.stage_for(None, topic, payload, retain);
+    }
+
+    /// Stages `camera`'s classification message, so that a drop counts against it.
+    fn stage_classification(&mut self, camera: &Arc<str>, payload: Vec<u8>) {
+        let topic = self.topics.classification(camera);
+        self.stage_for(Some(camera.clone()), topic, payload, false);
+    }
+
+    fn stage_for(
+        &mut self,
+        camera: Option<Arc<str>>,
+        topic: String,
+        payload: Vec<u8>,
+        retain: bool,
+    ) {
         if !publishable(&topic) {
+            if let Some(camera) = &camera {
+                self.shared.count_classification_drops(camera, 1);
+            }
             self.unpublishable("message", &format!("invalid topic {topic:?}"));
             return;
         }
         self.outbox.push_back(Publication {
+            camera,
             topic,
             payload,
             retain,
@@ -257,6 +287,7 @@ impl PublishWorker {
     fn flush(&mut self) {
         while let Some(p) = self.outbox.pop_front() {
             self.shared.handed.fetch_add(1, Ordering::AcqRel);
+            let camera = p.camera;
             match self
                 .client
                 .try_publish(p.topic, self.qos, p.retain, p.payload)
@@ -266,6 +297,7 @@ impl PublishWorker {
                 | Err(ClientError::Request(Request::Publish(back))) => {
                     self.shared.handed.fetch_sub(1, Ordering::AcqRel);
                     self.outbox.push_front(Publication {
+                        camera,
                         topic: back.topic,
                         payload: back.payload.to_vec(),
                         retain: back.retain,
@@ -275,6 +307,9 @@ impl PublishWorker {
                 Err(_) => {
                     // Not a publish coming back: cannot happen; count it rather than loop.
                     self.shared.handed.fetch_sub(1, Ordering::AcqRel);
+                    if let Some(camera) = &camera {
+                        self.shared.count_classification_drops(camera, 1);
+                    }
                     self.shared.dropped.fetch_add(1, Ordering::AcqRel);
                 }
             }
@@ -360,9 +395,19 @@ impl PublishWorker {
     fn give_up(&mut self, timeout: Duration) -> MqttError {
         let unconfirmed =
             self.data_rx.len() as u64 + self.outbox.len() as u64 + self.shared.unconfirmed();
-        self.outbox.clear();
+        // Per camera, what is known: the queued and staged classifications (those already
+        // handed to rumqttc are known by packet id only).
+        for p in self.outbox.drain(..) {
+            if let Some(camera) = &p.camera {
+                self.shared.count_classification_drops(camera, 1);
+            }
+        }
         self.shared.staged.store(0, Ordering::Release);
-        while self.data_rx.try_recv().is_ok() {}
+        while let Ok(data) = self.data_rx.try_recv() {
+            if let Some(camera) = data.camera() {
+                self.shared.count_classification_drops(camera, 1);
+            }
+        }
         self.shared.dropped.fetch_add(unconfirmed, Ordering::AcqRel);
         self.shared.abandon.store(true, Ordering::Release);
         let _ = self.wake.try_send(());
