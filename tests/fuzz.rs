@@ -588,7 +588,7 @@ fn pickle_snippet(rng: &mut Rng) -> Vec<u8> {
             s.extend(&huge[..4]);
             s
         }
-        _ => unicode_op(*rng.pick(PICKLE_WORDS)),
+        _ => unicode_op(rng.pick::<&str>(PICKLE_WORDS)),
     }
 }
 
@@ -636,7 +636,7 @@ fn mutate_pickle(rng: &mut Rng, data: &mut Vec<u8>, start: usize, count: usize) 
         6 => {
             // A string opcode replaced by one of the words checkpoints are made of.
             if matches!(data[pos], b'X' | 0x8c | b'U' | b'T' | 0x8d) {
-                data.splice(pos..pos + len, unicode_op(*rng.pick(PICKLE_WORDS)));
+                data.splice(pos..pos + len, unicode_op(rng.pick::<&str>(PICKLE_WORDS)));
             } else {
                 let snippet = pickle_snippet(rng);
                 data.splice(pos..pos, snippet);
@@ -785,8 +785,9 @@ fn mutate_entries(rng: &mut Rng, entries: &mut Entries, corpus: &[Vec<u8>]) {
 /// Edits one field of a zip record (local header, central directory entry, end of
 /// central directory, zip64 records) in place.
 fn mutate_zip_record(rng: &mut Rng, data: &mut [u8]) -> bool {
-    // (signature, fields as (offset, width)).
-    const RECORDS: [(&[u8; 4], &[(usize, usize)]); 5] = [
+    /// A record's signature and its integer fields as (offset, width).
+    type Record = (&'static [u8; 4], &'static [(usize, usize)]);
+    const RECORDS: [Record; 5] = [
         (
             b"PK\x03\x04",
             &[
@@ -1154,7 +1155,7 @@ fn mutate_toml(rng: &mut Rng, text: &mut Vec<u8>, corpus: &[Vec<u8>]) {
                 at -= 1;
             }
             let mut out = joined;
-            out.insert_str(at, *rng.pick(TOML_SNIPPETS));
+            out.insert_str(at, rng.pick::<&str>(TOML_SNIPPETS));
             lines = vec![out];
         }
     }
