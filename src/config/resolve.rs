@@ -222,7 +222,10 @@ impl Validator<'_> {
         check_camera_id(&camera.id).map_err(|r| self.bad(key("id"), quoted(&camera.id), r))?;
         let source = match (&camera.uri, &camera.pipeline) {
             (Some(uri), None) => {
-                parse_camera_uri(uri).map_err(|r| self.bad(key("uri"), quoted(uri), r))?
+                // One URI, masked as one token: a password holding a space would escape
+                // the free-text masking of `quoted`.
+                parse_camera_uri(uri)
+                    .map_err(|r| self.bad(key("uri"), format!("{:?}", redact_uri(uri)), r))?
             }
             (None, Some(pipeline)) => check_pipeline(pipeline)
                 .map(SourceSpec::Pipeline)

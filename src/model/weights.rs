@@ -37,11 +37,17 @@ impl WeightsFile {
     /// than BatchNorm's `num_batches_tracked` are refused.
     pub fn load(path: &Path) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        Self::from_bytes(path, &bytes)
+    }
+
+    /// [`WeightsFile::load`] on a file's contents already in memory; `path` is only named
+    /// in messages.
+    pub fn from_bytes(path: &Path, bytes: &[u8]) -> Result<Self> {
         let source = path.display().to_string();
-        let tensors = if looks_like_safetensors(&bytes) {
-            read_safetensors(path, &bytes)?
+        let tensors = if looks_like_safetensors(bytes) {
+            read_safetensors(path, bytes)?
         } else if bytes.starts_with(b"PK\x03\x04") || bytes.starts_with(LEGACY_PTH_MAGIC) {
-            read_pth(path, &bytes)?
+            read_pth(path, bytes)?
         } else {
             return Err(Error::UnknownWeightsFormat {
                 path: path.to_owned(),
@@ -57,6 +63,24 @@ impl WeightsFile {
             tensors,
         }
     }
+}
+
+/// Text from a weights file (a tensor name) made fit for a one-line message: control
+/// characters escaped, cut after 300 characters.
+fn printable(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i == 300 {
+            out.push('…');
+            break;
+        }
+        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A legacy (pre-1.6) PyTorch checkpoint starts with a protocol-2 pickle of a 10-byte long.
@@ -78,7 +102,7 @@ fn looks_like_safetensors(bytes: &[u8]) -> bool {
 fn read_safetensors(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
     let invalid = |reason: String| Error::Safetensors {
         path: path.to_owned(),
-        reason,
+        reason: printable(&reason),
     };
     let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))?;
     // Keep the file's order (the header is a JSON object; offsets give the write order).
@@ -97,7 +121,7 @@ fn read_safetensors(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>> 
             other => {
                 return Err(Error::WrongDtype {
                     source_name: path.display().to_string(),
-                    tensor: name,
+                    tensor: printable(&name),
                     dtype: format!("{other:?}").to_lowercase(),
                 });
             }
@@ -128,7 +152,7 @@ fn read_pth(path: &Path, bytes: &[u8]) -> Result<Vec<(String, Tensor)>> {
             other => {
                 return Err(Error::WrongDtype {
                     source_name: path.display().to_string(),
-                    tensor: t.name,
+                    tensor: printable(&t.name),
                     dtype: other.name().to_owned(),
                 });
             }
@@ -212,7 +236,7 @@ impl Weights {
             return Err(Error::UnexpectedTensor {
                 variant: variant.name,
                 source_name: source,
-                tensor: (*first).clone(),
+                tensor: printable(first),
                 count: unexpected.len(),
             });
         }

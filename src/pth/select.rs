@@ -62,6 +62,11 @@ impl Budget {
         }
     }
 
+    /// Bytes still allowed.
+    pub(super) fn remaining(&self) -> u64 {
+        self.limit.saturating_sub(self.used)
+    }
+
     pub(super) fn charge(&mut self, bytes: u64, name: &str) -> Result<()> {
         match self.used.checked_add(bytes) {
             Some(total) if total <= self.limit => {

@@ -47,17 +47,21 @@ pub(super) fn read_zip<R: Read + Seek>(reader: R, file_len: u64) -> Result<Vec<P
         }
     }
 
+    // `data.pkl` is unpacked within the same budget as the tensors: a small deflated entry
+    // must not unpack to a gigabyte before the pickle is even looked at.
+    let mut budget = Budget::new(file_len);
+    let pkl_limit = MAX_PICKLE_BYTES.min(budget.remaining());
     let pkl = read_entry(
         &mut archive,
         &pkl_name,
-        EntrySize::AtMost(MAX_PICKLE_BYTES),
+        EntrySize::AtMost(pkl_limit),
         file_len,
     )?;
+    budget.charge(pkl.len() as u64, &pkl_name)?;
     let mut machine = Machine::new();
     let (top, _) = machine.load(&pkl, 0, "data.pkl")?;
     let entries = select_state_dict(&machine, &top)?;
 
-    let mut budget = Budget::new(file_len);
     let mut cache: HashMap<Rc<str>, (Vec<u8>, usize)> = HashMap::new();
     let mut uses: HashMap<Rc<str>, usize> = HashMap::new();
     for (_, t) in &entries {
@@ -215,7 +219,7 @@ fn read_entry<R: Read + Seek>(
         EntrySize::AtMost(limit) => {
             if size > limit {
                 return Err(PthError::Zip(format!(
-                    "`{name}` declares {size} bytes, more than the {limit}-byte limit"
+                    "`{name}` declares {size} bytes, more than the {limit}-byte limit for a {file_len}-byte file"
                 )));
             }
             size

@@ -80,6 +80,10 @@ const MAX_PICKLE_MEMORY: usize = 128 << 20;
 const ALLOCATION: usize = 16;
 const MAX_OPS: u64 = 1 << 28;
 const MAX_GLOBAL_LINE: usize = 1024;
+/// Most dimensions of a tensor (real ones have a handful).
+const MAX_DIMS: usize = 64;
+/// Longest storage key (torch writes a decimal number).
+const MAX_KEY_BYTES: usize = 256;
 /// How deep `describe` and `_rebuild_from_type_v2` nesting go.
 const MAX_DEPTH: usize = 8;
 
@@ -443,6 +447,13 @@ impl Machine {
                 let (Value::Str(module), Value::Str(name)) = (module, name) else {
                     return Err(input.error("STACK_GLOBAL needs two strings".to_owned()));
                 };
+                // The limit of GLOBAL's lines: memoized strings are pushed for 2 bytes each,
+                // and every STACK_GLOBAL reads its two names whole.
+                if module.len() > MAX_GLOBAL_LINE || name.len() > MAX_GLOBAL_LINE {
+                    return Err(input.error(format!(
+                        "STACK_GLOBAL name longer than {MAX_GLOBAL_LINE} bytes"
+                    )));
+                }
                 let v = self.global(module, name, input)?;
                 self.stack.push(v);
             }

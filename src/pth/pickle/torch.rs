@@ -6,7 +6,7 @@ use std::rc::Rc;
 use super::value::{
     Dict, GlobalKind, Obj, RootStorage, StorageKind, StorageRef, TensorProblem, TensorSpec, Value,
 };
-use super::{Input, MAX_DEPTH, Machine};
+use super::{Input, MAX_DEPTH, MAX_DIMS, MAX_KEY_BYTES, Machine};
 use crate::pth::{PthError, Result};
 
 impl Machine {
@@ -20,13 +20,12 @@ impl Machine {
         input: &Input<'_>,
     ) -> Result<Value> {
         let kind = self.global_kind(&callable).cloned();
-        let args_vec: Vec<Value> = self
-            .sequence(&args)
-            .map(<[Value]>::to_vec)
-            .unwrap_or_default();
+        // The arguments are borrowed, never copied: a pickle may call something many times
+        // with one huge memoized tuple, and copying it each time would take quadratic time.
+        let args_vec: &[Value] = self.sequence(&args).unwrap_or_default();
         let tensor = match kind {
-            Some(GlobalKind::RebuildTensor) => Some(self.rebuild_tensor(&args_vec, false)),
-            Some(GlobalKind::RebuildTensorV3) => Some(self.rebuild_tensor(&args_vec, true)),
+            Some(GlobalKind::RebuildTensor) => Some(self.rebuild_tensor(args_vec, false)),
+            Some(GlobalKind::RebuildTensorV3) => Some(self.rebuild_tensor(args_vec, true)),
             Some(GlobalKind::UnsupportedTensor(why)) => {
                 Some(Err(TensorProblem::Other(why.to_owned())))
             }
@@ -34,9 +33,10 @@ impl Machine {
                 Some(first) if self.tensor(first).is_some() => return Ok(first.clone()),
                 _ => None,
             },
-            Some(GlobalKind::FromType) if depth < MAX_DEPTH => match args_vec.as_slice() {
+            Some(GlobalKind::FromType) if depth < MAX_DEPTH => match args_vec {
                 [func, _, inner_args, ..] => {
-                    return self.call(func.clone(), inner_args.clone(), depth + 1, input);
+                    let (func, inner_args) = (func.clone(), inner_args.clone());
+                    return self.call(func, inner_args, depth + 1, input);
                 }
                 _ => None,
             },
@@ -80,6 +80,14 @@ impl Machine {
         let items = v.and_then(|v| self.sequence(v)).ok_or_else(|| {
             TensorProblem::Other(format!("its {what} is not a tuple of integers"))
         })?;
+        // Checked before reading them: a memoized tuple of a million items passed to many
+        // calls would otherwise cost a million steps each time.
+        if items.len() > MAX_DIMS {
+            return Err(TensorProblem::Other(format!(
+                "its {what} has {} dimensions, more than {MAX_DIMS}",
+                items.len()
+            )));
+        }
         items.iter().map(|x| self.int_arg(Some(x), what)).collect()
     }
 
@@ -184,6 +192,13 @@ impl Machine {
             Value::Int(i) => Rc::from(i.to_string()),
             _ => return Err(bad("its key is not a string")),
         };
+        // Keys are short (torch writes a number); each use of a key hashes it.
+        if key.len() > MAX_KEY_BYTES {
+            return Err(bad(&format!(
+                "its key is {} bytes long, more than {MAX_KEY_BYTES}",
+                key.len()
+            )));
+        }
         let numel = match items[4] {
             Value::Int(n) => u64::try_from(n).map_err(|_| bad("negative element count"))?,
             _ => return Err(bad("its element count is not an integer")),

@@ -60,10 +60,15 @@ pub(super) enum DictKey {
     Int(i64),
 }
 
+/// Longest string key a [`Dict`] finds again: a repeated longer key is kept as another
+/// entry instead of replacing the first. Every insert of a string key hashes or compares
+/// it, and a pickle can insert one memoized key of megabytes for 3 bytes each time.
+const MAX_DICT_KEY_BYTES: usize = 1024;
+
 impl DictKey {
     fn of(v: &Value) -> Option<DictKey> {
         match v {
-            Value::Str(s) => Some(DictKey::Str(s.clone())),
+            Value::Str(s) if s.len() <= MAX_DICT_KEY_BYTES => Some(DictKey::Str(s.clone())),
             Value::Int(i) => Some(DictKey::Int(*i)),
             _ => None,
         }
