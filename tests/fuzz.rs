@@ -2281,3 +2281,15 @@ fn regression_a_camera_password_with_a_space_is_masked() {
         b"rtsp://user:s3cret PW@cam.lan:554/stream1",
     );
 }
+
+#[test]
+fn regression_a_substituted_password_before_a_missing_at_host_is_masked() {
+    // Found by the fuzzer in CI (seed 0x8739948fb8c4d69e): `${CAMERA_PASSWORD}` followed
+    // by text without the `@host` part; with no `@`, the masking took `viewer:…` for
+    // `host:port` and showed the substituted password in the error.
+    regression(
+        "config",
+        "a password before a missing @host",
+        b"[[camera]]\nid = \"front\"\nuri = \"rtsp://viewer:${CAMERA_PASSWORD}daemon with a cl4/Streaming/Channels/102\"\n",
+    );
+}

@@ -71,9 +71,21 @@ fn password_range(token: &str) -> Option<Range<usize>> {
         // unencoded `/`, `?` or `#` ends the authority early; the last `@` anywhere then
         // marks the end of what may be a password.
         let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-        let at = rest[..authority_end]
-            .rfind('@')
-            .or_else(|| rest.rfind('@'))?;
+        let Some(at) = rest[..authority_end].rfind('@').or_else(|| rest.rfind('@')) else {
+            // No `@`: `host:port`, or a userinfo whose `@host` part is missing
+            // (`rtsp://user:secret/path`, a typo or a cut value). What follows the colon
+            // is masked unless it is a port number.
+            let authority = &rest[..authority_end];
+            let host_end = if authority.starts_with('[') {
+                authority.find(']')? + 1
+            } else {
+                0
+            };
+            let colon = host_end + authority[host_end..].find(':')?;
+            let after = &authority[colon + 1..];
+            return (!after.is_empty() && !after.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| start + colon + 1..start + authority_end);
+        };
         let colon = rest[..at].find(':')?;
         return Some(start + colon + 1..start + at);
     }
@@ -91,7 +103,15 @@ mod tests {
         for (text, expected) in [
             ("rtsp://admin:hunter2@cam/x", "rtsp://admin:***@cam/x"),
             ("rtsp://admin@cam/x", "rtsp://admin@cam/x"),
+            // Without `@`: a port stays, anything else after the colon is masked (found by
+            // tests/fuzz.rs: a substituted password before a cut `@host`).
+            ("rtsp://cam:8554/x", "rtsp://cam:8554/x"),
+            ("rtsp://[::1]:8554/x", "rtsp://[::1]:8554/x"),
             ("rtsp://cam/x", "rtsp://cam/x"),
+            (
+                "rtsp://viewer:s3cret/Streaming/102",
+                "rtsp://viewer:***/Streaming/102",
+            ),
             ("rtsp://a:p@ss@cam/x", "rtsp://a:***@cam/x"),
             ("rtsp://a:p/ss@cam/x", "rtsp://a:***@cam/x"),
             ("a:hunter2@cam", "a:***@cam"),
@@ -108,6 +128,10 @@ mod tests {
             assert_eq!(redact_secrets(text), expected, "{text}");
         }
         assert_eq!(redact_uri("rtsp://u:p w@h/"), "rtsp://u:***@h/");
+        assert_eq!(
+            redact_uri("rtsp://viewer:s3cret with a space/Streaming/102"),
+            "rtsp://viewer:***/Streaming/102"
+        );
     }
 
     #[test]
