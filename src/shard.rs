@@ -55,10 +55,13 @@ impl FromStr for Shard {
         let (index, count) = s.split_once('/').ok_or_else(|| FORM.to_owned())?;
         let number = |part: &str, what: &str| {
             let digits = !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
-            part.parse::<u32>()
-                .ok()
-                .filter(|_| digits)
-                .ok_or_else(|| format!("{what} `{part}` is not a whole number; {FORM}"))
+            part.parse::<u32>().ok().filter(|_| digits).ok_or_else(|| {
+                // Escaped: a value may hold a line break (a TOML multi-line string).
+                format!(
+                    "{what} `{}` is not a whole number; {FORM}",
+                    part.escape_debug()
+                )
+            })
         };
         let (index, count) = (number(index, "the index")?, number(count, "the count")?);
         if count == 0 {

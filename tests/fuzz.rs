@@ -2293,3 +2293,30 @@ fn regression_a_substituted_password_before_a_missing_at_host_is_masked() {
         b"[[camera]]\nid = \"front\"\nuri = \"rtsp://viewer:${CAMERA_PASSWORD}daemon with a cl4/Streaming/Channels/102\"\n",
     );
 }
+
+#[test]
+fn regression_a_secret_variable_substituted_into_another_value_is_masked() {
+    // Found by a longer fuzz run: `${MQTT_PASSWORD}` ended up in a camera id (and, with a
+    // multi-line string swallowing the lines after it, in a camera URI); the errors quoting
+    // those values showed the password.
+    regression(
+        "config",
+        "a secret variable in a camera id",
+        b"[[camera]]\nid = \"a${MQTT_PASSWORD}\"\n",
+    );
+    regression(
+        "config",
+        "a secret variable in a multi-line camera uri",
+        b"[[camera]]\nid = \"a\"\nuri = \"\"\"multi\npassword = \"${MQTT_PASSWORD}\"\nline\"\"\"\n",
+    );
+}
+
+#[test]
+fn regression_a_multi_line_shard_value_stays_on_one_line_in_its_error() {
+    // Found by a longer fuzz run: the shard error quoted a multi-line string raw.
+    regression(
+        "config",
+        "a multi-line shard",
+        b"shard = \"\"\"multi\nline/3\"\"\"\n[[camera]]\nid = \"a\"\nuri = \"test://ball\"\n",
+    );
+}

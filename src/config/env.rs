@@ -35,6 +35,17 @@ where
     Ok(())
 }
 
+/// Whether a variable's name says it holds a secret (`MQTT_PASSWORD`, `CAMERA_PW`,
+/// `HF_TOKEN`, `API_SECRET`, ...): its value is masked in configuration errors.
+pub(super) fn names_a_secret(name: &str) -> bool {
+    let name = name.to_ascii_uppercase();
+    ["PASSWORD", "PASSWD", "SECRET", "TOKEN", "CREDENTIAL"]
+        .iter()
+        .any(|word| name.contains(word))
+        || name.ends_with("_PW")
+        || name == "PW"
+}
+
 /// Expands `${VAR}`, `${VAR:-default}` and `$$` in `s`.
 fn expand<F>(s: &str, env: &F) -> Result<String, String>
 where

@@ -15,6 +15,11 @@ pub enum ConfigError {
         error: std::io::Error,
     },
 
+    /// Another error whose text quoted the value of a variable named like a secret
+    /// (see `names_a_secret`), with that value masked.
+    #[error("{0}")]
+    Masked(String),
+
     /// The text is not TOML. `at` is the 1-based line and column, when known.
     #[error("{origin}: TOML syntax error{}: {message}", fmt_at(*at))]
     Syntax {

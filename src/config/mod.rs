@@ -87,6 +87,38 @@ impl Config {
     where
         F: Fn(&str) -> Result<String, VarError>,
     {
+        // Values of variables named like secrets, masked in any error that quotes them
+        // (a `${MQTT_PASSWORD}` written into a camera id or a URI by mistake).
+        let secrets = std::cell::RefCell::new(Vec::<String>::new());
+        let recording = |name: &str| {
+            let value = env(name)?;
+            if env::names_a_secret(name) && value.len() >= 3 {
+                secrets.borrow_mut().push(value.clone());
+            }
+            Ok(value)
+        };
+        Self::parse_with_env(text, origin, &recording).map_err(|error| {
+            let secrets = secrets.borrow();
+            let message = error.to_string();
+            if secrets
+                .iter()
+                .any(|secret| message.contains(secret.as_str()))
+            {
+                ConfigError::Masked(
+                    secrets
+                        .iter()
+                        .fold(message, |m, secret| m.replace(secret.as_str(), "***")),
+                )
+            } else {
+                error
+            }
+        })
+    }
+
+    fn parse_with_env<F>(text: &str, origin: &str, env: &F) -> Result<Config, ConfigError>
+    where
+        F: Fn(&str) -> Result<String, VarError>,
+    {
         let mut table: toml::Table = text.parse().map_err(|error: toml::de::Error| {
             let at = error.span().map(|span| line_column(text, span.start));
             ConfigError::Syntax {
@@ -96,7 +128,7 @@ impl Config {
             }
         })?;
         for (key, value) in table.iter_mut() {
-            substitute(value, key.clone(), &env).map_err(|(key, reason)| ConfigError::Env {
+            substitute(value, key.clone(), env).map_err(|(key, reason)| ConfigError::Env {
                 origin: origin.to_owned(),
                 key,
                 reason,
