@@ -244,31 +244,21 @@ impl Hub {
         path.is_file().then_some(path)
     }
 
-    /// The first of `files` that `repo` has: from the cache, else downloaded (unless
-    /// offline). A file the repository lacks (404 for the file, the repository exists)
-    /// moves on to the next name; any other failure is returned at once.
-    pub fn get_first(&self, repo: &str, files: &[&str]) -> Result<PathBuf, HubError> {
-        if let Some(path) = files.iter().find_map(|file| self.cached(repo, file)) {
-            return Ok(path);
-        }
-        let mut last = None;
+    /// Downloads the first of `files` that `repo` has (see [`Hub::download`]): a file
+    /// the repository lacks (404 for the file, the repository exists) moves on to the
+    /// next name; any other failure is returned at once.
+    pub fn download_first(&self, repo: &str, files: &[&str]) -> Result<PathBuf, HubError> {
         for file in files {
             match self.download(repo, file) {
-                Err(HubError::NotFound { ref what, .. }) if what.starts_with("no file") => {
-                    last = Some(self.download_error_for_missing(repo, files));
-                }
+                Err(HubError::NotFound { ref what, .. }) if what.starts_with("no file") => {}
                 other => return other,
             }
         }
-        Err(last.unwrap_or_else(|| self.download_error_for_missing(repo, files)))
-    }
-
-    fn download_error_for_missing(&self, repo: &str, files: &[&str]) -> HubError {
-        HubError::NotFound {
+        Err(HubError::NotFound {
             url: self.url(repo, files.first().copied().unwrap_or_default()),
             what: format!("the repository {repo} has none of {}", files.join(", ")),
             token_set: true,
-        }
+        })
     }
 
     /// Downloads `file` of `repo` at `main` into the cache and returns its snapshot path.

@@ -47,6 +47,7 @@ use std::time::{Duration, Instant};
 use effistream::config::{CameraConfig, Config, MqttConfig, ReconnectConfig, parse_mqtt_url};
 use effistream::model::WeightsFile;
 use effistream::pth::read_pth_bytes;
+use effistream_testkit::rng::Rng;
 
 // ---------------------------------------------------------------------------------------
 // The counting allocator
@@ -288,48 +289,6 @@ const HANG_LIMIT: Duration = Duration::from_secs(10);
 
 /// Mutated inputs longer than this are cut (they only get slower, not more interesting).
 const MAX_INPUT: usize = 256 << 10;
-
-// ---------------------------------------------------------------------------------------
-// A small deterministic PRNG (SplitMix64)
-// ---------------------------------------------------------------------------------------
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in `0..n` (0 when `n` is 0).
-    fn below(&mut self, n: usize) -> usize {
-        if n == 0 {
-            0
-        } else {
-            (self.next() % n as u64) as usize
-        }
-    }
-
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
-    fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-        &items[self.below(items.len())]
-    }
-
-    /// A chunk length: usually small, sometimes up to `max`.
-    fn chunk(&mut self, max: usize) -> usize {
-        if max == 0 {
-            return 0;
-        }
-        let cap = if self.chance(80) { max.min(16) } else { max };
-        1 + self.below(cap)
-    }
-}
 
 // ---------------------------------------------------------------------------------------
 // Byte mutations, shared by every target
@@ -1512,13 +1471,7 @@ fn run_pth(bytes: &[u8]) -> Result<Outcome, String> {
             let _ = WeightsFile::from_bytes(Path::new("fuzz.pth"), bytes);
             Ok(Outcome::Accepted)
         }
-        Err(e) => {
-            let msg = e.to_string();
-            if msg.contains('\n') {
-                return Err(format!("error message spans lines: {msg:?}"));
-            }
-            Ok(Outcome::Refused)
-        }
+        Err(e) => refused(&e),
     }
 }
 
@@ -1604,13 +1557,7 @@ fn run_weights(bytes: &[u8]) -> Result<Outcome, String> {
             }
             Ok(Outcome::Accepted)
         }
-        Err(e) => {
-            let msg = e.to_string();
-            if msg.contains('\n') {
-                return Err(format!("error message spans lines: {msg:?}"));
-            }
-            Ok(Outcome::Refused)
-        }
+        Err(e) => refused(&e),
     }
 }
 
@@ -1631,6 +1578,15 @@ fn mutate_with(f: fn(&mut Rng, &mut Vec<u8>, &[Vec<u8>])) -> impl Fn(&mut Rng, &
 /// room; the constant covers the fixed-size configuration, plan and error text (1 MiB).
 fn config_bound(n: usize) -> usize {
     1024 * n + MIB
+}
+
+/// A refusal is fine when its message stays on one line.
+fn refused(error: &dyn std::fmt::Display) -> Result<Outcome, String> {
+    let msg = error.to_string();
+    if msg.contains('\n') {
+        return Err(format!("error message spans lines: {msg:?}"));
+    }
+    Ok(Outcome::Refused)
 }
 
 fn config_vars(name: &str) -> Result<String, std::env::VarError> {
@@ -1670,15 +1626,12 @@ fn run_config(bytes: &[u8]) -> Result<Outcome, String> {
         }
         Err(e) => {
             let msg = e.to_string();
-            if msg.contains('\n') {
-                return Err(format!("error message spans lines: {msg:?}"));
-            }
             for secret in ["s3cret", "hunter2"] {
                 if msg.contains(secret) && !text.contains(secret) {
                     return Err(format!("a substituted secret shows in the error: {msg}"));
                 }
             }
-            Ok(Outcome::Refused)
+            refused(&msg)
         }
     }
 }

@@ -7,6 +7,7 @@ use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
 
 use effistream::pth::{PthDType, PthError, PthTensor, read_pth, read_pth_bytes};
+use effistream_testkit::rng::Rng;
 use serde_json::Value;
 
 fn fixture_dir() -> PathBuf {
@@ -277,27 +278,6 @@ fn read_without_panic(bytes: &[u8], what: &str) -> Result<Vec<PthTensor>, PthErr
             result
         }
         Err(_) => panic!("reader panicked on {what}"),
-    }
-}
-
-/// A small deterministic PRNG (SplitMix64).
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
     }
 }
 

@@ -376,7 +376,7 @@ pub fn locate(variant: &'static Variant) -> Result<PathBuf> {
     if hub.offline {
         tried.push("download skipped (HF_HUB_OFFLINE is set)".to_owned());
     } else {
-        match hub.get_first(variant.hub_id, &HUB_FILES) {
+        match hub.download_first(variant.hub_id, &HUB_FILES) {
             Ok(path) => return Ok(path),
             Err(e) => tried.push(format!("downloading from the hub failed: {e}")),
         }

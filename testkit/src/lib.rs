@@ -16,6 +16,7 @@ pub mod mosquitto;
 pub mod plugin;
 pub mod process;
 pub mod publisher;
+pub mod rng;
 pub mod rtsp;
 
 use std::path::{Path, PathBuf};

@@ -519,6 +519,20 @@ impl Drop for Subscriber {
     }
 }
 
+/// Runs `openssl args…` in `dir`; panics with its stderr when it fails.
+fn openssl_in<S: AsRef<std::ffi::OsStr> + std::fmt::Debug>(dir: &std::path::Path, args: &[S]) {
+    let output = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("running openssl");
+    assert!(
+        output.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
 /// A throw-away certificate authority, a server certificate it signed for `localhost`
 /// and 127.0.0.1, and a client certificate it signed, made with the openssl command.
 #[derive(Debug, Clone)]
@@ -538,18 +552,7 @@ impl TestCa {
     pub fn generate() -> Self {
         let dir = tempfile::tempdir().expect("temporary directory");
         let path = |name: &str| dir.path().join(name);
-        let openssl = |args: &[String]| {
-            let output = Command::new("openssl")
-                .args(args)
-                .current_dir(dir.path())
-                .output()
-                .expect("running openssl");
-            assert!(
-                output.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
+        let openssl = |args: &[String]| openssl_in(dir.path(), args);
         let ec_key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
         let args =
             |line: String| -> Vec<String> { line.split_whitespace().map(str::to_owned).collect() };
@@ -607,18 +610,7 @@ impl TestCa {
             "server-{dns_name}-{}",
             if expired { "expired" } else { "valid" }
         );
-        let openssl = |args: &[&str]| {
-            let output = Command::new("openssl")
-                .args(args)
-                .current_dir(dir)
-                .output()
-                .expect("running openssl");
-            assert!(
-                output.status.success(),
-                "openssl {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr)
-            );
-        };
+        let openssl = |args: &[&str]| openssl_in(dir, args);
         let (key, csr, ext, pem) = (
             format!("{stem}.key"),
             format!("{stem}.csr"),
