@@ -33,6 +33,7 @@ use crate::mqtt::{
     MqttEndpoint, MqttError, Publisher, StatsPayload,
 };
 use crate::plan::Plan;
+use crate::snapshot::Snapshotter;
 use crate::source::{Source, SourceSettings};
 
 /// Time budget of each shutdown step; together well under the 5 s promised.
@@ -153,6 +154,15 @@ impl Daemon {
                 plan.publisher.qos,
                 plan.cameras.iter().map(|c| c.id.as_str()),
             );
+            if plan.snapshot.is_some() {
+                crate::mqtt::homeassistant::announce_snapshots(
+                    &publisher,
+                    &plan.publisher.topics,
+                    settings,
+                    plan.model.variant.name,
+                    plan.cameras.iter().map(|c| c.id.as_str()),
+                );
+            }
         }
         Ok(Starting {
             started,
@@ -228,12 +238,36 @@ impl Starting {
             "Online."
         );
 
+        let snapshots = match plan.snapshot {
+            Some(settings) => {
+                match Snapshotter::start(settings, publisher.clone(), plan.publisher.topics.clone())
+                {
+                    Ok(s) => {
+                        let s = Arc::new(s);
+                        observed.set_snapshots(s.clone());
+                        Some(s)
+                    }
+                    Err(e) => {
+                        engine.shutdown(STOP_ENGINE);
+                        let _ = publisher.shutdown(STOP_PUBLISHER);
+                        return Err(DaemonError::Engine(e));
+                    }
+                }
+            }
+            None => None,
+        };
         let mut sources: Vec<Source> = Vec::with_capacity(plan.cameras.len());
         let mut streams = Vec::with_capacity(plan.cameras.len());
         for camera in &plan.cameras {
             let p = publisher.clone();
-            let on_result = Arc::new(move |r: Classified| {
-                p.classification(Classification::from(r));
+            let snapshots = snapshots.clone();
+            let on_result = Arc::new(move |mut r: Classified| {
+                let original = r.original.take();
+                let stream = r.stream.clone();
+                let (_, state) = p.classification_tracked(Classification::from(r));
+                if let (Some(_), Some(original), Some(snapshots)) = (state, original, &snapshots) {
+                    snapshots.request(&stream, original, None);
+                }
             });
             let stream = match engine.stream(&camera.id, on_result) {
                 Ok(stream) => stream,
@@ -279,6 +313,7 @@ impl Starting {
             streams,
             stats,
             next_stats,
+            snapshots,
         })
     }
 }
@@ -297,6 +332,7 @@ pub struct Running {
     streams: Vec<(String, Arc<StreamCounters>)>,
     stats: StatsBuilder,
     next_stats: Option<Instant>,
+    snapshots: Option<Arc<Snapshotter>>,
 }
 
 impl Running {
@@ -370,6 +406,10 @@ impl Running {
             source.join(deadline.saturating_duration_since(Instant::now()));
         }
         let snapshot = self.engine.shutdown(STOP_ENGINE);
+        if let Some(snapshots) = &self.snapshots {
+            // The last results' snapshots go out before the publisher stops.
+            snapshots.shutdown();
+        }
         // The final counters: every frame accepted into a batch is now published or counted.
         let payload = self
             .stats

@@ -49,6 +49,7 @@ pub mod plan;
 pub mod preprocess;
 pub mod pth;
 pub mod shard;
+pub mod snapshot;
 pub mod source;
 pub mod util;
 pub mod video;

@@ -20,6 +20,7 @@ use crate::model::Variant;
 use crate::mqtt::homeassistant::HomeAssistantSettings;
 use crate::mqtt::{PublisherSettings, StateConfig};
 use crate::shard::Shard;
+use crate::snapshot::SnapshotSettings;
 use crate::source::SourceSettings;
 
 /// Everything `effistream run` starts, checked.
@@ -45,6 +46,8 @@ pub struct Plan {
     pub shard: Option<Shard>,
     /// Between two `{prefix}/stats` messages; `None` disables them.
     pub stats_interval: Option<Duration>,
+    /// `None` when `snapshot.enabled = false`.
+    pub snapshot: Option<SnapshotSettings>,
 }
 
 /// The network and where its weights come from.

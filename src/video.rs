@@ -50,6 +50,19 @@ pub fn caps_formats() -> String {
     format!("{{{}}}", names.join(","))
 }
 
+/// A decoded sample's buffer and video info.
+pub fn sample_parts(sample: &gst::Sample) -> Result<(&gst::BufferRef, gst_video::VideoInfo)> {
+    let buffer = sample
+        .buffer()
+        .ok_or_else(|| Error::Frame("sample without buffer".into()))?;
+    let caps = sample
+        .caps()
+        .ok_or_else(|| Error::Frame("sample without caps".into()))?;
+    let info = gst_video::VideoInfo::from_caps(caps)
+        .map_err(|e| Error::Frame(format!("caps {caps}: {e}")))?;
+    Ok((buffer, info))
+}
+
 /// Resizes, crops and converts frames to the network input of one model.
 pub struct FrameScaler {
     pre: Preprocess,

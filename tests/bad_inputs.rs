@@ -446,6 +446,21 @@ fn config_cases(t: &mut Table) {
         &format!("{CAM}[state]\nmin_score = 2.0\n"),
         &["state.min_score", "must be between 0 and 1"],
     );
+    t.config(
+        "snapshot-max-width",
+        &format!("{CAM}[snapshot]\nenabled = true\nmax_width = 8\n"),
+        &["snapshot.max_width", "must be 16 to 7680"],
+    );
+    t.config(
+        "snapshot-quality",
+        &format!("{CAM}[snapshot]\nquality = 101\n"),
+        &["snapshot.quality", "must be 1 to 100"],
+    );
+    t.config(
+        "snapshot-unknown-key",
+        &format!("{CAM}[snapshot]\nwidth = 640\n"),
+        &["snapshot", "width"],
+    );
     let garbage = t.file("garbage.toml", [0xff_u8, 0xfe, 0x00, 0x9c, 0x42]);
     t.push(
         "config",

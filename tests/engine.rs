@@ -40,6 +40,7 @@ fn classify_through_engine(classifier: Arc<Classifier>, config: EngineSettings) 
             captured: Instant::now(),
             image: images[seq as usize % images.len()].clone(),
             cropped: false,
+            original: None,
         };
         // The stream's share of waiting frames is bounded: retry until there is room.
         let deadline = Instant::now() + Duration::from_secs(60);

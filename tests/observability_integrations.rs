@@ -311,28 +311,6 @@ fn home_assistant_discovery_payloads_have_documented_fields_and_point_at_real_pa
     }
 }
 
-/// Headless Chromium on the dashboard at `base`, once its MQTT client is connected.
-fn open_dashboard(base: &str) -> Chromium {
-    let mut browser = Chromium::start();
-    let opened = Instant::now();
-    browser.open(&format!("{base}/"));
-    // Null until the page has loaded.
-    let state = "document.getElementById('broker')?.dataset.state ?? null";
-    while browser.eval(state) != "connected" {
-        assert!(
-            opened.elapsed() < Duration::from_secs(10),
-            "page not connected: {}",
-            browser.eval("document.body?.innerText ?? ''")
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    eprintln!(
-        "page connected {} ms after opening",
-        opened.elapsed().as_millis()
-    );
-    browser
-}
-
 /// The dashboard's camera rows, each as {camera, status, label, score, fps, holds}.
 fn dashboard_rows(browser: &mut Chromium) -> Vec<serde_json::Value> {
     let rows = browser.eval(
@@ -394,7 +372,7 @@ fn the_dashboard_shows_live_labels_over_the_embedded_brokers_websocket_within_2_
     daemon.wait_log("Online.", Duration::from_secs(60));
     let received = record_classifications(mqtt_port);
 
-    let mut browser = open_dashboard(&base);
+    let mut browser = Chromium::dashboard(&base);
 
     // Five times: the next classification of "door" published after now appears on the
     // page, with its label, within 2 s of the test's subscriber receiving it.
@@ -479,30 +457,10 @@ fn the_dashboard_shows_live_labels_over_the_embedded_brokers_websocket_within_2_
     );
     // To look at the page: EFFISTREAM_DASHBOARD_SCREENSHOT=/tmp/dashboard.png.
     if let Some(path) = std::env::var_os("EFFISTREAM_DASHBOARD_SCREENSHOT") {
-        let shot = browser.call(
-            "Page.captureScreenshot",
-            serde_json::json!({"format": "png"}),
-        );
-        std::fs::write(path, base64_decode(shot["data"].as_str().unwrap())).unwrap();
+        browser.screenshot(std::path::Path::new(&path));
     }
     drop(browser);
     daemon.terminate();
-}
-
-fn base64_decode(text: &str) -> Vec<u8> {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    let (mut bits, mut count) = (0u32, 0);
-    for c in text.bytes().filter(|&c| c != b'=') {
-        let value = ALPHABET.iter().position(|&a| a == c).expect("base64") as u32;
-        bits = (bits << 6) | value;
-        count += 6;
-        if count >= 8 {
-            count -= 8;
-            out.push((bits >> count) as u8);
-        }
-    }
-    out
 }
 
 #[test]
@@ -522,7 +480,7 @@ fn the_dashboard_uses_the_configured_websocket_url_of_an_external_broker() {
     );
     let base = daemon.http_url();
     daemon.wait_log("Online.", Duration::from_secs(60));
-    let mut browser = open_dashboard(&base);
+    let mut browser = Chromium::dashboard(&base);
     let deadline = Instant::now() + Duration::from_secs(5);
     let rows = loop {
         let rows = dashboard_rows(&mut browser);

@@ -12,7 +12,7 @@ use super::redact::{MASK, redact_uri};
 use super::uri::parse_camera_uri;
 use super::{
     BatchConfig, CameraConfig, Config, HomeAssistantConfig, ModelConfig, MqttConfig,
-    ReconnectConfig, WorkersConfig,
+    ReconnectConfig, SnapshotConfig, WorkersConfig,
 };
 use crate::engine::{EngineSettings, threads_per_worker};
 use crate::files::{check_file, read_password_file};
@@ -23,6 +23,7 @@ use crate::mqtt::{
 };
 use crate::plan::{BrokerSettings, HttpSettings, ModelSettings, Overrides, Plan};
 use crate::shard::Shard;
+use crate::snapshot::SnapshotSettings;
 use crate::source::{SourceSettings, SourceSpec};
 
 /// Longest camera id, in characters.
@@ -93,6 +94,12 @@ impl Config {
             ));
         }
 
+        let snapshot = v.snapshot(&self.snapshot)?;
+        if snapshot.is_some() {
+            for camera in &mut cameras {
+                camera.keep_frames = true;
+            }
+        }
         let enabled_cameras = cameras.len();
         let shard = overrides.shard.or(configured_shard);
         if let Some(shard) = shard {
@@ -125,6 +132,7 @@ impl Config {
             shard,
             stats_interval: (self.stats_interval_s > 0)
                 .then(|| Duration::from_secs(self.stats_interval_s)),
+            snapshot,
         })
     }
 
@@ -275,6 +283,7 @@ impl Validator<'_> {
             stall_timeout: Duration::from_secs(camera.stall_timeout_s),
             reconnect_initial: Duration::from_millis(reconnect.initial_ms),
             reconnect_max: Duration::from_millis(reconnect.max_ms),
+            keep_frames: false,
         })
     }
 
@@ -554,6 +563,27 @@ impl Validator<'_> {
             discovery_prefix: ha.discovery_prefix.clone(),
             node_id: ha.node_id.clone(),
         })
+    }
+
+    fn snapshot(&self, s: &SnapshotConfig) -> Result<Option<SnapshotSettings>, ConfigError> {
+        if !(16..=7680).contains(&s.max_width) {
+            return Err(self.bad(
+                "snapshot.max_width",
+                s.max_width,
+                "must be 16 to 7680 (pixels)",
+            ));
+        }
+        if !(1..=100).contains(&s.quality) {
+            return Err(self.bad(
+                "snapshot.quality",
+                s.quality,
+                "must be 1 to 100 (JPEG quality)",
+            ));
+        }
+        Ok(s.enabled.then_some(SnapshotSettings {
+            max_width: s.max_width,
+            quality: s.quality,
+        }))
     }
 
     fn state(&self, state: &StateConfig) -> Result<StateConfig, ConfigError> {

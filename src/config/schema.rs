@@ -24,6 +24,7 @@ pub struct Config {
     pub state: StateConfig,
     pub http: HttpConfig,
     pub homeassistant: HomeAssistantConfig,
+    pub snapshot: SnapshotConfig,
     /// `I/N`: run only the cameras whose id hashes to `I` modulo `N` ([`crate::shard`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shard: Option<String>,
@@ -175,6 +176,29 @@ pub struct HomeAssistantConfig {
     pub node_id: String,
 }
 
+/// JPEG snapshots of state changes (`[snapshot]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotConfig {
+    /// Publish a retained JPEG on `{prefix}/{camera}/snapshot` when a state changes.
+    pub enabled: bool,
+    /// Widest snapshot in pixels (16 to 7680); narrower frames keep their width.
+    pub max_width: u32,
+    /// JPEG quality, 1 to 100.
+    pub quality: u8,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        let d = crate::snapshot::SnapshotSettings::default();
+        Self {
+            enabled: false,
+            max_width: d.max_width,
+            quality: d.quality,
+        }
+    }
+}
+
 mod defaults {
     pub fn fps() -> f64 {
         5.0
@@ -200,6 +224,7 @@ impl Default for Config {
             state: StateConfig::default(),
             http: HttpConfig::default(),
             homeassistant: HomeAssistantConfig::default(),
+            snapshot: SnapshotConfig::default(),
             shard: None,
         }
     }

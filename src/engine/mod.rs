@@ -38,6 +38,26 @@ use crate::util::join_by;
 
 pub use stats::{EngineHistograms, EngineSnapshot, LatencyHistogram};
 
+/// The decoded frame a result came from (a reference to the decoder's buffer).
+#[derive(Clone)]
+pub struct Original(pub gst::Sample);
+
+impl std::fmt::Debug for Original {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Original(..)")
+    }
+}
+
+impl PartialEq for Original {
+    /// The same frame: the same buffer.
+    fn eq(&self, other: &Self) -> bool {
+        match (self.0.buffer(), other.0.buffer()) {
+            (Some(a), Some(b)) => std::ptr::eq(a, b),
+            _ => false,
+        }
+    }
+}
+
 /// One video frame to classify.
 #[derive(Debug, Clone)]
 pub struct Frame {
@@ -55,6 +75,9 @@ pub struct Frame {
     /// [`crate::video::FrameScaler`]); otherwise it is the whole picture and the worker
     /// runs the eval transform on it.
     pub cropped: bool,
+    /// The decoded frame `image` was made from, kept for a snapshot (only when snapshots
+    /// are enabled); handed back with the result.
+    pub original: Option<Original>,
 }
 
 /// The engine's answer for one frame.
@@ -73,6 +96,8 @@ pub struct Classified {
     pub inference_ms: f64,
     /// Classes above the threshold, most probable first, at most `top_k`.
     pub top: Vec<ClassScore>,
+    /// [`Frame::original`].
+    pub original: Option<Original>,
 }
 
 /// Why a frame was not inferred.

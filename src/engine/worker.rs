@@ -146,6 +146,7 @@ impl InferenceWorker {
                 batch_size,
                 inference_ms,
                 top,
+                original: item.frame.original,
             });
         }
     }

@@ -10,6 +10,8 @@
 //! | `effistream_camera_reconnects_total` | counter | `camera` |
 //! | `effistream_camera_mqtt_dropped_total` | counter | `camera` |
 //! | `effistream_camera_status` | gauge (1 for the current status) | `camera`, `status` |
+//! | `effistream_snapshots_published_total` | counter (with `[snapshot]` enabled) | `camera` |
+//! | `effistream_snapshots_dropped_total` | counter (with `[snapshot]` enabled) | `camera`, `reason` |
 //! | `effistream_inference_duration_seconds` | histogram | |
 //! | `effistream_batch_size` | histogram | |
 //! | `effistream_queue_depth` | gauge | |
@@ -34,6 +36,7 @@ use prometheus_client::registry::Registry;
 
 use crate::engine::{DropReason, EngineHistograms, QueueProbe, StreamCounters};
 use crate::mqtt::{CameraStatus, Publisher};
+use crate::snapshot::{SnapshotDrop, Snapshotter};
 use crate::source::SourceWatch;
 
 /// The daemon's live state as the HTTP server sees it, filled in as start-up proceeds.
@@ -46,6 +49,7 @@ pub struct Observed {
     publisher: OnceLock<Publisher>,
     engine: OnceLock<(EngineHistograms, QueueProbe)>,
     cameras: Mutex<Vec<Camera>>,
+    snapshots: OnceLock<Arc<Snapshotter>>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,7 +69,13 @@ impl Observed {
             publisher: OnceLock::new(),
             engine: OnceLock::new(),
             cameras: Mutex::new(Vec::new()),
+            snapshots: OnceLock::new(),
         }
+    }
+
+    /// Snapshots are enabled: their counters become metrics.
+    pub fn set_snapshots(&self, snapshots: Arc<Snapshotter>) {
+        let _ = self.snapshots.set(snapshots);
     }
 
     pub fn set_publisher(&self, publisher: &Publisher) {
@@ -213,6 +223,39 @@ impl Collector for Observed {
                 let labels = [("camera", c.id.as_str()), ("status", status.as_str())];
                 ConstGauge::new(i64::from(status == current))
                     .encode(family.encode_family(&labels)?)?;
+            }
+        }
+
+        if let Some(snapshots) = self.snapshots.get() {
+            // Every camera, also before its first snapshot.
+            for c in &cameras {
+                snapshots.counters(&Arc::from(c.id.as_str()));
+            }
+            let all = snapshots.all_counters();
+            let mut family = encoder.encode_descriptor(
+                "effistream_snapshots_published",
+                "Snapshots (JPEG of the frame of a state change) handed to MQTT.",
+                None,
+                MetricType::Counter,
+            )?;
+            for (camera, counters) in &all {
+                let labels = [("camera", &**camera)];
+                ConstCounter::new(counters.published.load(Ordering::Relaxed))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+            let mut family = encoder.encode_descriptor(
+                "effistream_snapshots_dropped",
+                "Snapshots not published: busy (the encoder had 8 waiting), failed (logged), \
+                 too_large (bigger than an MQTT message may be).",
+                None,
+                MetricType::Counter,
+            )?;
+            for (camera, counters) in &all {
+                for reason in SnapshotDrop::ALL {
+                    let labels = [("camera", &**camera), ("reason", reason.as_str())];
+                    ConstCounter::new(counters.dropped(reason).load(Ordering::Relaxed))
+                        .encode(family.encode_family(&labels)?)?;
+                }
             }
         }
 

@@ -134,6 +134,68 @@ pub fn discovery(topics: &Topics, camera: &str, options: &DiscoveryOptions<'_>) 
     }
 }
 
+/// The retained discovery message of `camera`'s snapshot: an MQTT `image` entity
+/// (`{discovery_prefix}/image/{node_id}/{object_id}/config`) showing the JPEG retained on
+/// `{prefix}/{camera}/snapshot`, on the camera's device, available like its sensor.
+pub fn snapshot_discovery(
+    topics: &Topics,
+    camera: &str,
+    options: &DiscoveryOptions<'_>,
+) -> Discovery {
+    let label = discovery(topics, camera, options).payload;
+    let object = object_id(camera);
+    let node = options.node_id;
+    let entity = label["default_entity_id"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("sensor.")
+        .trim_end_matches("_label")
+        .to_owned();
+    let mut payload = json!({
+        "name": "Snapshot",
+        "unique_id": format!("{node}_{object}_snapshot"),
+        "default_entity_id": format!("image.{entity}_snapshot"),
+        "image_topic": topics.snapshot(camera),
+        "content_type": "image/jpeg",
+    });
+    for shared in [
+        "availability",
+        "availability_mode",
+        "payload_available",
+        "payload_not_available",
+        "device",
+        "origin",
+    ] {
+        payload[shared] = label[shared].clone();
+    }
+    Discovery {
+        topic: format!("{}/image/{node}/{object}/config", options.discovery_prefix),
+        payload,
+    }
+}
+
+/// Hands the snapshot (`image`) discovery message of every camera to `publisher`
+/// (retained, re-published after every reconnect).
+pub fn announce_snapshots<'a>(
+    publisher: &crate::mqtt::Publisher,
+    topics: &Topics,
+    settings: &HomeAssistantSettings,
+    model: &str,
+    cameras: impl IntoIterator<Item = &'a str>,
+) {
+    let options = DiscoveryOptions {
+        discovery_prefix: &settings.discovery_prefix,
+        node_id: &settings.node_id,
+        model,
+        qos: 0,
+    };
+    for camera in cameras {
+        let d = snapshot_discovery(topics, camera, &options);
+        tracing::debug!(topic = %d.topic, "Home Assistant discovery.");
+        publisher.retain(d.topic, d.payload.to_string().into_bytes());
+    }
+}
+
 /// Hands the discovery message of every camera to `publisher` (retained, re-published
 /// after every reconnect). `topics` are the publisher's (a shard's status topic included).
 pub fn announce<'a>(

@@ -72,6 +72,12 @@ impl Topics {
     pub fn state(&self, camera: &str) -> String {
         format!("{}/{camera}/state", self.prefix)
     }
+
+    /// `{prefix}/{camera}/snapshot`: a JPEG of the frame of the last state change,
+    /// retained (`[snapshot]`).
+    pub fn snapshot(&self, camera: &str) -> String {
+        format!("{}/{camera}/snapshot", self.prefix)
+    }
 }
 
 /// Whether `topic` can be published to: not empty, no wildcard, no NUL.

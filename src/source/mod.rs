@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime};
 use gst::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{Frame, Stream};
+use crate::engine::{Frame, Original, Stream};
 use crate::error::{Error, Result};
 use crate::util::redact::redact_password_of;
 use crate::util::{Backoff, join_by};
@@ -110,6 +110,7 @@ impl Source {
             stop: stop.clone(),
             counters: counters.clone(),
             seq: Arc::new(AtomicU64::new(0)),
+            keep_frames: camera.keep_frames,
         };
         let thread = std::thread::Builder::new()
             .name(format!("effistream-cam-{}", camera.id))
@@ -217,6 +218,7 @@ struct Supervisor {
     stop: Arc<AtomicBool>,
     counters: Arc<SourceCounters>,
     seq: Arc<AtomicU64>,
+    keep_frames: bool,
 }
 
 impl Supervisor {
@@ -394,6 +396,7 @@ impl Supervisor {
         let seq = self.seq.clone();
         let delivered = delivered.clone();
         let id = self.id.clone();
+        let keep_frames = self.keep_frames;
         let mut scaler = FrameScaler::new(stream.preprocess());
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
@@ -410,7 +413,10 @@ impl Supervisor {
                         return Ok(gst::FlowSuccess::Ok);
                     }
                     match frame_from_sample(&sample, &mut scaler, &seq, stream.buffer()) {
-                        Ok(frame) => {
+                        Ok(mut frame) => {
+                            if keep_frames {
+                                frame.original = Some(Original(sample));
+                            }
                             stream.try_submit(frame);
                         }
                         Err(e) => {
@@ -581,14 +587,7 @@ fn frame_from_sample(
     seq: &AtomicU64,
     recycled: Vec<u8>,
 ) -> Result<Frame> {
-    let buffer = sample
-        .buffer()
-        .ok_or_else(|| Error::Frame("sample without buffer".into()))?;
-    let caps = sample
-        .caps()
-        .ok_or_else(|| Error::Frame("sample without caps".into()))?;
-    let info = gst_video::VideoInfo::from_caps(caps)
-        .map_err(|e| Error::Frame(format!("caps {caps}: {e}")))?;
+    let (buffer, info) = crate::video::sample_parts(sample)?;
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
         .map_err(|e| Error::Frame(format!("cannot map buffer: {e}")))?;
     let image = scaler.scale(&frame, recycled)?;
@@ -599,5 +598,6 @@ fn frame_from_sample(
         captured: Instant::now(),
         image,
         cropped: true,
+        original: None,
     })
 }

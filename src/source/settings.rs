@@ -57,4 +57,7 @@ pub struct SourceSettings {
     /// First delay before rebuilding a failed pipeline; doubles up to `reconnect_max`.
     pub reconnect_initial: Duration,
     pub reconnect_max: Duration,
+    /// Keep each submitted frame's decoded picture with it for a snapshot (`[snapshot]
+    /// enabled`).
+    pub keep_frames: bool,
 }

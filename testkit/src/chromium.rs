@@ -136,6 +136,35 @@ impl Chromium {
         self.session = Some(attached["sessionId"].as_str().unwrap().to_owned());
     }
 
+    /// A browser on effistream's dashboard at `base` (`http://host:port`), once the page's
+    /// MQTT client is connected (within 10 s).
+    pub fn dashboard(base: &str) -> Self {
+        let mut browser = Self::start();
+        let opened = Instant::now();
+        browser.open(&format!("{base}/"));
+        // Null until the page has loaded.
+        let state = "document.getElementById('broker')?.dataset.state ?? null";
+        while browser.eval(state) != "connected" {
+            assert!(
+                opened.elapsed() < Duration::from_secs(10),
+                "page not connected: {}",
+                browser.eval("document.body?.innerText ?? ''")
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!(
+            "page connected {} ms after opening",
+            opened.elapsed().as_millis()
+        );
+        browser
+    }
+
+    /// Writes a PNG of the page to `path`.
+    pub fn screenshot(&mut self, path: &std::path::Path) {
+        let shot = self.call("Page.captureScreenshot", json!({"format": "png"}));
+        std::fs::write(path, base64_decode(shot["data"].as_str().unwrap())).unwrap();
+    }
+
     /// The value of a JavaScript expression in the page (JSON-serialisable).
     pub fn eval(&mut self, expression: &str) -> Value {
         let result = self.call(
@@ -148,6 +177,22 @@ impl Chromium {
         );
         result["result"]["value"].clone()
     }
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut bits, mut count) = (0u32, 0);
+    for c in text.bytes().filter(|&c| c != b'=') {
+        let value = ALPHABET.iter().position(|&a| a == c).expect("base64") as u32;
+        bits = (bits << 6) | value;
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            out.push((bits >> count) as u8);
+        }
+    }
+    out
 }
 
 impl Drop for Chromium {

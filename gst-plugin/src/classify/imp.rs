@@ -238,6 +238,7 @@ impl EffnetClassify {
             captured,
             image,
             cropped: true,
+            original: None,
         };
         if !self.waiter.expect(seq) {
             return Err(gst::FlowError::Flushing);

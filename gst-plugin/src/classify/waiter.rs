@@ -114,6 +114,7 @@ mod tests {
             batch_size: 1,
             inference_ms: 1.0,
             top: Vec::new(),
+            original: None,
         }
     }
 

@@ -49,7 +49,7 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use rumqttc::{Client, LastWill, MqttOptions, QoS, TlsConfiguration, Transport};
 use tracing::{debug, info, warn};
 
-use crate::mqtt::payload::{Classification, MqttCounters, StatsPayload};
+use crate::mqtt::payload::{Classification, MqttCounters, StatePayload, StatsPayload};
 use crate::mqtt::settings::{MqttEndpoint, Overflow, PublisherSettings};
 use crate::mqtt::state::{StateConfig, StateTracker};
 use crate::mqtt::{MAX_PACKET_SIZE, MqttError, tls};
@@ -103,6 +103,9 @@ struct Inner {
     shared: Arc<Shared>,
     threads: Mutex<Option<Threads>>,
     broker: String,
+    /// The state hysteresis, fed as classifications are handed over (before the queue):
+    /// states follow every inferred frame, and the caller learns which frame changed one.
+    tracker: Mutex<StateTracker>,
 }
 
 struct Threads {
@@ -211,6 +214,8 @@ impl Data {
 enum Control {
     SetOnline,
     CameraStatus(Arc<str>, CameraStatus),
+    /// A camera's new state payload.
+    State(Arc<str>, Vec<u8>),
     Retain(String, Vec<u8>),
     Shutdown {
         deadline: Instant,
@@ -277,7 +282,6 @@ impl Publisher {
             control_rx,
             loop_rx,
             wake: wake_tx,
-            tracker: StateTracker::new(state),
             online: false,
             cameras: BTreeMap::new(),
             states: BTreeMap::new(),
@@ -307,6 +311,7 @@ impl Publisher {
                     event_loop,
                 })),
                 broker,
+                tracker: Mutex::new(StateTracker::new(state)),
             }),
         })
     }
@@ -334,10 +339,45 @@ impl Publisher {
 
     /// Queues one classification; never blocks. Returns `false` when the message was
     /// dropped (queue full with [`Overflow::DropNewest`], or shutting down), which is
-    /// counted. The publisher thread stamps `published_at`, publishes it on
-    /// `{prefix}/{camera}/classification` and feeds the state hysteresis.
+    /// counted. The publisher thread stamps `published_at` and publishes it on
+    /// `{prefix}/{camera}/classification`. See [`Publisher::classification_tracked`].
     pub fn classification(&self, classification: Classification) -> bool {
-        self.enqueue(Data::Classification(classification), "classification")
+        self.classification_tracked(classification).0
+    }
+
+    /// [`Publisher::classification`], which also feeds the state hysteresis first and
+    /// returns the camera's new state when this frame made one take over. The state is
+    /// published retained on `{prefix}/{camera}/state` through the control queue: never
+    /// dropped by a full data queue, and re-published after every reconnect.
+    pub fn classification_tracked(
+        &self,
+        classification: Classification,
+    ) -> (bool, Option<StatePayload>) {
+        let inner = &self.inner;
+        let state = if inner.shared.closed.load(Ordering::Acquire) {
+            None
+        } else {
+            lock(&inner.tracker).observe(
+                &classification.camera,
+                classification.top.first(),
+                classification.captured_at,
+            )
+        };
+        if let Some(state) = &state {
+            match serde_json::to_vec(state) {
+                Ok(bytes) => {
+                    let _ = inner
+                        .control_tx
+                        .send(Control::State(classification.camera.clone(), bytes));
+                }
+                Err(e) => {
+                    inner.shared.dropped.fetch_add(1, Ordering::AcqRel);
+                    warn!(reason = %e, "Cannot publish a state message; dropped.");
+                }
+            }
+        }
+        let queued = self.enqueue(Data::Classification(classification), "classification");
+        (queued, state)
     }
 
     /// Queues a stats message for `{prefix}/stats`; never blocks, drops when full. Its

@@ -15,7 +15,6 @@ use super::{
 };
 use crate::mqtt::MqttError;
 use crate::mqtt::payload::{ClassificationPayload, MqttCounters};
-use crate::mqtt::state::StateTracker;
 use crate::mqtt::topics::{Topics, publishable};
 use crate::source::CameraStatus;
 
@@ -38,7 +37,6 @@ pub(super) struct PublishWorker {
     pub(super) control_rx: Receiver<Control>,
     pub(super) loop_rx: Receiver<LoopEvent>,
     pub(super) wake: Sender<()>,
-    pub(super) tracker: StateTracker,
     /// `set_online` was called (and no shutdown since).
     pub(super) online: bool,
     /// Last status of every camera.
@@ -125,6 +123,12 @@ impl PublishWorker {
                 }
                 self.cameras.insert(camera, status);
             }
+            Control::State(camera, payload) => {
+                if self.connected {
+                    self.stage(self.topics.state(&camera), payload.clone(), true);
+                }
+                self.states.insert(camera, payload);
+            }
             Control::Retain(topic, payload) => {
                 if self.connected {
                     self.stage(topic.clone(), payload.clone(), true);
@@ -168,18 +172,6 @@ impl PublishWorker {
                     Err(e) => {
                         self.shared.count_classification_drops(&c.camera, 1);
                         self.unpublishable("classification", &e.to_string());
-                    }
-                }
-                if let Some(state) = self
-                    .tracker
-                    .observe(&c.camera, c.top.first(), c.captured_at)
-                {
-                    match serde_json::to_vec(&state) {
-                        Ok(bytes) => {
-                            self.states.insert(c.camera.clone(), bytes.clone());
-                            self.stage(self.topics.state(&c.camera), bytes, true);
-                        }
-                        Err(e) => self.unpublishable("state", &e.to_string()),
                     }
                 }
             }
