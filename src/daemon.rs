@@ -17,13 +17,15 @@
 //! published, a last `stats` message carries the final counters, then the publisher
 //! publishes `offline` (daemon and cameras) and disconnects.
 
-use std::collections::BTreeMap;
+mod reload;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 
 use crate::engine::{Classified, Engine, StreamCounters};
 use crate::http::{Dashboard, HttpServer, Observed};
@@ -34,6 +36,11 @@ use crate::mqtt::{
 };
 use crate::plan::Plan;
 use crate::source::{Source, SourceSettings};
+
+pub use reload::{
+    DaemonControl, RELOAD_ANSWER, ReloadError, ReloadSummary, Reloader, parse_enabled,
+    restart_required,
+};
 
 /// Time budget of each shutdown step; together well under the 5 s promised.
 const STOP_SOURCES: Duration = Duration::from_millis(1500);
@@ -119,29 +126,37 @@ impl Daemon {
             }
             None => None,
         };
+        // Reloads and enabled/set commands, carried out by `Running::run_until`.
+        let (control_tx, control_rx) = crossbeam_channel::unbounded();
+        let control = DaemonControl { tx: control_tx };
         // Before the model loads, so that probes get an answer (not ready yet) meanwhile.
         let observed = Arc::new(Observed::new(plan.model.variant.name));
-        let http =
-            match &plan.http {
-                Some(settings) => {
-                    let dashboard = Dashboard::new(
-                        plan.publisher.topics.prefix(),
-                        settings.mqtt_websocket_url.clone(),
-                        broker
-                            .as_ref()
-                            .and_then(EmbeddedBroker::websocket_addr)
-                            .map(|a| a.port()),
-                    );
-                    let server = crate::http::start(settings, observed.clone(), dashboard)
+        let http = match &plan.http {
+            Some(settings) => {
+                let dashboard = Dashboard::new(
+                    plan.publisher.topics.prefix(),
+                    settings.mqtt_websocket_url.clone(),
+                    broker
+                        .as_ref()
+                        .and_then(EmbeddedBroker::websocket_addr)
+                        .map(|a| a.port()),
+                );
+                let post_control = control.clone();
+                let post: crate::http::PostHandler = Arc::new(move |path: &str| match path {
+                    "/reload" => Some(post_control.http_answer()),
+                    _ => None,
+                });
+                let server =
+                    crate::http::start_with_post(settings, observed.clone(), dashboard, post)
                         .map_err(|error| DaemonError::HttpListen {
                             listen: settings.listen,
                             error,
                         })?;
-                    tracing::info!(addr = %server.addr(), "HTTP server listening.");
-                    Some(server)
-                }
-                None => None,
-            };
+                tracing::info!(addr = %server.addr(), "HTTP server listening.");
+                Some(server)
+            }
+            None => None,
+        };
         let publisher = Publisher::start(&plan.publisher, &plan.state)?;
         observed.set_publisher(&publisher);
         if let Some(settings) = &plan.homeassistant {
@@ -154,6 +169,22 @@ impl Daemon {
                 plan.cameras.iter().map(|c| c.id.as_str()),
             );
         }
+        let commands = control.tx.clone();
+        let topics = plan.publisher.topics.clone();
+        publisher.subscribe(
+            topics.enabled_set_filter(),
+            Arc::new(move |topic: &str, payload: &[u8]| {
+                if let Some(camera) = topics.enabled_set_camera(topic) {
+                    let _ = commands.send(reload::Request::Enabled {
+                        camera: camera.to_owned(),
+                        payload: payload.to_vec(),
+                    });
+                }
+            }),
+        );
+        for camera in &plan.cameras {
+            publisher.retain(plan.publisher.topics.enabled(&camera.id), b"ON".to_vec());
+        }
         Ok(Starting {
             started,
             plan,
@@ -161,6 +192,8 @@ impl Daemon {
             http,
             observed,
             publisher,
+            control,
+            control_rx,
         })
     }
 }
@@ -173,6 +206,8 @@ pub struct Starting {
     http: Option<HttpServer>,
     observed: Arc<Observed>,
     publisher: Publisher,
+    control: DaemonControl,
+    control_rx: Receiver<reload::Request>,
 }
 
 impl Starting {
@@ -202,6 +237,8 @@ impl Starting {
             http,
             observed,
             publisher,
+            control,
+            control_rx,
         } = self;
         let variant = plan.model.variant;
         let engine = Classifier::load(variant, plan.model.weights.as_deref())
@@ -279,6 +316,10 @@ impl Starting {
             streams,
             stats,
             next_stats,
+            control,
+            control_rx,
+            reloader: None,
+            paused: BTreeSet::new(),
         })
     }
 }
@@ -297,6 +338,11 @@ pub struct Running {
     streams: Vec<(String, Arc<StreamCounters>)>,
     stats: StatsBuilder,
     next_stats: Option<Instant>,
+    control: DaemonControl,
+    control_rx: Receiver<reload::Request>,
+    reloader: Option<Reloader>,
+    /// Cameras switched off (`enabled/set` = `OFF`), kept across reloads.
+    paused: BTreeSet<String>,
 }
 
 impl Running {
@@ -327,16 +373,22 @@ impl Running {
     }
 
     /// Serves until `stop` delivers a reason (or is closed: [`StopReason::Requested`]) or
-    /// every camera has ended, publishing `stats` when due.
+    /// every camera has ended, publishing `stats` when due, and carrying out reloads and
+    /// `enabled/set` commands ([`reload`]).
     pub fn run_until(&mut self, stop: &Receiver<StopReason>) -> StopReason {
         loop {
             let timeout = self.next_stats.map_or(TICK, |at| {
                 at.saturating_duration_since(Instant::now()).min(TICK)
             });
-            match stop.recv_timeout(timeout) {
-                Ok(reason) => return reason,
-                Err(RecvTimeoutError::Disconnected) => return StopReason::Requested,
-                Err(RecvTimeoutError::Timeout) => {}
+            let control = self.control_rx.clone();
+            crossbeam_channel::select! {
+                recv(stop) -> reason => return reason.unwrap_or(StopReason::Requested),
+                recv(control) -> request => {
+                    if let Ok(request) = request {
+                        self.handle(request);
+                    }
+                }
+                default(timeout) => {}
             }
             if self.sources_ended() {
                 return StopReason::SourcesEnded;
