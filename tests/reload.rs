@@ -208,6 +208,12 @@ fn sighup_adds_removes_and_restarts_cameras_while_another_keeps_its_seq() {
         .map(|w| (w[0], w[1]))
         .collect();
     assert!(gaps.is_empty(), "keep's seq has gaps {gaps:?} in {seqs:?}");
+    // ... and its pipeline was not restarted (the numbers never start again).
+    let arrival: Vec<u64> = keep.iter().map(|(_, s)| *s).collect();
+    assert!(
+        arrival.windows(2).all(|w| w[1] >= w[0]),
+        "keep's seq started again: {arrival:?}"
+    );
     // `change` restarted alone: its frame numbers start again.
     let change: Vec<u64> = of("change").into_iter().map(|(_, s)| s).collect();
     assert!(
@@ -504,5 +510,35 @@ fn enabled_off_pauses_a_camera_and_on_resumes_it() {
     subscriber.wait_for(Duration::from_secs(10), |m| {
         m.topic == "effistream/a/classification"
     });
+
+    // A broker restart (the clean session forgets the subscription): commands still work.
+    drop(subscriber);
+    let mut broker = broker;
+    broker.stop();
+    broker.start();
+    let subscriber = Subscriber::connect(
+        broker.port(),
+        &["effistream/+/classification", "effistream/a/enabled"],
+    );
+    subscriber.wait_for(Duration::from_secs(30), |m| {
+        m.topic == "effistream/b/classification"
+    });
+    let mut echoed = false;
+    for _ in 0..2 {
+        publish(broker.port(), "effistream/a/enabled/set", "OFF");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !echoed && Instant::now() < deadline {
+            echoed = subscriber
+                .recv(Duration::from_millis(100))
+                .is_some_and(|m| m.topic == "effistream/a/enabled" && m.text() == "OFF");
+        }
+        if echoed {
+            break;
+        }
+    }
+    assert!(
+        echoed,
+        "enabled/set not received after the broker restarted"
+    );
     daemon.terminate();
 }
