@@ -17,7 +17,7 @@
 //!   alone; a camera switched off stays off;
 //! - unchanged: untouched, their pipeline and engine stream run on (`seq` continues).
 //!
-//! `[stats] interval_s` applies at once. Every other setting (model, batching, workers,
+//! `stats_interval_s` applies at once. Every other setting (model, batching, workers,
 //! MQTT, state hysteresis, embedded broker, HTTP, Home Assistant, shard) needs a restart:
 //! if one changed, the reload says which (`restart_required`, and a warning), and keeps
 //! the running values of all of them.
