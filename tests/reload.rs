@@ -447,7 +447,10 @@ fn enabled_off_pauses_a_camera_and_on_resumes_it() {
         .iter()
         .any(|m| m.topic == "effistream/a/status" && m.text() == "paused");
     let topics: Vec<&str> = quiet.iter().map(|m| m.topic.as_str()).collect();
-    assert!(status_paused, "no status paused; after the echo: {topics:?}");
+    assert!(
+        status_paused,
+        "no status paused; after the echo: {topics:?}"
+    );
     let from_a = quiet
         .iter()
         .filter(|m| m.topic == "effistream/a/classification")

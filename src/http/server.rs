@@ -1,5 +1,6 @@
 //! The daemon's HTTP/1.1 server: [hyper]'s HTTP/1 connection handling on a small tokio
-//! runtime (one thread, `effistream-http`). GET and HEAD only (405 otherwise), one
+//! runtime (one thread, `effistream-http`). GET and HEAD (and POST to the paths a
+//! [`PostHandler`] takes, run on tokio's blocking pool; 405 otherwise), one
 //! request per connection (`Connection: close`). Enough for Prometheus scrapes,
 //! Kubernetes probes and a browser loading one page, with limits that keep a client on the
 //! listening network from holding the daemon's resources or keeping others out:
