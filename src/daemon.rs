@@ -17,13 +17,15 @@
 //! published, a last `stats` message carries the final counters, then the publisher
 //! publishes `offline` (daemon and cameras) and disconnects.
 
-use std::collections::BTreeMap;
+mod reload;
+
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError};
+use crossbeam_channel::Receiver;
 
 use crate::engine::{Classified, Engine, StreamCounters};
 use crate::http::{Dashboard, HttpServer, Observed};
@@ -35,6 +37,11 @@ use crate::mqtt::{
 use crate::plan::Plan;
 use crate::snapshot::Snapshotter;
 use crate::source::{Source, SourceSettings};
+
+pub use reload::{
+    DaemonControl, RELOAD_ANSWER, ReloadError, ReloadSummary, Reloader, parse_enabled,
+    restart_required,
+};
 
 /// Time budget of each shutdown step; together well under the 5 s promised.
 const STOP_SOURCES: Duration = Duration::from_millis(1500);
@@ -120,29 +127,37 @@ impl Daemon {
             }
             None => None,
         };
+        // Reloads and enabled/set commands, carried out by `Running::run_until`.
+        let (control_tx, control_rx) = crossbeam_channel::unbounded();
+        let control = DaemonControl { tx: control_tx };
         // Before the model loads, so that probes get an answer (not ready yet) meanwhile.
         let observed = Arc::new(Observed::new(plan.model.variant.name));
-        let http =
-            match &plan.http {
-                Some(settings) => {
-                    let dashboard = Dashboard::new(
-                        plan.publisher.topics.prefix(),
-                        settings.mqtt_websocket_url.clone(),
-                        broker
-                            .as_ref()
-                            .and_then(EmbeddedBroker::websocket_addr)
-                            .map(|a| a.port()),
-                    );
-                    let server = crate::http::start(settings, observed.clone(), dashboard)
+        let http = match &plan.http {
+            Some(settings) => {
+                let dashboard = Dashboard::new(
+                    plan.publisher.topics.prefix(),
+                    settings.mqtt_websocket_url.clone(),
+                    broker
+                        .as_ref()
+                        .and_then(EmbeddedBroker::websocket_addr)
+                        .map(|a| a.port()),
+                );
+                let post_control = control.clone();
+                let post: crate::http::PostHandler = Arc::new(move |path: &str| match path {
+                    "/reload" => Some(post_control.http_answer()),
+                    _ => None,
+                });
+                let server =
+                    crate::http::start_with_post(settings, observed.clone(), dashboard, post)
                         .map_err(|error| DaemonError::HttpListen {
                             listen: settings.listen,
                             error,
                         })?;
-                    tracing::info!(addr = %server.addr(), "HTTP server listening.");
-                    Some(server)
-                }
-                None => None,
-            };
+                tracing::info!(addr = %server.addr(), "HTTP server listening.");
+                Some(server)
+            }
+            None => None,
+        };
         let publisher = Publisher::start(&plan.publisher, &plan.state)?;
         observed.set_publisher(&publisher);
         if let Some(settings) = &plan.homeassistant {
@@ -164,6 +179,22 @@ impl Daemon {
                 );
             }
         }
+        let commands = control.tx.clone();
+        let topics = plan.publisher.topics.clone();
+        publisher.subscribe(
+            topics.enabled_set_filter(),
+            Arc::new(move |topic: &str, payload: &[u8]| {
+                if let Some(camera) = topics.enabled_set_camera(topic) {
+                    let _ = commands.send(reload::Request::Enabled {
+                        camera: camera.to_owned(),
+                        payload: payload.to_vec(),
+                    });
+                }
+            }),
+        );
+        for camera in &plan.cameras {
+            publisher.retain(plan.publisher.topics.enabled(&camera.id), b"ON".to_vec());
+        }
         Ok(Starting {
             started,
             plan,
@@ -171,6 +202,8 @@ impl Daemon {
             http,
             observed,
             publisher,
+            control,
+            control_rx,
         })
     }
 }
@@ -183,6 +216,8 @@ pub struct Starting {
     http: Option<HttpServer>,
     observed: Arc<Observed>,
     publisher: Publisher,
+    control: DaemonControl,
+    control_rx: Receiver<reload::Request>,
 }
 
 impl Starting {
@@ -212,6 +247,8 @@ impl Starting {
             http,
             observed,
             publisher,
+            control,
+            control_rx,
         } = self;
         let variant = plan.model.variant;
         let engine = Classifier::load(variant, plan.model.weights.as_deref())
@@ -258,19 +295,18 @@ impl Starting {
         };
         let mut sources: Vec<Source> = Vec::with_capacity(plan.cameras.len());
         let mut streams = Vec::with_capacity(plan.cameras.len());
+        let parts = CameraParts {
+            engine: &engine,
+            publisher: &publisher,
+            observed: &observed,
+            snapshots: snapshots.as_ref(),
+        };
         for camera in &plan.cameras {
-            let p = publisher.clone();
-            let snapshots = snapshots.clone();
-            let on_result = Arc::new(move |mut r: Classified| {
-                let original = r.original.take();
-                let stream = r.stream.clone();
-                let (_, state) = p.classification_tracked(Classification::from(r));
-                if let (Some(_), Some(original), Some(snapshots)) = (state, original, &snapshots) {
-                    snapshots.request(&stream, original, None);
+            match parts.start_camera(camera, false) {
+                Ok((source, counters)) => {
+                    streams.push((camera.id.clone(), counters));
+                    sources.extend(source);
                 }
-            });
-            let stream = match engine.stream(&camera.id, on_result) {
-                Ok(stream) => stream,
                 Err(e) => {
                     for source in &sources {
                         source.request_stop();
@@ -279,22 +315,6 @@ impl Starting {
                     engine.shutdown(STOP_ENGINE);
                     let _ = publisher.shutdown(STOP_PUBLISHER);
                     return Err(DaemonError::Engine(e));
-                }
-            };
-            let counters = stream.counters().clone();
-            streams.push((camera.id.clone(), counters.clone()));
-            let p = publisher.clone();
-            let on_state = Arc::new(move |id: &str, status: CameraStatus| {
-                p.camera_status(id, status);
-            });
-            match Source::spawn(camera, stream, on_state) {
-                Ok(source) => {
-                    observed.add_camera(&camera.id, counters, Some(source.watch()));
-                    sources.push(source);
-                }
-                Err(e) => {
-                    observed.add_camera(&camera.id, counters, None);
-                    tracing::error!(camera = %camera.id, error = %e, "Camera not started.");
                 }
             }
         }
@@ -314,7 +334,60 @@ impl Starting {
             stats,
             next_stats,
             snapshots,
+            control,
+            control_rx,
+            reloader: None,
+            paused: BTreeSet::new(),
         })
+    }
+}
+
+/// What a camera runs on: shared by the start and by reloads.
+pub(crate) struct CameraParts<'a> {
+    pub(crate) engine: &'a Engine,
+    pub(crate) publisher: &'a Publisher,
+    pub(crate) observed: &'a Arc<Observed>,
+    pub(crate) snapshots: Option<&'a Arc<Snapshotter>>,
+}
+
+impl CameraParts<'_> {
+    /// Registers `camera`'s engine stream (its results go to MQTT, a state change to the
+    /// snapshots) and starts its source, switched off if `paused`. An error is the
+    /// engine's (it is shut down); a source that cannot start is logged and shown
+    /// without counters (`None`).
+    pub(crate) fn start_camera(
+        &self,
+        camera: &SourceSettings,
+        paused: bool,
+    ) -> crate::Result<(Option<Source>, Arc<StreamCounters>)> {
+        let p = self.publisher.clone();
+        let snapshots = self.snapshots.cloned();
+        let on_result = Arc::new(move |mut r: Classified| {
+            let original = r.original.take();
+            let stream = r.stream.clone();
+            let (_, state) = p.classification_tracked(Classification::from(r));
+            if let (Some(_), Some(original), Some(snapshots)) = (state, original, &snapshots) {
+                snapshots.request(&stream, original, None);
+            }
+        });
+        let stream = self.engine.stream(&camera.id, on_result)?;
+        let counters = stream.counters().clone();
+        let p = self.publisher.clone();
+        let on_state = Arc::new(move |id: &str, status: CameraStatus| {
+            p.camera_status(id, status);
+        });
+        match Source::spawn_paused(camera, stream, on_state, paused) {
+            Ok(source) => {
+                self.observed
+                    .add_camera(&camera.id, counters.clone(), Some(source.watch()));
+                Ok((Some(source), counters))
+            }
+            Err(e) => {
+                self.observed.add_camera(&camera.id, counters.clone(), None);
+                tracing::error!(camera = %camera.id, error = %e, "Camera not started.");
+                Ok((None, counters))
+            }
+        }
     }
 }
 
@@ -333,6 +406,11 @@ pub struct Running {
     stats: StatsBuilder,
     next_stats: Option<Instant>,
     snapshots: Option<Arc<Snapshotter>>,
+    control: DaemonControl,
+    control_rx: Receiver<reload::Request>,
+    reloader: Option<Reloader>,
+    /// Cameras switched off (`enabled/set` = `OFF`), kept across reloads.
+    paused: BTreeSet<String>,
 }
 
 impl Running {
@@ -363,16 +441,22 @@ impl Running {
     }
 
     /// Serves until `stop` delivers a reason (or is closed: [`StopReason::Requested`]) or
-    /// every camera has ended, publishing `stats` when due.
+    /// every camera has ended, publishing `stats` when due, and carrying out reloads and
+    /// `enabled/set` commands ([`reload`]).
     pub fn run_until(&mut self, stop: &Receiver<StopReason>) -> StopReason {
         loop {
             let timeout = self.next_stats.map_or(TICK, |at| {
                 at.saturating_duration_since(Instant::now()).min(TICK)
             });
-            match stop.recv_timeout(timeout) {
-                Ok(reason) => return reason,
-                Err(RecvTimeoutError::Disconnected) => return StopReason::Requested,
-                Err(RecvTimeoutError::Timeout) => {}
+            let control = self.control_rx.clone();
+            crossbeam_channel::select! {
+                recv(stop) -> reason => return reason.unwrap_or(StopReason::Requested),
+                recv(control) -> request => {
+                    if let Ok(request) = request {
+                        self.handle(request);
+                    }
+                }
+                default(timeout) => {}
             }
             if self.sources_ended() {
                 return StopReason::SourcesEnded;

@@ -50,6 +50,17 @@ enum Command {
     CheckConfig(CheckConfigArgs),
     /// Print the effective configuration (defaults filled in, passwords masked) as TOML.
     PrintConfig(PrintConfigArgs),
+    /// Ask a running daemon to read its configuration file again (as SIGHUP does), through
+    /// its HTTP server's `POST /reload`; prints what changed, or the error of a refused
+    /// file (exit code 1).
+    Reload(ReloadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ReloadArgs {
+    /// The daemon's HTTP server (`[http] listen`).
+    #[arg(long, default_value = "http://127.0.0.1:9464", value_name = "URL")]
+    url: String,
 }
 
 #[derive(Debug, clap::Args)]
@@ -175,6 +186,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args),
         Command::CheckConfig(args) => check_config(args),
         Command::PrintConfig(args) => print_config(args),
+        Command::Reload(args) => reload(args),
     };
     match result {
         Ok(code) => code,
@@ -442,19 +454,49 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         shard: args.shard,
     };
     let plan = config.resolve(&origin, &overrides)?;
+    // A reload reads the same file again, with the same overrides.
+    let reload_file = args.config.clone();
+    let reloader: effistream::daemon::Reloader = Box::new(move || {
+        let config = match &reload_file {
+            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+            None => Config::builtin(),
+        };
+        config
+            .resolve(&origin, &overrides)
+            .map_err(|e| e.to_string())
+    });
     // Signals first, so that a SIGTERM during start-up is not lost.
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGINT,
         signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGHUP,
     ])
     .context("installing signal handlers")?;
     let signal_handle = signals.handle();
     let (stop_tx, stop_rx) = crossbeam_channel::bounded::<StopReason>(4);
+    // SIGHUP asks the running daemon for a reload; one before it runs is ignored.
+    let (control_tx, control_rx) =
+        crossbeam_channel::bounded::<effistream::daemon::DaemonControl>(1);
     std::thread::Builder::new()
         .name("effistream-signals".into())
         .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
+            let mut control = None;
+            for signal in signals.forever() {
+                if signal == signal_hook::consts::SIGHUP {
+                    if control.is_none() {
+                        control = control_rx.try_recv().ok();
+                    }
+                    match &control {
+                        Some(control) => {
+                            tracing::info!("SIGHUP: reloading the configuration.");
+                            control.request_reload();
+                        }
+                        None => tracing::warn!("SIGHUP during start-up ignored."),
+                    }
+                    continue;
+                }
                 let _ = stop_tx.send(StopReason::Signal(signal));
+                break;
             }
         })?;
 
@@ -470,11 +512,61 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         ),
         e => e.into(),
     })?;
+    running.set_reloader(reloader);
+    let _ = control_tx.send(running.control());
     let reason = running.run_until(&stop_rx);
     tracing::info!(?reason, "Shutting down.");
     running.shut_down();
     signal_handle.close();
     Ok(ExitCode::SUCCESS)
+}
+
+/// `effistream reload [--url URL]`: `POST {url}/reload`, prints the answer.
+fn reload(args: ReloadArgs) -> anyhow::Result<ExitCode> {
+    use std::io::Read;
+
+    let rest = args
+        .url
+        .strip_prefix("http://")
+        .with_context(|| format!("--url {:?}: expected http://host:port", args.url))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let address = if authority
+        .rsplit_once(':')
+        .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        && !authority.ends_with(']')
+    {
+        authority.to_owned()
+    } else {
+        format!("{authority}:80")
+    };
+    let mut stream = std::net::TcpStream::connect(&address)
+        .with_context(|| format!("connecting to the daemon's HTTP server at {address}"))?;
+    let timeout = effistream::daemon::RELOAD_ANSWER + std::time::Duration::from_secs(3);
+    stream.set_read_timeout(Some(timeout))?;
+    write!(
+        stream,
+        "POST /reload HTTP/1.1\r\nHost: {authority}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut answer = String::new();
+    stream
+        .read_to_string(&mut answer)
+        .context("reading the daemon's answer")?;
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap_or((&answer, ""));
+    let status: u16 = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .with_context(|| format!("not an HTTP answer: {head:?}"))?;
+    if status == 200 {
+        print!("{body}");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprint!("error: {body}");
+        if status == 404 || status == 405 {
+            eprintln!("(HTTP {status}: is this an effistream daemon with reload support?)");
+        }
+        Ok(ExitCode::FAILURE)
+    }
 }
 
 /// Prints how to watch the messages with mosquitto_sub.

@@ -157,9 +157,10 @@ fn home_assistant_discovery_payloads_have_documented_fields_and_point_at_real_pa
     let by_topic: BTreeMap<&str, &effistream_testkit::mosquitto::Message> =
         retained.iter().map(|m| (m.topic.as_str(), m)).collect();
 
+    // The sensors; tests/reload.rs checks the switches.
     let configs: Vec<&effistream_testkit::mosquitto::Message> = retained
         .iter()
-        .filter(|m| m.topic.starts_with("homeassistant/"))
+        .filter(|m| m.topic.starts_with("homeassistant/sensor/"))
         .collect();
     assert_eq!(configs.len(), cameras.len(), "{retained:#?}");
     let mut unique_ids = BTreeSet::new();
@@ -302,7 +303,7 @@ fn home_assistant_discovery_payloads_have_documented_fields_and_point_at_real_pa
     assert_eq!(
         after
             .iter()
-            .filter(|m| m.topic.starts_with("homeassistant/"))
+            .filter(|m| m.topic.starts_with("homeassistant/sensor/"))
             .count(),
         2
     );

@@ -50,6 +50,10 @@ pub struct Observed {
     engine: OnceLock<(EngineHistograms, QueueProbe)>,
     cameras: Mutex<Vec<Camera>>,
     snapshots: OnceLock<Arc<Snapshotter>>,
+    /// Reloads applied and refused ([`Observed::count_reload`]).
+    reloads: [std::sync::atomic::AtomicU64; 2],
+    /// `enabled/set` commands with a payload other than `ON`/`OFF`.
+    enabled_ignored: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Clone)]
@@ -70,12 +74,32 @@ impl Observed {
             engine: OnceLock::new(),
             cameras: Mutex::new(Vec::new()),
             snapshots: OnceLock::new(),
+            reloads: Default::default(),
+            enabled_ignored: Default::default(),
         }
     }
 
     /// Snapshots are enabled: their counters become metrics.
     pub fn set_snapshots(&self, snapshots: Arc<Snapshotter>) {
         let _ = self.snapshots.set(snapshots);
+    }
+
+    /// Forgets a camera (removed or restarted by a reload).
+    pub fn remove_camera(&self, id: &str) {
+        self.cameras
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|c| c.id != id);
+    }
+
+    /// Counts a reload: applied (`ok`) or refused.
+    pub fn count_reload(&self, ok: bool) {
+        self.reloads[usize::from(!ok)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts an `enabled/set` command that was neither `ON` nor `OFF`.
+    pub fn count_enabled_ignored(&self) {
+        self.enabled_ignored.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn set_publisher(&self, publisher: &Publisher) {
@@ -205,7 +229,7 @@ impl Collector for Observed {
 
         let mut family = encoder.encode_descriptor(
             "effistream_camera_status",
-            "1 for the camera's current status (online, reconnecting, offline), 0 for the others.",
+            "1 for the camera's current status (online, reconnecting, offline, paused), 0 for the others.",
             None,
             MetricType::Gauge,
         )?;
@@ -215,11 +239,7 @@ impl Collector for Observed {
                 .as_ref()
                 .and_then(SourceWatch::state)
                 .unwrap_or(CameraStatus::Offline);
-            for status in [
-                CameraStatus::Online,
-                CameraStatus::Reconnecting,
-                CameraStatus::Offline,
-            ] {
+            for status in CameraStatus::ALL {
                 let labels = [("camera", c.id.as_str()), ("status", status.as_str())];
                 ConstGauge::new(i64::from(status == current))
                     .encode(family.encode_family(&labels)?)?;
@@ -314,6 +334,26 @@ impl Collector for Observed {
                 i64::try_from(counters.queued).unwrap_or(i64::MAX),
             )?;
         }
+
+        let mut family = encoder.encode_descriptor(
+            "effistream_reloads",
+            "Configuration reloads (SIGHUP, POST /reload): applied (ok) or refused (the file \
+             did not load or resolve; the running configuration was kept).",
+            None,
+            MetricType::Counter,
+        )?;
+        for (i, result) in ["ok", "refused"].into_iter().enumerate() {
+            ConstCounter::new(self.reloads[i].load(Ordering::Relaxed))
+                .encode(family.encode_family(&[("result", result)])?)?;
+        }
+        let family = encoder.encode_descriptor(
+            "effistream_enabled_commands_ignored",
+            "Messages on {prefix}/{camera}/enabled/set for a camera of this daemon that were \
+             neither ON nor OFF.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(self.enabled_ignored.load(Ordering::Relaxed)).encode(family)?;
 
         gauge(
             &mut encoder,

@@ -6,6 +6,7 @@
 //! | `/`, `/dashboard` | the live dashboard page ([`dashboard`]) |
 //! | `/metrics` | Prometheus text format 0.0.4 ([`metrics`] lists the metrics) |
 //! | `/healthz` | 200 `ok` while the process serves HTTP at all (liveness) |
+//! | `POST /reload` | re-reads the configuration file (as SIGHUP does): 200 with a JSON summary (`added`, `removed`, `restarted`, `unchanged`, `restart_required`), 422 with the error when the file is refused, 503 when the daemon cannot answer |
 //! | `/readyz` | 200 `ready` once the model is warm and the publisher is connected to the MQTT broker (the embedded one too); 503 with the reason otherwise, and from the start of shutdown (readiness) |
 //!
 //! The server ([`server`]) is hyper's HTTP/1 on a one-thread tokio runtime, GET and HEAD
@@ -21,7 +22,7 @@ use std::sync::Arc;
 
 pub use dashboard::Dashboard;
 pub use metrics::Observed;
-pub use server::{HttpServer, Response};
+pub use server::{HttpServer, PostHandler, Response};
 
 use crate::plan::HttpSettings;
 
@@ -35,6 +36,21 @@ pub fn start(
     HttpServer::start(
         settings.listen,
         Arc::new(move |path: &str| route(&observed, &page, path)),
+    )
+}
+
+/// [`start`], also answering POST requests with `post` (`POST /reload`).
+pub fn start_with_post(
+    settings: &HttpSettings,
+    observed: Arc<Observed>,
+    dashboard: Dashboard,
+    post: PostHandler,
+) -> std::io::Result<HttpServer> {
+    let page = dashboard.page();
+    HttpServer::start_with_post(
+        settings.listen,
+        Arc::new(move |path: &str| route(&observed, &page, path)),
+        post,
     )
 }
 

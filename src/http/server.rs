@@ -1,5 +1,6 @@
 //! The daemon's HTTP/1.1 server: [hyper]'s HTTP/1 connection handling on a small tokio
-//! runtime (one thread, `effistream-http`). GET and HEAD only (405 otherwise), one
+//! runtime (one thread, `effistream-http`). GET and HEAD (and POST to the paths a
+//! [`PostHandler`] takes, run on tokio's blocking pool; 405 otherwise), one
 //! request per connection (`Connection: close`). Enough for Prometheus scrapes,
 //! Kubernetes probes and a browser loading one page, with limits that keep a client on the
 //! listening network from holding the daemon's resources or keeping others out:
@@ -77,6 +78,17 @@ impl Response {
 /// Answers a request for a path (query string removed).
 pub type Handler = Arc<dyn Fn(&str) -> Response + Send + Sync>;
 
+/// Answers a POST to a path (query string removed, body ignored), `None` for a path that
+/// takes no POST (405). It runs on tokio's blocking pool, so it may wait (a reload).
+pub type PostHandler = Arc<dyn Fn(&str) -> Option<Response> + Send + Sync>;
+
+/// The handlers of one server.
+#[derive(Clone)]
+struct Handlers {
+    get: Handler,
+    post: Option<PostHandler>,
+}
+
 /// The limits of one server; [`HttpServer::start`] uses the constants above.
 #[derive(Debug, Clone, Copy)]
 struct Limits {
@@ -107,7 +119,34 @@ impl HttpServer {
         Self::start_with(listen, handler, LIMITS)
     }
 
+    /// [`HttpServer::start`], also answering POST requests with `post`.
+    pub fn start_with_post(
+        listen: SocketAddr,
+        handler: Handler,
+        post: PostHandler,
+    ) -> io::Result<Self> {
+        Self::start_handlers(
+            listen,
+            Handlers {
+                get: handler,
+                post: Some(post),
+            },
+            LIMITS,
+        )
+    }
+
     fn start_with(listen: SocketAddr, handler: Handler, limits: Limits) -> io::Result<Self> {
+        Self::start_handlers(
+            listen,
+            Handlers {
+                get: handler,
+                post: None,
+            },
+            limits,
+        )
+    }
+
+    fn start_handlers(listen: SocketAddr, handler: Handlers, limits: Limits) -> io::Result<Self> {
         let listener = std::net::TcpListener::bind(listen)?;
         let addr = listener.local_addr()?;
         listener.set_nonblocking(true)?;
@@ -185,7 +224,7 @@ impl Connections {
 
 async fn accept_loop(
     listener: TcpListener,
-    handler: Handler,
+    handler: Handlers,
     limits: Limits,
     mut stop: oneshot::Receiver<()>,
 ) {
@@ -235,11 +274,30 @@ fn connection_builder(limits: Limits) -> http1::Builder {
 }
 
 /// Reads one request and answers it; errors only end the connection.
-async fn serve(mut stream: TcpStream, http: &http1::Builder, handler: &Handler) {
+async fn serve(mut stream: TcpStream, http: &http1::Builder, handler: &Handlers) {
     let _ = stream.set_nodelay(true);
     let service = service_fn(|request: Request<Incoming>| {
-        let answer = answer(handler, &request);
-        async move { Ok::<_, Infallible>(answer) }
+        let post = handler
+            .post
+            .clone()
+            .filter(|_| request.method() == Method::POST);
+        let path = request.uri().path().to_owned();
+        let immediate = post.is_none().then(|| answer(&handler.get, &request));
+        async move {
+            let answer = match (immediate, post) {
+                (Some(answer), _) => answer,
+                (None, Some(post)) => {
+                    let response = tokio::task::spawn_blocking(move || post(&path))
+                        .await
+                        .ok()
+                        .flatten()
+                        .unwrap_or_else(|| Response::text(405, "GET or HEAD only\n"));
+                    build(response)
+                }
+                (None, None) => build(Response::text(405, "GET or HEAD only\n")),
+            };
+            Ok::<_, Infallible>(answer)
+        }
     });
     // Parse errors are answered by hyper (400, 431) before it returns them; a timeout or
     // a client gone are not.
@@ -268,6 +326,11 @@ fn answer(handler: &Handler, request: &Request<Incoming>) -> hyper::Response<Ful
     } else {
         Response::text(405, "GET or HEAD only\n")
     };
+    build(response)
+}
+
+/// The hyper answer of `response`.
+fn build(response: Response) -> hyper::Response<Full<Bytes>> {
     let mut builder = hyper::Response::builder()
         .status(response.status)
         .header(CONTENT_TYPE, response.content_type)

@@ -20,6 +20,17 @@
 //!   unavailable (an availability template maps it to `offline`);
 //! - `unique_id` `{node_id}_{object_id}_label`, a device per camera (identifiers
 //!   `{node_id}_{object_id}`, model = the network), and `origin` naming effistream.
+//!
+//! And a switch per camera ([`switch_discovery`]), "Enabled", on
+//! `{discovery_prefix}/switch/{node_id}/{object_id}/config`: `command_topic`
+//! `{prefix}/{camera}/enabled/set`, `state_topic` the retained `{prefix}/{camera}/enabled`,
+//! `payload_on`/`payload_off` and `state_on`/`state_off` `ON`/`OFF`, not optimistic
+//! (the daemon echoes the state), commands not retained; available while the daemon is
+//! `online` and the camera's status is anything but `offline` (a paused camera must stay
+//! switchable); `unique_id` `{node_id}_{object_id}_enabled`, the same device.
+//!
+//! A camera removed by a reload has its discovery messages replaced by empty retained
+//! ones ([`withdraw`]): Home Assistant then deletes its entities.
 
 use serde_json::{Value, json};
 
@@ -134,6 +145,115 @@ pub fn discovery(topics: &Topics, camera: &str, options: &DiscoveryOptions<'_>) 
     }
 }
 
+/// The retained discovery message of `camera`'s switch (see the [module docs](self)).
+pub fn switch_discovery(
+    topics: &Topics,
+    camera: &str,
+    options: &DiscoveryOptions<'_>,
+) -> Discovery {
+    let object = object_id(camera);
+    let node = options.node_id;
+    let version = env!("CARGO_PKG_VERSION");
+    let entity: String = format!("{node}_{object}_enabled")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let payload = json!({
+        "name": "Enabled",
+        "unique_id": format!("{node}_{object}_enabled"),
+        "default_entity_id": format!("switch.{entity}"),
+        "icon": "mdi:cctv",
+        "command_topic": topics.enabled_set(camera),
+        "state_topic": topics.enabled(camera),
+        "payload_on": "ON",
+        "payload_off": "OFF",
+        "state_on": "ON",
+        "state_off": "OFF",
+        "optimistic": false,
+        "retain": false,
+        "qos": options.qos,
+        "availability": [
+            {"topic": topics.status()},
+            {
+                "topic": topics.camera_status(camera),
+                "value_template": "{{ 'offline' if value == 'offline' else 'online' }}",
+            },
+        ],
+        "availability_mode": "all",
+        "payload_available": "online",
+        "payload_not_available": "offline",
+        "device": {
+            "identifiers": [format!("{node}_{object}")],
+            "name": camera,
+            "manufacturer": "effistream",
+            "model": options.model,
+            "sw_version": version,
+        },
+        "origin": {
+            "name": "effistream",
+            "sw_version": version,
+            "support_url": env!("CARGO_PKG_REPOSITORY"),
+        },
+    });
+    Discovery {
+        topic: format!("{}/switch/{node}/{object}/config", options.discovery_prefix),
+        payload,
+    }
+}
+
+/// Replaces the discovery messages of `cameras` (sensor and switch) by empty retained
+/// messages, so that Home Assistant removes their entities (a camera a reload removed).
+pub fn withdraw<'a>(
+    publisher: &crate::mqtt::Publisher,
+    settings: &HomeAssistantSettings,
+    cameras: impl IntoIterator<Item = &'a str>,
+) {
+    for camera in cameras {
+        let object = object_id(camera);
+        for component in ["sensor", "switch", "image"] {
+            let topic = format!(
+                "{}/{component}/{}/{object}/config",
+                settings.discovery_prefix, settings.node_id
+            );
+            tracing::debug!(%topic, "Home Assistant discovery withdrawn.");
+            publisher.retain(topic, Vec::new());
+        }
+    }
+}
+
+/// Hands the discovery messages (sensor and switch) of every camera to `publisher` (retained, re-published
+/// after every reconnect). `topics` are the publisher's (a shard's status topic included).
+pub fn announce<'a>(
+    publisher: &crate::mqtt::Publisher,
+    topics: &Topics,
+    settings: &HomeAssistantSettings,
+    model: &str,
+    qos: crate::mqtt::Qos,
+    cameras: impl IntoIterator<Item = &'a str>,
+) {
+    let options = DiscoveryOptions {
+        discovery_prefix: &settings.discovery_prefix,
+        node_id: &settings.node_id,
+        model,
+        qos: qos.level(),
+    };
+    for camera in cameras {
+        for d in [
+            discovery(topics, camera, &options),
+            switch_discovery(topics, camera, &options),
+        ] {
+            tracing::debug!(topic = %d.topic, "Home Assistant discovery.");
+            publisher.retain(d.topic, d.payload.to_string().into_bytes());
+        }
+    }
+}
+
 /// The retained discovery message of `camera`'s snapshot: an MQTT `image` entity
 /// (`{discovery_prefix}/image/{node_id}/{object_id}/config`) showing the JPEG retained on
 /// `{prefix}/{camera}/snapshot`, on the camera's device, available like its sensor.
@@ -191,29 +311,6 @@ pub fn announce_snapshots<'a>(
     };
     for camera in cameras {
         let d = snapshot_discovery(topics, camera, &options);
-        tracing::debug!(topic = %d.topic, "Home Assistant discovery.");
-        publisher.retain(d.topic, d.payload.to_string().into_bytes());
-    }
-}
-
-/// Hands the discovery message of every camera to `publisher` (retained, re-published
-/// after every reconnect). `topics` are the publisher's (a shard's status topic included).
-pub fn announce<'a>(
-    publisher: &crate::mqtt::Publisher,
-    topics: &Topics,
-    settings: &HomeAssistantSettings,
-    model: &str,
-    qos: crate::mqtt::Qos,
-    cameras: impl IntoIterator<Item = &'a str>,
-) {
-    let options = DiscoveryOptions {
-        discovery_prefix: &settings.discovery_prefix,
-        node_id: &settings.node_id,
-        model,
-        qos: qos.level(),
-    };
-    for camera in cameras {
-        let d = discovery(topics, camera, &options);
         tracing::debug!(topic = %d.topic, "Home Assistant discovery.");
         publisher.retain(d.topic, d.payload.to_string().into_bytes());
     }

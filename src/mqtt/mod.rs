@@ -89,7 +89,7 @@ pub use payload::{
     CameraStats, Classification, ClassificationPayload, InferenceStats, MqttCounters, StatePayload,
     StatsPayload, format_time,
 };
-pub use publisher::{Publisher, probe};
+pub use publisher::{MessageHandler, Publisher, probe};
 pub use settings::{
     ClientCert, Credentials, DEFAULT_KEEP_ALIVE_S, DEFAULT_MAX_QUEUED, DEFAULT_QOS, MqttEndpoint,
     Overflow, Password, PublisherSettings, Qos, TlsFiles,

@@ -58,7 +58,7 @@ impl Topics {
         format!("{}/stats", self.prefix)
     }
 
-    /// `{prefix}/{camera}/status`: `online` / `reconnecting` / `offline`, retained.
+    /// `{prefix}/{camera}/status`: `online` / `reconnecting` / `offline` / `paused`, retained.
     pub fn camera_status(&self, camera: &str) -> String {
         format!("{}/{camera}/status", self.prefix)
     }
@@ -77,6 +77,31 @@ impl Topics {
     /// retained (`[snapshot]`).
     pub fn snapshot(&self, camera: &str) -> String {
         format!("{}/{camera}/snapshot", self.prefix)
+    }
+
+    /// `{prefix}/{camera}/enabled`: `ON` / `OFF`, retained: whether the camera runs or is
+    /// switched off (paused).
+    pub fn enabled(&self, camera: &str) -> String {
+        format!("{}/{camera}/enabled", self.prefix)
+    }
+
+    /// `{prefix}/{camera}/enabled/set`: the command topic, `ON` / `OFF`.
+    pub fn enabled_set(&self, camera: &str) -> String {
+        format!("{}/{camera}/enabled/set", self.prefix)
+    }
+
+    /// `{prefix}/+/enabled/set`: the filter the daemon subscribes to for commands.
+    pub fn enabled_set_filter(&self) -> String {
+        format!("{}/+/enabled/set", self.prefix)
+    }
+
+    /// The camera of a topic matching [`Topics::enabled_set_filter`].
+    pub fn enabled_set_camera<'a>(&self, topic: &'a str) -> Option<&'a str> {
+        topic
+            .strip_prefix(self.prefix.as_str())?
+            .strip_prefix('/')?
+            .strip_suffix("/enabled/set")
+            .filter(|camera| !camera.is_empty() && !camera.contains('/'))
     }
 }
 

@@ -41,17 +41,29 @@ pub enum CameraStatus {
     Reconnecting,
     /// The camera is stopped.
     Offline,
+    /// Switched off (`{prefix}/{camera}/enabled/set` = `OFF`): its pipeline is stopped
+    /// until it is switched on again.
+    Paused,
 }
 
 impl CameraStatus {
-    /// The payload: `online`, `reconnecting` or `offline`.
+    /// The payload: `online`, `reconnecting`, `offline` or `paused`.
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Online => "online",
             Self::Reconnecting => "reconnecting",
             Self::Offline => "offline",
+            Self::Paused => "paused",
         }
     }
+
+    /// Every status, in the order metrics list them.
+    pub const ALL: [CameraStatus; 4] = [
+        CameraStatus::Online,
+        CameraStatus::Reconnecting,
+        CameraStatus::Offline,
+        CameraStatus::Paused,
+    ];
 }
 
 impl fmt::Display for CameraStatus {
@@ -82,11 +94,25 @@ pub struct Source {
     counters: Arc<SourceCounters>,
     state: Arc<Mutex<Option<CameraStatus>>>,
     thread: Option<JoinHandle<()>>,
+    /// Switched off: the pipeline is torn down until this is cleared ([`Source::set_paused`]).
+    paused: Arc<AtomicBool>,
 }
 
 impl Source {
     /// Starts the camera's thread. GStreamer must be initialised.
     pub fn spawn(camera: &SourceSettings, stream: Stream, on_state: StateCallback) -> Result<Self> {
+        Self::spawn_paused(camera, stream, on_state, false)
+    }
+
+    /// [`Source::spawn`], switched off from the start when `paused` (its status then goes
+    /// straight to [`CameraStatus::Paused`], without building a pipeline).
+    pub fn spawn_paused(
+        camera: &SourceSettings,
+        stream: Stream,
+        on_state: StateCallback,
+        paused: bool,
+    ) -> Result<Self> {
+        let paused = Arc::new(AtomicBool::new(paused));
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(SourceCounters::default());
         let state = Arc::new(Mutex::new(None));
@@ -111,6 +137,7 @@ impl Source {
             counters: counters.clone(),
             seq: Arc::new(AtomicU64::new(0)),
             keep_frames: camera.keep_frames,
+            paused: paused.clone(),
         };
         let thread = std::thread::Builder::new()
             .name(format!("effistream-cam-{}", camera.id))
@@ -122,7 +149,21 @@ impl Source {
             counters,
             state,
             thread: Some(thread),
+            paused,
         })
+    }
+
+    /// Switches the camera off (`true`: its pipeline is torn down, no decoding, its
+    /// status turns [`CameraStatus::Paused`]) or on again (`false`: the pipeline is
+    /// rebuilt; frame numbers continue). Returns at once; the source thread acts within
+    /// about 100 ms (an RTSP camera still connecting gets up to 2 s to settle first).
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::SeqCst);
+    }
+
+    /// Whether the camera is switched off.
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::SeqCst)
     }
 
     pub fn id(&self) -> &str {
@@ -203,6 +244,8 @@ enum Outcome {
     Finished,
     /// Failed; rebuild after a backoff.
     Failed(String),
+    /// Switched off ([`Source::set_paused`]).
+    Paused,
 }
 
 struct Supervisor {
@@ -219,6 +262,7 @@ struct Supervisor {
     counters: Arc<SourceCounters>,
     seq: Arc<AtomicU64>,
     keep_frames: bool,
+    paused: Arc<AtomicBool>,
 }
 
 impl Supervisor {
@@ -227,6 +271,16 @@ impl Supervisor {
         // Failures in a row, back to 0 after a pipeline that delivered frames.
         let mut failures: u32 = 0;
         loop {
+            if self.paused.load(Ordering::SeqCst) {
+                self.set_state(&mut state, CameraStatus::Paused);
+                tracing::info!(camera = %self.id, "Camera paused.");
+                if self.wait_resumed() {
+                    break;
+                }
+                tracing::info!(camera = %self.id, "Camera resumed.");
+                // A pause ends a series of failures.
+                failures = 0;
+            }
             let delivered = Arc::new(Mutex::new(None::<Instant>));
             let outcome = self.run_pipeline(&delivered, &mut state);
             // The pipeline is gone: give the memory its threads freed back to the system.
@@ -234,6 +288,8 @@ impl Supervisor {
             let got_frames = delivered.lock().map(|d| d.is_some()).unwrap_or(false);
             match outcome {
                 Outcome::Stopped => break,
+                // The top of the loop waits.
+                Outcome::Paused => {}
                 Outcome::Finished => {
                     tracing::info!(camera = %self.id, "End of file; camera finished.");
                     break;
@@ -268,12 +324,27 @@ impl Supervisor {
         }
     }
 
-    /// Sleeps up to `delay`; true if asked to stop meanwhile.
+    /// Waits while switched off; true if asked to stop meanwhile.
+    fn wait_resumed(&self) -> bool {
+        while self.paused.load(Ordering::SeqCst) {
+            if self.stop.load(Ordering::SeqCst) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.stop.load(Ordering::SeqCst)
+    }
+
+    /// Sleeps up to `delay`; true if asked to stop meanwhile. Ends early (false) when
+    /// switched off, so that the pause shows at once.
     fn sleep(&self, delay: Duration) -> bool {
         let deadline = Instant::now() + delay;
         while Instant::now() < deadline {
             if self.stop.load(Ordering::SeqCst) {
                 return true;
+            }
+            if self.paused.load(Ordering::SeqCst) {
+                return false;
             }
             std::thread::sleep(Duration::from_millis(20).min(deadline - Instant::now()));
         }
@@ -438,6 +509,9 @@ impl Supervisor {
         if self.stop.load(Ordering::SeqCst) {
             return Outcome::Stopped;
         }
+        if self.paused.load(Ordering::SeqCst) {
+            return Outcome::Paused;
+        }
         let pipeline = match self.build(delivered) {
             Ok(p) => p,
             Err(e) => return Outcome::Failed(e.to_string()),
@@ -502,7 +576,8 @@ impl Supervisor {
         let started = Instant::now();
         loop {
             let last_frame = delivered.lock().ok().and_then(|d| *d);
-            if self.stop.load(Ordering::SeqCst) {
+            let paused = self.paused.load(Ordering::SeqCst);
+            if self.stop.load(Ordering::SeqCst) || paused {
                 // GStreamer 1.22's rtspsrc, stopped before it has played, sends an event
                 // with its unset seek seqnum (a `gst_event_set_seqnum` CRITICAL): a
                 // camera still connecting gets up to RTSP_SETTLE to start or fail first.
@@ -510,7 +585,11 @@ impl Supervisor {
                     && last_frame.is_none()
                     && started.elapsed() < RTSP_SETTLE;
                 if !connecting {
-                    return Outcome::Stopped;
+                    return if self.stop.load(Ordering::SeqCst) {
+                        Outcome::Stopped
+                    } else {
+                        Outcome::Paused
+                    };
                 }
             }
             if last_frame.is_some() {

@@ -81,6 +81,8 @@ impl EventLoopThread {
                             "MQTT connected."
                         );
                         let _ = self.events.send(LoopEvent::Connected);
+                    } else if let Event::Incoming(Packet::Publish(message)) = &event {
+                        self.shared.deliver(&message.topic, &message.payload);
                     } else if self.confirm(&event) {
                         info!(broker = %self.broker, "MQTT disconnected.");
                         break;

@@ -133,7 +133,13 @@ struct Shared {
     staged: AtomicUsize,
     /// Rate of the "queue full" warnings.
     drop_warnings: Mutex<Throttle>,
+    /// Topic filters subscribed to ([`Publisher::subscribe`]), each with its handler.
+    subscriptions: Mutex<Vec<(String, MessageHandler)>>,
 }
+
+/// Called with the topic and payload of each message that matches a subscription, on
+/// the thread that drives the connection: it must return quickly (hand the message on).
+pub type MessageHandler = Arc<dyn Fn(&str, &[u8]) + Send + Sync>;
 
 impl Shared {
     fn new() -> Self {
@@ -148,7 +154,28 @@ impl Shared {
             dropped_classifications: Mutex::new(BTreeMap::new()),
             staged: AtomicUsize::new(0),
             drop_warnings: Mutex::new(Throttle::new(DROP_WARN_INTERVAL)),
+            subscriptions: Mutex::new(Vec::new()),
         }
+    }
+
+    /// Hands an incoming message to the handlers whose filter it matches.
+    fn deliver(&self, topic: &str, payload: &[u8]) {
+        let handlers: Vec<MessageHandler> = lock(&self.subscriptions)
+            .iter()
+            .filter(|(filter, _)| rumqttc::matches(topic, filter))
+            .map(|(_, handler)| handler.clone())
+            .collect();
+        for handler in handlers {
+            handler(topic, payload);
+        }
+    }
+
+    /// The filters subscribed to.
+    fn filters(&self) -> Vec<String> {
+        lock(&self.subscriptions)
+            .iter()
+            .map(|(filter, _)| filter.clone())
+            .collect()
     }
 
     /// The counters, with `waiting` messages not yet handed to rumqttc.
@@ -217,6 +244,11 @@ enum Control {
     /// A camera's new state payload.
     State(Arc<str>, Vec<u8>),
     Retain(String, Vec<u8>),
+    /// [`Control::Retain`] after the data queued before it (see
+    /// [`Publisher::retain_after_data`]).
+    RetainAfterData(String, Vec<u8>),
+    /// A filter was added to the subscriptions: subscribe now if connected.
+    Subscribe,
     Shutdown {
         deadline: Instant,
         timeout: Duration,
@@ -289,6 +321,7 @@ impl Publisher {
             outbox: VecDeque::new(),
             connected: false,
             event_loop_exited: false,
+            subscribe_pending: false,
         };
         let publisher = match spawn("effistream-publisher", move || worker.run()) {
             Ok(handle) => handle,
@@ -335,6 +368,24 @@ impl Publisher {
     /// Home Assistant discovery), now if connected and again after every reconnect.
     pub fn retain(&self, topic: String, payload: Vec<u8>) {
         let _ = self.inner.control_tx.send(Control::Retain(topic, payload));
+    }
+
+    /// [`Publisher::retain`], staged only after the classifications and stats queued
+    /// before this call (while connected): a camera's `enabled = OFF` follows its last
+    /// classification.
+    pub fn retain_after_data(&self, topic: String, payload: Vec<u8>) {
+        let _ = self
+            .inner
+            .control_tx
+            .send(Control::RetainAfterData(topic, payload));
+    }
+
+    /// Subscribes to `filter` (QoS 1), now if connected and again after every reconnect (a
+    /// clean session forgets subscriptions), and calls `handler` with every message that
+    /// matches it. The handler runs on the connection's thread: it must not block.
+    pub fn subscribe(&self, filter: String, handler: MessageHandler) {
+        lock(&self.inner.shared.subscriptions).push((filter, handler));
+        let _ = self.inner.control_tx.send(Control::Subscribe);
     }
 
     /// Queues one classification; never blocks. Returns `false` when the message was

@@ -49,6 +49,8 @@ pub(super) struct PublishWorker {
     pub(super) outbox: VecDeque<Publication>,
     pub(super) connected: bool,
     pub(super) event_loop_exited: bool,
+    /// The subscriptions are to be (re)sent once connected.
+    pub(super) subscribe_pending: bool,
 }
 
 impl PublishWorker {
@@ -56,6 +58,7 @@ impl PublishWorker {
         loop {
             if self.connected {
                 self.flush();
+                self.subscribe();
             }
             let data = if self.connected && self.outbox.is_empty() {
                 self.data_rx.clone()
@@ -135,7 +138,44 @@ impl PublishWorker {
                 }
                 self.retained.insert(topic, payload);
             }
+            Control::RetainAfterData(topic, payload) => {
+                if self.connected {
+                    // What was queued before this request goes first.
+                    for _ in 0..self.data_rx.len() {
+                        match self.data_rx.try_recv() {
+                            Ok(data) => self.data(data),
+                            Err(_) => break,
+                        }
+                    }
+                }
+                self.control(Control::Retain(topic, payload));
+            }
+            Control::Subscribe => self.subscribe_pending = true,
             Control::Shutdown { .. } => {}
+        }
+    }
+
+    /// Sends the subscriptions to rumqttc if they are due; stays due while its channel is
+    /// full.
+    fn subscribe(&mut self) {
+        if !self.subscribe_pending || self.shared.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let filters = self.shared.filters();
+        if filters.is_empty() {
+            self.subscribe_pending = false;
+            return;
+        }
+        let many = filters
+            .into_iter()
+            .map(|filter| rumqttc::SubscribeFilter::new(filter, QoS::AtLeastOnce));
+        match self.client.try_subscribe_many(many) {
+            Ok(()) => self.subscribe_pending = false,
+            Err(ClientError::TryRequest(Request::Subscribe(_))) => {}
+            Err(e) => {
+                warn!(error = %e, "Cannot subscribe; commands are not received.");
+                self.subscribe_pending = false;
+            }
         }
     }
 
@@ -143,6 +183,8 @@ impl PublishWorker {
         match event {
             LoopEvent::Connected => {
                 self.connected = true;
+                // A clean session has no subscriptions.
+                self.subscribe_pending = true;
                 // The broker may have restarted without its retained messages, or
                 // published the Will: say again what holds.
                 self.stage_statuses();
