@@ -27,7 +27,6 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 
 use crate::engine::{Classified, Engine, StreamCounters};
 use crate::http::{Dashboard, HttpServer, Observed};
-use crate::model::Classifier;
 use crate::mqtt::{
     CameraStats, CameraStatus, Classification, EmbeddedBroker, InferenceStats, MqttCounters,
     MqttEndpoint, MqttError, Publisher, StatsPayload,
@@ -204,7 +203,9 @@ impl Starting {
             publisher,
         } = self;
         let variant = plan.model.variant;
-        let engine = Classifier::load(variant, plan.model.weights.as_deref())
+        let engine = plan
+            .model
+            .load()
             .map_err(DaemonError::Model)
             .and_then(|classifier| {
                 Engine::start(Arc::new(classifier), plan.engine.clone())
