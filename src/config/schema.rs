@@ -332,6 +332,10 @@ impl Config {
     pub fn builtin() -> Self {
         Self {
             cameras: vec![CameraConfig::new("test", "test://ball")],
+            model: ModelConfig {
+                name: Some(crate::model::own::DEFAULT_MODEL.to_owned()),
+                ..ModelConfig::default()
+            },
             ..Self::default()
         }
     }
