@@ -317,10 +317,10 @@ impl Validator<'_> {
             ));
         }
         let weights = weights_override.or(model.weights.as_ref());
-        if let Some(weights) = weights {
-            if !weights.is_dir() {
-                check_file(weights).map_err(|r| self.bad(k("weights"), quoted_path(weights), r))?;
-            }
+        if let Some(weights) = weights
+            && !weights.is_dir()
+        {
+            check_file(weights).map_err(|r| self.bad(k("weights"), quoted_path(weights), r))?;
         }
         let hub_id = if weights.is_some() {
             None

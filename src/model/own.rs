@@ -218,25 +218,25 @@ fn eval_transform(path: &Path, cfg: &serde_json::Map<String, Value>) -> Result<P
                 )
             })?,
     };
-    if let Some(v) = field("interpolation") {
-        if v.as_str() != Some("bicubic") {
-            return Err(bad(
-                path,
-                format!(
-                    "`pretrained_cfg.interpolation` {v} is not supported; effistream resizes with bicubic (PIL's antialiased) only"
-                ),
-            ));
-        }
+    if let Some(v) = field("interpolation")
+        && v.as_str() != Some("bicubic")
+    {
+        return Err(bad(
+            path,
+            format!(
+                "`pretrained_cfg.interpolation` {v} is not supported; effistream resizes with bicubic (PIL's antialiased) only"
+            ),
+        ));
     }
-    if let Some(v) = field("crop_mode") {
-        if v.as_str() != Some("center") {
-            return Err(bad(
-                path,
-                format!(
-                    "`pretrained_cfg.crop_mode` {v} is not supported; effistream crops the center only"
-                ),
-            ));
-        }
+    if let Some(v) = field("crop_mode")
+        && v.as_str() != Some("center")
+    {
+        return Err(bad(
+            path,
+            format!(
+                "`pretrained_cfg.crop_mode` {v} is not supported; effistream crops the center only"
+            ),
+        ));
     }
     let triple = |key: &str, default: [f32; 3], positive: bool| -> Result<[f32; 3]> {
         let Some(v) = field(key) else {
@@ -535,6 +535,18 @@ mod tests {
         .unwrap();
         assert_eq!(c.label_names.unwrap(), ["a", "b", "c"]);
         assert_eq!(c.preprocess, None);
+        // Indexes are numbers, not strings: "10" comes after "9".
+        let names: Vec<String> = (0..12).map(|i| format!("n{i}")).collect();
+        let dict: serde_json::Map<String, Value> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (i.to_string(), Value::from(n.as_str())))
+            .collect();
+        let text = format!(
+            r#"{{"architecture": "a", "num_classes": 12, "label_names": {}}}"#,
+            Value::Object(dict)
+        );
+        assert_eq!(parse(&text).unwrap().label_names.unwrap(), names);
     }
 
     #[test]
