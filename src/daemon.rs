@@ -29,7 +29,6 @@ use crossbeam_channel::Receiver;
 
 use crate::engine::{Classified, Engine, StreamCounters};
 use crate::http::{Dashboard, HttpServer, Observed};
-use crate::model::Classifier;
 use crate::mqtt::{
     CameraStats, CameraStatus, Classification, EmbeddedBroker, InferenceStats, MqttCounters,
     MqttEndpoint, MqttError, Publisher, StatsPayload,
@@ -251,7 +250,9 @@ impl Starting {
             control_rx,
         } = self;
         let variant = plan.model.variant;
-        let engine = Classifier::load(variant, plan.model.weights.as_deref())
+        let engine = plan
+            .model
+            .load()
             .map_err(DaemonError::Model)
             .and_then(|classifier| {
                 Engine::start(Arc::new(classifier), plan.engine.clone())

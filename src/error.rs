@@ -111,6 +111,18 @@ pub enum Error {
     #[error("{0}")]
     Kernels(String),
 
+    /// A model's `config.json` (or a checkpoint folder) that effistream cannot use.
+    #[error("{}: {reason}", path.display())]
+    ModelConfig { path: PathBuf, reason: String },
+
+    /// A labels file that cannot be used with its model.
+    #[error("labels {}: {reason}", path.display())]
+    Labels { path: PathBuf, reason: String },
+
+    /// A user's Hugging Face repository (`[model] hub_id`) that could not be had.
+    #[error("hub_id {repo}: {reason}")]
+    Hub { repo: String, reason: String },
+
     /// An error inside candle while running the network.
     #[error("inference failed: {0}")]
     Candle(candle_core::Error),

@@ -104,8 +104,9 @@ struct RunArgs {
     /// configuration that `effistream print-config` shows.
     #[arg(long, short, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Weights file for the configured model; overrides `[model] weights`.
-    #[arg(long, value_name = "FILE")]
+    /// Weights file or timm checkpoint folder for the configured model; overrides
+    /// `[model] weights` (and `hub_id`).
+    #[arg(long, value_name = "PATH")]
     weights: Option<PathBuf>,
     /// Run only shard I of N: the cameras whose id's FNV-1a hash modulo N is I, so that N
     /// daemons with the same camera list cover it together. Overrides `shard`. The MQTT
@@ -141,15 +142,21 @@ struct PrintConfigArgs {
 
 #[derive(Debug, clap::Args)]
 struct ClassifyArgs {
-    /// Model variant (see `effistream models`).
-    #[arg(long, default_value = "efficientnet_b1_pruned")]
-    model: String,
-    /// Weights file: timm safetensors or a PyTorch .pth/.bin (zip or legacy format). Without
-    /// it: $EFFISTREAM_WEIGHTS_DIR/<model>.{safetensors,pth,bin}, then the Hugging Face
-    /// cache, then a download of timm/<model> from the hub (HF_ENDPOINT, HF_HOME,
-    /// HF_HUB_CACHE, HF_TOKEN; none with HF_HUB_OFFLINE=1).
-    #[arg(long, value_name = "FILE")]
+    /// Model variant (see `effistream models`); default: the `architecture` of the
+    /// weights' config.json, else efficientnet_b1_pruned.
+    #[arg(long)]
+    model: Option<String>,
+    /// Weights file: timm safetensors or a PyTorch .pth/.bin (zip or legacy format), or a
+    /// timm checkpoint folder (model.safetensors + config.json, as timm's save_for_hf
+    /// writes it); a config.json beside a file is read too (architecture, classes, label
+    /// names, eval transform). Without it: $EFFISTREAM_WEIGHTS_DIR/<model>.{safetensors,pth,bin},
+    /// then the Hugging Face cache, then a download of timm/<model> from the hub
+    /// (HF_ENDPOINT, HF_HOME, HF_HUB_CACHE, HF_TOKEN; none with HF_HUB_OFFLINE=1).
+    #[arg(long, value_name = "PATH")]
     weights: Option<PathBuf>,
+    /// Class names, one a line, overriding config.json's label_names.
+    #[arg(long, value_name = "FILE")]
+    labels: Option<PathBuf>,
     /// Number of classes to print per image.
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
     top_k: u16,
@@ -213,8 +220,14 @@ fn classify(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn classify_in_pool(args: ClassifyArgs) -> anyhow::Result<ExitCode> {
-    let variant = Variant::by_name(&args.model)?;
-    let classifier = Classifier::load(variant, args.weights.as_deref())?;
+    let source = effistream::model::ModelSource {
+        name: args.model.clone(),
+        weights: args.weights.clone(),
+        labels: args.labels.clone(),
+        hub_id: None,
+    };
+    let classifier = effistream::model::own::load(&source)?;
+    let variant = classifier.variant();
     let top_k = usize::from(args.top_k).min(classifier.num_classes());
     let mut stdout = std::io::stdout().lock();
     let mut failed = 0usize;
@@ -599,12 +612,11 @@ fn check_config(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
     let cameras = config.cameras.len();
     let mqtt = plan.publisher.endpoint.to_string();
     if args.probe {
-        let variant = plan.model.variant;
-        let classifier = Classifier::load(variant, plan.model.weights.as_deref())?;
+        let classifier = plan.model.load()?;
         println!(
             "{}: model {} loaded ({} classes)",
             args.file.display(),
-            variant.name,
+            classifier.variant().name,
             classifier.num_classes()
         );
         let reached = effistream::mqtt::probe(
@@ -618,7 +630,7 @@ fn check_config(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
         args.file.display(),
         if cameras == 1 { "" } else { "s" },
         config.enabled_cameras().count(),
-        config.model.name,
+        plan.model.variant.name,
     );
     Ok(ExitCode::SUCCESS)
 }

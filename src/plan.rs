@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::engine::EngineSettings;
-use crate::model::Variant;
+use crate::model::{ModelSource, Variant};
 use crate::mqtt::homeassistant::HomeAssistantSettings;
 use crate::mqtt::{PublisherSettings, StateConfig};
 use crate::shard::Shard;
@@ -55,8 +55,18 @@ pub struct Plan {
 pub struct ModelSettings {
     pub variant: &'static Variant,
     /// A weights file; `None`: `$EFFISTREAM_WEIGHTS_DIR`, the Hugging Face cache, then a
-    /// hub download.
+    /// hub download. A folder holds `model.safetensors` and `config.json`.
     pub weights: Option<PathBuf>,
+    /// Everything the model is loaded from (`weights` included): see
+    /// [`crate::model::own`].
+    pub source: ModelSource,
+}
+
+impl ModelSettings {
+    /// Loads the model: weights, `config.json`, labels ([`crate::model::own::load`]).
+    pub fn load(&self) -> crate::Result<crate::model::Classifier> {
+        crate::model::own::load(&self.source)
+    }
 }
 
 /// The embedded MQTT broker.

@@ -103,7 +103,7 @@ impl RgbImage {
 }
 
 /// The eval transform of one variant.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Preprocess {
     /// Side of the square network input.
     pub input_size: usize,

@@ -567,6 +567,189 @@ fn weights_cases(t: &mut Table) {
     );
 }
 
+/// Your own models: checkpoint folders, config.json, labels files, hub ids.
+fn own_model_cases(t: &mut Table) {
+    let ft = t.dir.join("ft");
+    effistream_testkit::finetuned::write_folder(&ft);
+    let config = std::fs::read_to_string(ft.join("config.json")).unwrap();
+    // A folder with a config.json and weights of its own.
+    let base = t.dir.clone();
+    let folder = |name: &str, config: &str, weights: Option<&Path>| -> PathBuf {
+        let dir = base.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), config).unwrap();
+        let weights = weights.map_or_else(|| ft.join("model.safetensors"), Path::to_owned);
+        std::fs::copy(weights, dir.join("model.safetensors")).unwrap();
+        dir
+    };
+    let classify = |folder: &Path, extra: &[&Path]| -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec!["classify".into(), "--weights".into(), folder.into()];
+        for (i, path) in extra.iter().enumerate() {
+            if i == 0 {
+                args.push("--labels".into());
+            }
+            args.push(path.into());
+        }
+        args
+    };
+    // 1000-class weights under a config.json that says 3.
+    let b1 = t.weights.clone();
+    let mismatch = folder("classes-mismatch", &config, Some(&b1));
+    let args = classify(&mismatch, &[&t.photo.clone()]);
+    t.push(
+        "own model",
+        "num-classes-mismatch",
+        args[..3]
+            .iter()
+            .cloned()
+            .chain([t.photo.clone().into()])
+            .collect(),
+        &[
+            "classes-mismatch/config.json",
+            "`num_classes` is 3 but the classifier of",
+            "has 1000 classes",
+        ],
+    );
+    let two = t.file("two-labels.txt", "closed\nopen\n");
+    let args = classify(&ft, &[&two, &t.photo.clone()]);
+    t.push(
+        "own model",
+        "labels-count",
+        args,
+        &[
+            "labels ",
+            "two-labels.txt: 2 labels but the classifier of",
+            "has 3 classes",
+        ],
+    );
+    t.config(
+        "labels-count-config",
+        &format!(
+            "{CAM}[model]\nweights = {:?}\nlabels = {:?}\n",
+            ft.display().to_string(),
+            two.display().to_string()
+        ),
+        &[
+            "model.labels",
+            "2 labels but",
+            "config.json says `num_classes` is 3",
+        ],
+    );
+    let resnet = folder(
+        "resnet",
+        &config.replace("\"efficientnet_b1_pruned\"", "\"resnet50\""),
+        None,
+    );
+    t.config(
+        "config-architecture",
+        &format!(
+            "{CAM}[model]\nweights = {:?}\n",
+            resnet.display().to_string()
+        ),
+        &[
+            "model.weights",
+            "`architecture` \"resnet50\" is not a model effistream implements",
+            "supported: efficientnet_b1_pruned",
+        ],
+    );
+    let bilinear = folder(
+        "bilinear",
+        &config.replace("\"bicubic\"", "\"bilinear\""),
+        None,
+    );
+    t.config(
+        "config-interpolation",
+        &format!(
+            "{CAM}[model]\nweights = {:?}\n",
+            bilinear.display().to_string()
+        ),
+        &[
+            "model.weights",
+            "`pretrained_cfg.interpolation` \"bilinear\" is not supported",
+        ],
+    );
+    t.config(
+        "config-name-differs",
+        &format!(
+            "{CAM}[model]\nname = \"efficientnet_b0\"\nweights = {:?}\n",
+            ft.display().to_string()
+        ),
+        &[
+            "`architecture` is \"efficientnet_b1_pruned\" but the model name given is \"efficientnet_b0\"",
+        ],
+    );
+    let broken = folder("broken-json", "{\"architecture\": ", None);
+    t.push(
+        "own model",
+        "config-not-json",
+        classify(&broken, &[])
+            .into_iter()
+            .chain([t.photo.clone().into()])
+            .collect(),
+        &["broken-json/config.json: not valid JSON"],
+    );
+    let gap = folder(
+        "label-gap",
+        &config.replace(
+            "\"label_names\": [\n    \"cat\",\n    \"espresso\",\n    \"space\"\n  ]",
+            "\"label_names\": {\"0\": \"cat\", \"1\": \"espresso\", \"3\": \"space\"}",
+        ),
+        None,
+    );
+    t.push(
+        "own model",
+        "label-names-gap",
+        classify(&gap, &[])
+            .into_iter()
+            .chain([t.photo.clone().into()])
+            .collect(),
+        &[
+            "label-gap/config.json",
+            "`label_names` key \"3\" is not a class index from 0 to 2",
+        ],
+    );
+    let empty = t.dir.join("empty-folder");
+    std::fs::create_dir_all(&empty).unwrap();
+    t.config(
+        "weights-folder-empty",
+        &format!(
+            "{CAM}[model]\nweights = {:?}\n",
+            empty.display().to_string()
+        ),
+        &[
+            "model.weights",
+            "the folder has no model.safetensors or pytorch_model.bin",
+        ],
+    );
+    t.config(
+        "hub-id-malformed",
+        &format!("{CAM}[model]\nhub_id = \"not a repo\"\n"),
+        &["model.hub_id", "expected a Hugging Face repository id"],
+    );
+    t.config(
+        "hub-id-and-weights",
+        &format!(
+            "{CAM}[model]\nhub_id = \"user/gate\"\nweights = {:?}\n",
+            ft.display().to_string()
+        ),
+        &["model.hub_id", "set together with model.weights"],
+    );
+    // check-config --probe loads the model: offline, a repository not in the cache.
+    let toml = t.file(
+        "hub-offline.toml",
+        format!("{CAM}[model]\nhub_id = \"user/gate\"\n"),
+    );
+    t.push(
+        "own model",
+        "hub-id-offline",
+        vec!["check-config".into(), "--probe".into(), toml.into()],
+        &[
+            "hub_id user/gate: not in the Hugging Face cache",
+            "HF_HUB_OFFLINE is set",
+        ],
+    );
+}
+
 fn image_cases(t: &mut Table) {
     let empty = t.file("empty.png", "");
     t.image(
@@ -849,6 +1032,7 @@ fn every_bad_input_gets_a_specific_error_and_exit_code_1_without_panic_or_hang()
     config_cases(&mut table);
     weights_cases(&mut table);
     image_cases(&mut table);
+    own_model_cases(&mut table);
     let brokers = mqtt_cases(&mut table);
     assert!(table.cases.len() >= 40, "{} cases", table.cases.len());
 

@@ -527,9 +527,13 @@ fn a_weights_file_or_tls_files_that_exist_are_accepted() {
             port: 8883
         })
     );
-    // A directory is not a file.
+    // A directory is a timm checkpoint folder, which needs its weights file.
     let text = format!("[model]\nweights = \"{}\"\n", dir.path().display());
-    assert!(error_of(&text).ends_with(": not a regular file"));
+    let error = error_of(&text);
+    assert!(
+        error.contains(": the folder has no model.safetensors or pytorch_model.bin"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -687,7 +691,7 @@ fn everything_set(dir: &Path) -> Config {
     config.cameras[2].uri = None;
     config.cameras[2].pipeline =
         Some("videotestsrc ! capsfilter caps=\"video/x-raw,format=(string)I420\"".into());
-    config.model.name = "efficientnet_b3_pruned".into();
+    config.model.name = Some("efficientnet_b3_pruned".into());
     config.model.weights = Some(file("weights $1.safetensors"));
     config.model.top_k = 10;
     config.model.threshold = 0.1;

@@ -512,3 +512,67 @@ fn run_downloads_into_hf_hub_cache_and_classifies() {
     daemon.terminate();
     daemon.assert_no_glib_warnings();
 }
+
+/// `[model] hub_id = "user/repo"`: the daemon downloads a user's repository as timm's
+/// `push_to_hf_hub` leaves it (model.safetensors + config.json, here the fine-tuned
+/// fixture), takes the architecture, classes, labels and eval transform from its
+/// config.json, and publishes timm's label names.
+#[test]
+fn run_downloads_a_users_hub_id_with_its_config_json() {
+    let _serial = serial();
+    let server = HubServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("model");
+    let fixture = effistream_testkit::finetuned::write_folder(&folder);
+    for file in ["model.safetensors", "config.json"] {
+        server.add_file("me/cats", file, std::fs::read(folder.join(file)).unwrap());
+    }
+    let broker = Mosquitto::new();
+    let subscriber = Subscriber::connect(broker.port(), &["effistream/sofa/classification"]);
+    let toml = format!(
+        "stats_interval_s = 0\n[http]\nenabled = false\n\n\
+         [[camera]]\nid = \"sofa\"\npipeline = \"filesrc location={} ! pngdec ! imagefreeze\"\nfps = 5.0\n\n\
+         [model]\nhub_id = \"me/cats\"\n\n\
+         [mqtt]\nurl = \"mqtt://127.0.0.1:{}\"\nclient_id = \"effistream-hubid-{}\"\nqos = 1\n",
+        fixture.images[0].display(),
+        broker.port(),
+        std::process::id()
+    );
+    let cache = tempfile::tempdir().unwrap();
+    let endpoint = server.endpoint();
+    let mut daemon = Daemon::start_with_env(
+        &toml,
+        &[
+            ("HF_ENDPOINT", &endpoint),
+            ("HF_HOME", cache.path().to_str().unwrap()),
+            ("HF_HUB_OFFLINE", "0"),
+            ("EFFISTREAM_WEIGHTS_DIR", ""),
+        ],
+    );
+    let message = subscriber
+        .recv(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("no classification; log:\n{}", daemon.log()));
+    let payload = message.json();
+    assert_eq!(payload["model"], "efficientnet_b1_pruned", "{payload}");
+    assert_eq!(payload["top"][0]["label"], "cat", "{payload}");
+    let labels: Vec<&str> = payload["top"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["label"].as_str().unwrap())
+        .collect();
+    assert_eq!(labels.len(), 3, "{payload}");
+    let snapshot = cache
+        .path()
+        .join("hub/models--me--cats/snapshots")
+        .join(server.commit("me/cats"));
+    for file in ["model.safetensors", "config.json"] {
+        assert!(
+            snapshot.join(file).is_file(),
+            "{file}; log:\n{}",
+            daemon.log()
+        );
+    }
+    daemon.terminate();
+    daemon.assert_no_glib_warnings();
+}

@@ -5,6 +5,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use super::error::{ConfigError, quoted, quoted_path};
@@ -16,6 +17,7 @@ use super::{
 };
 use crate::engine::{EngineSettings, threads_per_worker};
 use crate::files::{check_file, read_password_file};
+use crate::model::{ModelSource, TimmConfig};
 use crate::mqtt::homeassistant::HomeAssistantSettings;
 use crate::mqtt::{
     ClientCert, Credentials, MqttEndpoint, MqttError, Overflow, Password, PublisherSettings, Qos,
@@ -51,10 +53,7 @@ impl Config {
                 cameras.push(settings);
             }
         }
-        let mut model = v.model(&self.model)?;
-        if let Some(weights) = &overrides.weights {
-            model.weights = Some(weights.clone());
-        }
+        let model = v.model(&self.model, overrides.weights.as_ref())?;
         let engine = v.engine(&self.batch, &self.workers, &self.model)?;
         v.reconnect(&self.reconnect)?;
         let mut publisher = v.publisher(&self.mqtt)?;
@@ -287,32 +286,97 @@ impl Validator<'_> {
         })
     }
 
-    fn model(&self, model: &ModelConfig) -> Result<ModelSettings, ConfigError> {
-        let variant = crate::model::Variant::by_name(&model.name).map_err(|error| {
-            let reason = match error {
-                crate::Error::UnknownModel { known, .. } => {
-                    format!("unknown model; known models: {known}")
-                }
-                other => other.to_string(),
-            };
-            self.bad("model.name", quoted(&model.name), reason)
-        })?;
-        if let Some(weights) = &model.weights {
-            check_file(weights).map_err(|r| self.bad("model.weights", quoted_path(weights), r))?;
+    /// `[model]` (or a `[[models]]` entry, its keys under `key`), with the command line's
+    /// `--weights` replacing `weights` (and `hub_id`).
+    fn model(
+        &self,
+        model: &ModelConfig,
+        weights_override: Option<&PathBuf>,
+    ) -> Result<ModelSettings, ConfigError> {
+        self.model_at("model", model, weights_override)
+    }
+
+    fn model_at(
+        &self,
+        key: &str,
+        model: &ModelConfig,
+        weights_override: Option<&PathBuf>,
+    ) -> Result<ModelSettings, ConfigError> {
+        let k = |field: &str| format!("{key}.{field}");
+        if let Some(name) = &model.name {
+            crate::model::Variant::by_name(name).map_err(|error| {
+                let reason = match error {
+                    crate::Error::UnknownModel { known, .. } => {
+                        format!("unknown model; known models: {known}")
+                    }
+                    other => other.to_string(),
+                };
+                self.bad(k("name"), quoted(name), reason)
+            })?;
+        }
+        if let (Some(weights), Some(_), None) = (&model.weights, &model.hub_id, weights_override) {
+            return Err(self.bad(
+                k("hub_id"),
+                quoted(model.hub_id.as_deref().unwrap_or_default()),
+                format!(
+                    "set together with {} = {}; give one of them",
+                    k("weights"),
+                    quoted_path(weights)
+                ),
+            ));
+        }
+        let weights = weights_override.or(model.weights.as_ref());
+        if let Some(weights) = weights
+            && !weights.is_dir()
+        {
+            check_file(weights).map_err(|r| self.bad(k("weights"), quoted_path(weights), r))?;
+        }
+        let hub_id = if weights.is_some() {
+            None
+        } else {
+            model.hub_id.clone()
+        };
+        if let Some(repo) = &model.hub_id {
+            check_hub_id(repo).map_err(|r| self.bad(k("hub_id"), quoted(repo), r))?;
+        }
+        if let Some(labels) = &model.labels {
+            check_file(labels).map_err(|r| self.bad(k("labels"), quoted_path(labels), r))?;
         }
         if !(1..=1000).contains(&model.top_k) {
-            return Err(self.bad("model.top_k", model.top_k, "must be between 1 and 1000"));
+            return Err(self.bad(k("top_k"), model.top_k, "must be between 1 and 1000"));
         }
         if !(0.0..1.0).contains(&model.threshold) {
             return Err(self.bad(
-                "model.threshold",
+                k("threshold"),
                 model.threshold,
                 "must be at least 0 and less than 1",
             ));
         }
+        let source = ModelSource {
+            name: model.name.clone(),
+            weights: weights.cloned(),
+            labels: model.labels.clone(),
+            hub_id,
+        };
+        // The config.json of local weights is read now, so that check-config finds its
+        // problems (a hub repository's is read when it is downloaded).
+        let variant = own_model_variant(&source).map_err(|e| {
+            let (field, value) = match (&source.weights, &source.labels) {
+                (_, Some(labels)) if matches!(e, crate::Error::Labels { .. }) => ("labels", labels),
+                (Some(weights), _) => ("weights", weights),
+                _ => ("name", &PathBuf::new()),
+            };
+            let value = if field == "name" {
+                quoted(source.name.as_deref().unwrap_or_default())
+            } else {
+                quoted_path(value)
+            };
+            self.bad(k(field), value, e.to_string())
+        })?;
         Ok(ModelSettings {
             variant,
-            weights: model.weights.clone(),
+            weights: weights.cloned(),
+            source,
         })
     }
 
@@ -602,6 +666,60 @@ impl Validator<'_> {
             ));
         }
         Ok(state.clone())
+    }
+}
+
+/// The variant a model source runs: its name, else the `architecture` of its local
+/// `config.json`, else the default; a labels file whose count differs from the
+/// `config.json`'s classes is refused here already.
+fn own_model_variant(source: &ModelSource) -> crate::Result<&'static crate::model::Variant> {
+    use crate::model::own;
+    let config = match &source.weights {
+        Some(_) => {
+            // With weights given, locate() looks in the file system only.
+            let located = own::locate(source, crate::model::Variant::by_name(own::DEFAULT_MODEL)?)?;
+            located
+                .config
+                .as_deref()
+                .map(TimmConfig::load)
+                .transpose()?
+        }
+        None => None,
+    };
+    if let (Some(labels), Some(config)) = (&source.labels, &config) {
+        let names = own::read_labels(labels)?;
+        if names.len() != config.num_classes {
+            return Err(crate::Error::Labels {
+                path: labels.clone(),
+                reason: format!(
+                    "{} labels but {} says `num_classes` is {}",
+                    names.len(),
+                    config.path.display(),
+                    config.num_classes
+                ),
+            });
+        }
+    }
+    own::variant_for(source, config.as_ref())
+}
+
+/// Checks a Hugging Face repository id: `owner/name`, each of letters, digits, `-`, `_`,
+/// `.` (not starting with `.` or `-`), at most 96 characters each.
+pub fn check_hub_id(repo: &str) -> Result<(), String> {
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 96
+            && !p.starts_with(['.', '-'])
+            && !p.contains("..")
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    match repo.split_once('/') {
+        Some((owner, name)) if part(owner) && part(name) => Ok(()),
+        _ => Err(
+            "expected a Hugging Face repository id, owner/name (letters, digits, `-`, `_`, `.`)"
+                .to_owned(),
+        ),
     }
 }
 

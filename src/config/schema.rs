@@ -65,16 +65,26 @@ pub struct CameraConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
-    /// A variant of `effistream models`.
-    pub name: String,
-    /// Weights file; without it, `$EFFISTREAM_WEIGHTS_DIR`, the Hugging Face cache, then
-    /// a hub download.
+    /// A variant of `effistream models`; unset: the `architecture` of the weights'
+    /// `config.json`, else `efficientnet_b1_pruned`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Weights file, or a timm checkpoint folder (`model.safetensors` + `config.json`); a
+    /// `config.json` beside a file is read too. Without it, `hub_id`, else
+    /// `$EFFISTREAM_WEIGHTS_DIR`, the Hugging Face cache, then a hub download.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub weights: Option<PathBuf>,
     /// Classes reported per frame.
     pub top_k: usize,
     /// Classes below this probability are left out of `top`.
     pub threshold: f32,
+    /// A file of class names, one a line, overriding `config.json`'s `label_names`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub labels: Option<PathBuf>,
+    /// A Hugging Face repository (`user/repo`) with `model.safetensors` and `config.json`
+    /// (timm's `push_to_hf_hub`), downloaded like the built-in models' weights.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hub_id: Option<String>,
 }
 
 /// How frames are grouped for inference.
@@ -233,10 +243,12 @@ impl Default for Config {
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
-            name: "efficientnet_b1_pruned".to_owned(),
+            name: None,
             weights: None,
             top_k: 5,
             threshold: 0.0,
+            labels: None,
+            hub_id: None,
         }
     }
 }
@@ -345,6 +357,10 @@ impl Config {
     pub fn builtin() -> Self {
         Self {
             cameras: vec![CameraConfig::new("test", "test://ball")],
+            model: ModelConfig {
+                name: Some(crate::model::own::DEFAULT_MODEL.to_owned()),
+                ..ModelConfig::default()
+            },
             ..Self::default()
         }
     }

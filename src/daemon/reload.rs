@@ -141,7 +141,8 @@ pub fn restart_required(old: &Plan, new: &Plan) -> Vec<String> {
         (
             "model",
             old.model.variant.name != new.model.variant.name
-                || old.model.weights != new.model.weights,
+                || old.model.weights != new.model.weights
+                || old.model.source != new.model.source,
         ),
         (
             "batch, workers, model.top_k/threshold",

@@ -1,6 +1,7 @@
 //! Images in, ranked classes out: weights location, preprocessing, batching, softmax.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use serde::Serialize;
@@ -73,6 +74,9 @@ pub struct Classifier {
     network: Network,
     num_classes: usize,
     preprocess: Preprocess,
+    /// The class names of a model that brings its own (`config.json`, a labels file);
+    /// `None`: ImageNet's for 1000 classes, `class N` otherwise.
+    labels: Option<Arc<[String]>>,
 }
 
 impl Classifier {
@@ -113,6 +117,7 @@ impl Classifier {
             network,
             num_classes,
             preprocess: Preprocess::for_variant(weights.variant),
+            labels: None,
         })
     }
 
@@ -154,6 +159,31 @@ impl Classifier {
         self.num_classes
     }
 
+    /// Replaces the eval transform (a fine-tuned model's `pretrained_cfg`).
+    pub fn set_preprocess(&mut self, preprocess: Preprocess) {
+        self.preprocess = preprocess;
+    }
+
+    /// Names the classes (one name per class, in class order; the caller checks the
+    /// count, see [`crate::model::own::apply`]).
+    pub fn set_labels(&mut self, labels: Arc<[String]>) {
+        debug_assert_eq!(labels.len(), self.num_classes);
+        self.labels = Some(labels);
+    }
+
+    /// The model's own class names, if it has them.
+    pub fn labels(&self) -> Option<&Arc<[String]>> {
+        self.labels.as_ref()
+    }
+
+    /// The name of class `class_id`.
+    pub fn label(&self, class_id: usize) -> String {
+        match self.labels.as_ref().and_then(|l| l.get(class_id)) {
+            Some(name) => name.clone(),
+            None => labels::label(class_id, self.num_classes).into_owned(),
+        }
+    }
+
     /// Classifies a batch of images in one forward pass.
     pub fn classify(&self, images: &[RgbImage], top_k: usize) -> Result<Vec<Prediction>> {
         let len = self.preprocess.output_len();
@@ -170,7 +200,7 @@ impl Classifier {
         Ok(logits
             .into_iter()
             .map(|logits| {
-                let top = top_classes(&logits, top_k);
+                let top = top_classes_named(&logits, top_k, self.labels.as_deref());
                 Prediction { logits, top }
             })
             .collect())
@@ -194,6 +224,11 @@ impl Classifier {
 
 /// Softmax over `logits` (in f64), then the `k` most probable classes, ties by class id.
 pub fn top_classes(logits: &[f32], k: usize) -> Vec<ClassScore> {
+    top_classes_named(logits, k, None)
+}
+
+/// [`top_classes`] with the model's own class names (`None`: [`labels::label`]).
+pub fn top_classes_named(logits: &[f32], k: usize, names: Option<&[String]>) -> Vec<ClassScore> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
     let exp: Vec<f64> = logits.iter().map(|&l| (l as f64 - max).exp()).collect();
     let sum: f64 = exp.iter().sum();
@@ -204,7 +239,10 @@ pub fn top_classes(logits: &[f32], k: usize) -> Vec<ClassScore> {
         .take(k)
         .map(|class_id| ClassScore {
             class_id,
-            label: labels::label(class_id, logits.len()).into_owned(),
+            label: match names.and_then(|n| n.get(class_id)) {
+                Some(name) => name.clone(),
+                None => labels::label(class_id, logits.len()).into_owned(),
+            },
             score: (exp[class_id] / sum) as f32,
         })
         .collect()

@@ -8,6 +8,7 @@ pub mod efficientnet;
 pub mod fast;
 pub(crate) mod kernels;
 pub mod labels;
+pub mod own;
 pub mod variants;
 pub mod weights;
 
@@ -16,5 +17,6 @@ pub mod weights;
 pub use crate::pth;
 pub use classifier::{Backend, ClassScore, Classifier, Prediction};
 pub use efficientnet::EfficientNet;
+pub use own::{ModelSource, TimmConfig};
 pub use variants::{Activation, Padding, Variant};
 pub use weights::{Weights, WeightsFile};

@@ -9,6 +9,7 @@
 pub mod chromium;
 pub mod configs;
 pub mod daemon;
+pub mod finetuned;
 pub mod glib_log;
 pub mod golden;
 pub mod hub;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use effistream::engine::{Engine, EngineSettings, threads_per_worker};
-use effistream::model::{Classifier, Variant};
+use effistream::model::{ModelSource, Variant, own};
 
 use crate::registry::Registry;
 
@@ -59,15 +59,23 @@ impl SharedEngine {
     /// Loads the model and starts the engine (warm-up included). The error is the
     /// library's one-line message.
     fn start(settings: EngineProperties) -> Result<Self, gst::ErrorMessage> {
-        let variant = Variant::by_name(&settings.model)
+        Variant::by_name(&settings.model)
             .map_err(|e| gst::error_msg!(gst::LibraryError::Settings, ("{e}")))?;
-        let classifier = Classifier::load(variant, settings.weights.as_deref()).map_err(|e| {
+        // The default model name counts as not given: a checkpoint's config.json names
+        // the architecture (one that names another is refused with both names).
+        let source = ModelSource {
+            name: (settings.model != own::DEFAULT_MODEL).then(|| settings.model.clone()),
+            weights: settings.weights.clone(),
+            labels: None,
+            hub_id: None,
+        };
+        let classifier = own::load(&source).map_err(|e| {
             let message = match e {
                 // The library's message names the command line's --weights.
                 effistream::Error::NoWeights { variant, tried } => format!(
                     "no weights for {variant}: {tried}. Set the weights property to a timm \
-                     model.safetensors or a PyTorch .pth, or put {variant}.safetensors in \
-                     $EFFISTREAM_WEIGHTS_DIR"
+                     model.safetensors, a timm checkpoint folder or a PyTorch .pth, or put \
+                     {variant}.safetensors in $EFFISTREAM_WEIGHTS_DIR"
                 ),
                 e => e.to_string(),
             };

@@ -334,8 +334,11 @@ impl ObjectImpl for EffnetClassify {
                 glib::ParamSpecString::builder("weights")
                     .nick("Weights")
                     .blurb(
-                        "Weights file: timm model.safetensors or a PyTorch .pth/.bin. When unset: \
-                         $EFFISTREAM_WEIGHTS_DIR/<model>.{safetensors,pth,bin}, then the Hugging \
+                        "Weights file: timm model.safetensors or a PyTorch .pth/.bin, or a timm \
+                         checkpoint folder (model.safetensors + config.json, as timm's save_for_hf \
+                         writes it; a config.json beside a file is read too): its architecture \
+                         (when model is left at its default), classes, label_names and eval \
+                         transform are used. When unset: $EFFISTREAM_WEIGHTS_DIR/<model>.{safetensors,pth,bin}, then the Hugging \
                          Face hub cache, then a download from the hub unless HF_HUB_OFFLINE=1",
                     )
                     .mutable_ready()
