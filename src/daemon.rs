@@ -30,7 +30,7 @@ use crate::http::{Dashboard, HttpServer, Observed};
 use crate::model::Classifier;
 use crate::mqtt::{
     CameraStats, CameraStatus, Classification, EmbeddedBroker, InferenceStats, MqttCounters,
-    MqttEndpoint, MqttError, Publisher, StatsPayload,
+    MqttEndpoint, MqttError, Publisher, RegionStats, StatsPayload,
 };
 use crate::plan::Plan;
 use crate::source::{Source, SourceSettings};
@@ -151,7 +151,22 @@ impl Daemon {
                 settings,
                 plan.model.variant.name,
                 plan.publisher.qos,
-                plan.cameras.iter().map(|c| c.id.as_str()),
+                plan.cameras
+                    .iter()
+                    .filter(|c| c.whole)
+                    .map(|c| c.id.as_str()),
+            );
+            crate::mqtt::homeassistant::announce_regions(
+                &publisher,
+                &plan.publisher.topics,
+                settings,
+                plan.model.variant.name,
+                plan.publisher.qos,
+                plan.cameras.iter().flat_map(|c| {
+                    c.regions
+                        .iter()
+                        .map(move |r| (c.id.as_str(), r.id.as_str()))
+                }),
             );
         }
         Ok(Starting {
@@ -230,30 +245,50 @@ impl Starting {
 
         let mut sources: Vec<Source> = Vec::with_capacity(plan.cameras.len());
         let mut streams = Vec::with_capacity(plan.cameras.len());
+        let mut regions = Vec::new();
         for camera in &plan.cameras {
-            let p = publisher.clone();
-            let on_result = Arc::new(move |r: Classified| {
-                p.classification(Classification::from(r));
-            });
-            let stream = match engine.stream(&camera.id, on_result) {
-                Ok(stream) => stream,
-                Err(e) => {
-                    for source in &sources {
-                        source.request_stop();
+            // The whole frame is the stream `{camera}`, each region `{camera}/{region}`.
+            let mut names: Vec<String> = Vec::new();
+            if camera.whole {
+                names.push(camera.id.clone());
+            }
+            names.extend(camera.regions.iter().map(|r| r.stream_name(&camera.id)));
+            let mut camera_streams = Vec::with_capacity(names.len());
+            for name in &names {
+                let p = publisher.clone();
+                let on_result = Arc::new(move |r: Classified| {
+                    p.classification(Classification::from(r));
+                });
+                match engine.stream(name, on_result) {
+                    Ok(stream) => camera_streams.push(stream),
+                    Err(e) => {
+                        for source in &sources {
+                            source.request_stop();
+                        }
+                        drop(sources);
+                        drop(camera_streams);
+                        engine.shutdown(STOP_ENGINE);
+                        let _ = publisher.shutdown(STOP_PUBLISHER);
+                        return Err(DaemonError::Engine(e));
                     }
-                    drop(sources);
-                    engine.shutdown(STOP_ENGINE);
-                    let _ = publisher.shutdown(STOP_PUBLISHER);
-                    return Err(DaemonError::Engine(e));
                 }
-            };
-            let counters = stream.counters().clone();
+            }
+            let whole = camera.whole.then(|| camera_streams.remove(0));
+            // A camera with `whole = false` keeps zero whole-frame counters.
+            let counters = whole
+                .as_ref()
+                .map_or_else(Default::default, |s| s.counters().clone());
             streams.push((camera.id.clone(), counters.clone()));
+            for (region, stream) in camera.regions.iter().zip(&camera_streams) {
+                let counters = stream.counters().clone();
+                observed.add_region(&camera.id, &region.id, counters.clone());
+                regions.push((camera.id.clone(), region.id.clone(), counters));
+            }
             let p = publisher.clone();
             let on_state = Arc::new(move |id: &str, status: CameraStatus| {
                 p.camera_status(id, status);
             });
-            match Source::spawn(camera, stream, on_state) {
+            match Source::spawn_streams(camera, whole, camera_streams, on_state) {
                 Ok(source) => {
                     observed.add_camera(&camera.id, counters, Some(source.watch()));
                     sources.push(source);
@@ -279,6 +314,7 @@ impl Starting {
             streams,
             stats,
             next_stats,
+            regions,
         })
     }
 }
@@ -297,7 +333,12 @@ pub struct Running {
     streams: Vec<(String, Arc<StreamCounters>)>,
     stats: StatsBuilder,
     next_stats: Option<Instant>,
+    /// Per region: camera id, region id, the engine's counters of its stream.
+    regions: Vec<RegionCounters>,
 }
+
+/// A region's camera id, region id and stream counters.
+type RegionCounters = (String, String, Arc<StreamCounters>);
 
 impl Running {
     /// The plan that runs.
@@ -318,6 +359,11 @@ impl Running {
     /// Per camera: the engine's counters (processed, dropped by reason).
     pub fn stream_counters(&self) -> &[(String, Arc<StreamCounters>)] {
         &self.streams
+    }
+
+    /// Per region: camera id, region id, the engine's counters of the region's stream.
+    pub fn region_counters(&self) -> &[(String, String, Arc<StreamCounters>)] {
+        &self.regions
     }
 
     /// Whether every camera has ended (files without `loop`); never for a shard without
@@ -349,6 +395,7 @@ impl Running {
                 let payload = self.stats.build(
                     &self.sources,
                     &self.streams,
+                    &self.regions,
                     snapshot,
                     self.engine.queue_depth(),
                     &self.publisher,
@@ -371,9 +418,14 @@ impl Running {
         }
         let snapshot = self.engine.shutdown(STOP_ENGINE);
         // The final counters: every frame accepted into a batch is now published or counted.
-        let payload = self
-            .stats
-            .build(&self.sources, &self.streams, snapshot, 0, &self.publisher);
+        let payload = self.stats.build(
+            &self.sources,
+            &self.streams,
+            &self.regions,
+            snapshot,
+            0,
+            &self.publisher,
+        );
         self.publisher.stats(payload);
         if let Err(e) = self.publisher.clone().shutdown(STOP_PUBLISHER) {
             // Counted as dropped; the broker publishes the Last Will instead.
@@ -406,6 +458,7 @@ impl StatsBuilder {
         &mut self,
         sources: &[Source],
         streams: &[(String, Arc<crate::engine::StreamCounters>)],
+        regions: &[RegionCounters],
         snapshot: crate::engine::EngineSnapshot,
         queue_depth: usize,
         publisher: &Publisher,
@@ -439,6 +492,25 @@ impl StatsBuilder {
             camera.reconnects =
                 source.map_or(0, |s| s.counters().reconnects.load(Ordering::Relaxed));
             cameras.insert(id.clone(), camera);
+        }
+        for (camera, region, counters) in regions {
+            let processed = counters.processed.load(Ordering::Relaxed);
+            let stream = format!("{camera}/{region}");
+            let (_, prev_processed) = self.previous.get(&stream).copied().unwrap_or_default();
+            self.previous.insert(stream, (0, processed));
+            let stats = RegionStats {
+                fps_processed: processed.saturating_sub(prev_processed) as f64 / secs,
+                processed,
+                dropped: counters
+                    .dropped()
+                    .into_iter()
+                    .map(|(reason, n)| (reason.to_owned(), n))
+                    .collect(),
+                mqtt_dropped: 0,
+            };
+            if let Some(c) = cameras.get_mut(camera) {
+                c.regions.insert(region.clone(), stats);
+            }
         }
         StatsPayload {
             uptime_s: self.started.elapsed().as_secs_f64(),

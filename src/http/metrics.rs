@@ -10,6 +10,11 @@
 //! | `effistream_camera_reconnects_total` | counter | `camera` |
 //! | `effistream_camera_mqtt_dropped_total` | counter | `camera` |
 //! | `effistream_camera_status` | gauge (1 for the current status) | `camera`, `status` |
+//!
+//! A camera's regions (`[[camera.region]]`) add their own series to
+//! `effistream_camera_processed_total`, `effistream_camera_dropped_total` and
+//! `effistream_camera_mqtt_dropped_total`, labelled `camera` and `region`; the series
+//! without `region` are the whole frame's (0 with `whole = false`).
 //! | `effistream_inference_duration_seconds` | histogram | |
 //! | `effistream_batch_size` | histogram | |
 //! | `effistream_queue_depth` | gauge | |
@@ -46,6 +51,15 @@ pub struct Observed {
     publisher: OnceLock<Publisher>,
     engine: OnceLock<(EngineHistograms, QueueProbe)>,
     cameras: Mutex<Vec<Camera>>,
+    regions: Mutex<Vec<Region>>,
+}
+
+/// A camera's region: its stream's counters.
+#[derive(Debug, Clone)]
+struct Region {
+    camera: String,
+    id: String,
+    stream: Arc<StreamCounters>,
 }
 
 #[derive(Debug, Clone)]
@@ -65,6 +79,7 @@ impl Observed {
             publisher: OnceLock::new(),
             engine: OnceLock::new(),
             cameras: Mutex::new(Vec::new()),
+            regions: Mutex::new(Vec::new()),
         }
     }
 
@@ -87,6 +102,18 @@ impl Observed {
                 id: id.to_owned(),
                 stream,
                 source,
+            });
+    }
+
+    /// A region of `camera` with its stream's engine counters.
+    pub fn add_region(&self, camera: &str, region: &str, stream: Arc<StreamCounters>) {
+        self.regions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Region {
+                camera: camera.to_owned(),
+                id: region.to_owned(),
+                stream,
             });
     }
 
@@ -130,6 +157,11 @@ impl Collector for Observed {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let regions = self
+            .regions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let counter = |c: &Camera, f: fn(&Camera) -> u64| ConstCounter::new(f(c));
 
         type Read = fn(&Camera) -> u64;
@@ -162,6 +194,13 @@ impl Collector for Observed {
                 let labels = [("camera", c.id.as_str())];
                 counter(c, read).encode(family.encode_family(&labels)?)?;
             }
+            if name == "effistream_camera_processed" {
+                for r in &regions {
+                    let labels = [("camera", r.camera.as_str()), ("region", r.id.as_str())];
+                    ConstCounter::new(r.stream.processed.load(Ordering::Relaxed))
+                        .encode(family.encode_family(&labels)?)?;
+                }
+            }
         }
 
         let mut family = encoder.encode_descriptor(
@@ -173,6 +212,16 @@ impl Collector for Observed {
         for c in &cameras {
             for (reason, n) in c.stream.dropped() {
                 let labels = [("camera", c.id.as_str()), ("reason", reason)];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        for r in &regions {
+            for (reason, n) in r.stream.dropped() {
+                let labels = [
+                    ("camera", r.camera.as_str()),
+                    ("region", r.id.as_str()),
+                    ("reason", reason),
+                ];
                 ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -189,6 +238,12 @@ impl Collector for Observed {
             for c in &cameras {
                 let labels = [("camera", c.id.as_str())];
                 ConstCounter::new(dropped.get(&c.id).copied().unwrap_or(0))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+            for r in &regions {
+                let labels = [("camera", r.camera.as_str()), ("region", r.id.as_str())];
+                let stream = format!("{}/{}", r.camera, r.id);
+                ConstCounter::new(dropped.get(&stream).copied().unwrap_or(0))
                     .encode(family.encode_family(&labels)?)?;
             }
         }

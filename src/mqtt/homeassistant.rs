@@ -134,6 +134,66 @@ pub fn discovery(topics: &Topics, camera: &str, options: &DiscoveryOptions<'_>) 
     }
 }
 
+/// The retained discovery message of region `region` of `camera`: a sensor of its own on
+/// the camera's device, reading the region's `{prefix}/{camera}/{region}/state` (and
+/// `.../classification` for its attributes), available when the camera is.
+///
+/// Its `object_id` is [`object_id`] of `{camera}/{region}` (always hashed, as `/` is not
+/// allowed: no region can share a topic or unique id with a camera or another region);
+/// its `default_entity_id` is `sensor.{node_id}_{camera}_{region}_label`, cleaned.
+pub fn region_discovery(
+    topics: &Topics,
+    camera: &str,
+    region: &str,
+    options: &DiscoveryOptions<'_>,
+) -> Discovery {
+    let stream = format!("{camera}/{region}");
+    let object = object_id(&stream);
+    let node = options.node_id;
+    let mut d = discovery(topics, camera, options);
+    let entity: String = format!("{node}_{camera}_{region}_label")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let payload = &mut d.payload;
+    payload["name"] = json!(format!("{region} label"));
+    payload["unique_id"] = json!(format!("{node}_{object}_label"));
+    payload["default_entity_id"] = json!(format!("sensor.{entity}"));
+    payload["state_topic"] = json!(topics.state(&stream));
+    payload["json_attributes_topic"] = json!(topics.classification(&stream));
+    d.topic = format!("{}/sensor/{node}/{object}/config", options.discovery_prefix);
+    d
+}
+
+/// Hands the discovery message of each region, `(camera, region)`, to `publisher`
+/// (retained, re-published after every reconnect), as [`announce`] does for cameras.
+pub fn announce_regions<'a>(
+    publisher: &crate::mqtt::Publisher,
+    topics: &Topics,
+    settings: &HomeAssistantSettings,
+    model: &str,
+    qos: crate::mqtt::Qos,
+    regions: impl IntoIterator<Item = (&'a str, &'a str)>,
+) {
+    let options = DiscoveryOptions {
+        discovery_prefix: &settings.discovery_prefix,
+        node_id: &settings.node_id,
+        model,
+        qos: qos.level(),
+    };
+    for (camera, region) in regions {
+        let d = region_discovery(topics, camera, region, &options);
+        tracing::debug!(topic = %d.topic, "Home Assistant discovery.");
+        publisher.retain(d.topic, d.payload.to_string().into_bytes());
+    }
+}
+
 /// Hands the discovery message of every camera to `publisher` (retained, re-published
 /// after every reconnect). `topics` are the publisher's (a shard's status topic included).
 pub fn announce<'a>(

@@ -86,8 +86,8 @@ use std::time::Duration;
 
 pub use broker::EmbeddedBroker;
 pub use payload::{
-    CameraStats, Classification, ClassificationPayload, InferenceStats, MqttCounters, StatePayload,
-    StatsPayload, format_time,
+    CameraStats, Classification, ClassificationPayload, InferenceStats, MqttCounters, RegionStats,
+    StatePayload, StatsPayload, format_time, split_stream,
 };
 pub use publisher::{Publisher, probe};
 pub use settings::{

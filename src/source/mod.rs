@@ -29,7 +29,7 @@ use crate::util::redact::redact_password_of;
 use crate::util::{Backoff, join_by};
 use crate::video::FrameScaler;
 
-pub use settings::{Decode, SourceSettings, SourceSpec};
+pub use settings::{Decode, RegionBox, RegionSettings, SourceSettings, SourceSpec};
 
 /// A camera's state, as its retained `{prefix}/{camera}/status` topic shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -85,8 +85,47 @@ pub struct Source {
 }
 
 impl Source {
-    /// Starts the camera's thread. GStreamer must be initialised.
+    /// Starts the camera's thread with one engine stream for its whole frame (the
+    /// camera's regions are not classified: see [`Source::spawn_streams`]). GStreamer
+    /// must be initialised.
     pub fn spawn(camera: &SourceSettings, stream: Stream, on_state: StateCallback) -> Result<Self> {
+        Self::spawn_streams(camera, Some(stream), Vec::new(), on_state)
+    }
+
+    /// Starts the camera's thread: each decoded frame goes to `whole` (the whole frame)
+    /// and to each stream of `regions`, which pairs with `camera.regions` in order (the
+    /// region cut at the frame's resolution, [`FrameScaler::scale_region`]). GStreamer
+    /// must be initialised.
+    pub fn spawn_streams(
+        camera: &SourceSettings,
+        whole: Option<Stream>,
+        regions: Vec<Stream>,
+        on_state: StateCallback,
+    ) -> Result<Self> {
+        if regions.len() > camera.regions.len() {
+            return Err(Error::Source(format!(
+                "camera {}: {} region streams for {} regions",
+                camera.id,
+                regions.len(),
+                camera.regions.len()
+            )));
+        }
+        let targets: Vec<Target> = whole
+            .map(|stream| Target {
+                stream,
+                region: None,
+            })
+            .into_iter()
+            .chain(
+                regions
+                    .into_iter()
+                    .zip(&camera.regions)
+                    .map(|(stream, r)| Target {
+                        stream,
+                        region: Some(r.bounds),
+                    }),
+            )
+            .collect();
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(SourceCounters::default());
         let state = Arc::new(Mutex::new(None));
@@ -105,7 +144,7 @@ impl Source {
             decode: camera.decode,
             stall_timeout: camera.stall_timeout,
             backoff: Backoff::new(camera.reconnect_initial, camera.reconnect_max),
-            stream: Arc::new(stream),
+            targets: Arc::new(targets),
             on_state,
             stop: stop.clone(),
             counters: counters.clone(),
@@ -204,6 +243,25 @@ enum Outcome {
     Failed(String),
 }
 
+/// An engine stream of a camera and the part of the frame it classifies.
+struct Target {
+    stream: Stream,
+    /// `None`: the whole frame.
+    region: Option<RegionBox>,
+}
+
+/// Whether any of the camera's streams would take a frame now.
+fn any_room(targets: &[Target]) -> bool {
+    targets.iter().any(|t| t.stream.has_room())
+}
+
+/// Counts a frame none of the camera's streams had room for, in each stream.
+fn count_full(targets: &[Target]) {
+    for t in targets {
+        t.stream.count_full();
+    }
+}
+
 struct Supervisor {
     id: String,
     spec: SourceSpec,
@@ -212,7 +270,8 @@ struct Supervisor {
     decode: Decode,
     stall_timeout: Duration,
     backoff: Backoff,
-    stream: Arc<Stream>,
+    /// The engine streams each frame goes to, in order.
+    targets: Arc<Vec<Target>>,
     on_state: StateCallback,
     stop: Arc<AtomicBool>,
     counters: Arc<SourceCounters>,
@@ -321,19 +380,20 @@ impl Supervisor {
             .by_name(pipeline::SINK_NAME)
             .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
             .ok_or_else(|| Error::Source(format!("camera {}: no appsink", self.id)))?;
-        // Admission before conversion: a frame this camera has no room for in the engine
-        // is counted and dropped here, so an overloaded daemon spends no CPU converting
-        // frames it would drop anyway. It still counts as delivered for the watchdog.
+        // Admission before conversion: a frame none of this camera's streams has room for
+        // in the engine is counted (in each stream) and dropped here, so an overloaded
+        // daemon spends no CPU converting frames it would drop anyway. It still counts as
+        // delivered for the watchdog.
         if let Some(pad) = pipeline
             .by_name(pipeline::CONVERT_NAME)
             .and_then(|e| e.static_pad("sink"))
         {
-            let stream = self.stream.clone();
+            let targets = self.targets.clone();
             let counters = self.counters.clone();
             let seq = self.seq.clone();
             let delivered = delivered.clone();
             pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-                if stream.has_room() {
+                if any_room(&targets) {
                     return gst::PadProbeReturn::Ok;
                 }
                 if let Ok(mut d) = delivered.lock() {
@@ -341,7 +401,7 @@ impl Supervisor {
                 }
                 counters.frames.fetch_add(1, Ordering::Relaxed);
                 seq.fetch_add(1, Ordering::Relaxed);
-                stream.count_full();
+                count_full(&targets);
                 consume(info)
             });
         }
@@ -389,12 +449,15 @@ impl Supervisor {
                 }
             });
         }
-        let stream = self.stream.clone();
+        let targets = self.targets.clone();
         let counters = self.counters.clone();
         let seq = self.seq.clone();
         let delivered = delivered.clone();
         let id = self.id.clone();
-        let mut scaler = FrameScaler::new(stream.preprocess());
+        let mut scalers: Vec<FrameScaler> = targets
+            .iter()
+            .map(|t| FrameScaler::new(t.stream.preprocess()))
+            .collect();
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
@@ -403,19 +466,15 @@ impl Supervisor {
                         *d = Some(Instant::now());
                     }
                     counters.frames.fetch_add(1, Ordering::Relaxed);
-                    if !stream.has_room() {
+                    // The camera's frame number: the same in each of its streams.
+                    let number = seq.fetch_add(1, Ordering::Relaxed);
+                    if !any_room(&targets) {
                         // Dropped anyway: skip the conversion.
-                        seq.fetch_add(1, Ordering::Relaxed);
-                        stream.count_full();
+                        count_full(&targets);
                         return Ok(gst::FlowSuccess::Ok);
                     }
-                    match frame_from_sample(&sample, &mut scaler, &seq, stream.buffer()) {
-                        Ok(frame) => {
-                            stream.try_submit(frame);
-                        }
-                        Err(e) => {
-                            tracing::warn!(camera = %id, error = %e, "Unreadable frame skipped.")
-                        }
+                    if let Err(e) = submit_sample(&sample, &targets, &mut scalers, number) {
+                        tracing::warn!(camera = %id, error = %e, "Unreadable frame skipped.")
                     }
                     Ok(gst::FlowSuccess::Ok)
                 })
@@ -574,13 +633,14 @@ fn is_video_decoder(element: &gst::Element) -> bool {
     })
 }
 
-/// Scales a decoded sample to the network input (see [`crate::video`]).
-fn frame_from_sample(
+/// Scales a decoded sample to the network input of each stream with room (see
+/// [`crate::video`]) and submits it as frame `number`; a stream without room counts it.
+fn submit_sample(
     sample: &gst::Sample,
-    scaler: &mut FrameScaler,
-    seq: &AtomicU64,
-    recycled: Vec<u8>,
-) -> Result<Frame> {
+    targets: &[Target],
+    scalers: &mut [FrameScaler],
+    number: u64,
+) -> Result<()> {
     let buffer = sample
         .buffer()
         .ok_or_else(|| Error::Frame("sample without buffer".into()))?;
@@ -591,13 +651,22 @@ fn frame_from_sample(
         .map_err(|e| Error::Frame(format!("caps {caps}: {e}")))?;
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
         .map_err(|e| Error::Frame(format!("cannot map buffer: {e}")))?;
-    let image = scaler.scale(&frame, recycled)?;
-    Ok(Frame {
-        seq: seq.fetch_add(1, Ordering::Relaxed),
-        pts_ns: buffer.pts().map(|t| t.nseconds()),
-        captured_at: SystemTime::now(),
-        captured: Instant::now(),
-        image,
-        cropped: true,
-    })
+    let (captured_at, captured) = (SystemTime::now(), Instant::now());
+    for (target, scaler) in targets.iter().zip(scalers) {
+        let stream = &target.stream;
+        if !stream.has_room() {
+            stream.count_full();
+            continue;
+        }
+        let image = scaler.scale_region(&frame, target.region.as_ref(), stream.buffer())?;
+        stream.try_submit(Frame {
+            seq: number,
+            pts_ns: buffer.pts().map(|t| t.nseconds()),
+            captured_at,
+            captured,
+            image,
+            cropped: true,
+        });
+    }
+    Ok(())
 }
