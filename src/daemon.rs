@@ -31,7 +31,7 @@ use crate::engine::{Classified, Engine, StreamCounters};
 use crate::http::{Dashboard, HttpServer, Observed};
 use crate::mqtt::{
     CameraStats, CameraStatus, Classification, EmbeddedBroker, InferenceStats, MqttCounters,
-    MqttEndpoint, MqttError, Publisher, StatsPayload,
+    MqttEndpoint, MqttError, Publisher, RegionStats, StatsPayload,
 };
 use crate::plan::Plan;
 use crate::snapshot::Snapshotter;
@@ -163,20 +163,10 @@ impl Daemon {
             crate::mqtt::homeassistant::announce(
                 &publisher,
                 &plan.publisher.topics,
-                settings,
-                plan.model.variant.name,
-                plan.publisher.qos,
-                plan.cameras.iter().map(|c| c.id.as_str()),
+                &settings.options(plan.model.variant.name, plan.publisher.qos),
+                &plan.cameras,
+                plan.snapshot.is_some(),
             );
-            if plan.snapshot.is_some() {
-                crate::mqtt::homeassistant::announce_snapshots(
-                    &publisher,
-                    &plan.publisher.topics,
-                    settings,
-                    plan.model.variant.name,
-                    plan.cameras.iter().map(|c| c.id.as_str()),
-                );
-            }
         }
         let commands = control.tx.clone();
         let topics = plan.publisher.topics.clone();
@@ -296,6 +286,7 @@ impl Starting {
         };
         let mut sources: Vec<Source> = Vec::with_capacity(plan.cameras.len());
         let mut streams = Vec::with_capacity(plan.cameras.len());
+        let mut regions = Vec::new();
         let parts = CameraParts {
             engine: &engine,
             publisher: &publisher,
@@ -304,9 +295,10 @@ impl Starting {
         };
         for camera in &plan.cameras {
             match parts.start_camera(camera, false) {
-                Ok((source, counters)) => {
-                    streams.push((camera.id.clone(), counters));
-                    sources.extend(source);
+                Ok(started) => {
+                    streams.push((camera.id.clone(), started.counters));
+                    regions.extend(started.regions);
+                    sources.extend(started.source);
                 }
                 Err(e) => {
                     for source in &sources {
@@ -339,6 +331,7 @@ impl Starting {
             control_rx,
             reloader: None,
             paused: BTreeSet::new(),
+            regions,
         })
     }
 }
@@ -351,44 +344,80 @@ pub(crate) struct CameraParts<'a> {
     pub(crate) snapshots: Option<&'a Arc<Snapshotter>>,
 }
 
+/// What [`CameraParts::start_camera`] started.
+pub(crate) struct StartedCamera {
+    /// `None` when the source could not start (logged).
+    pub(crate) source: Option<Source>,
+    /// The whole frame's engine counters (zero with `whole = false`).
+    pub(crate) counters: Arc<StreamCounters>,
+    /// Each region's: camera id, region id, counters.
+    pub(crate) regions: Vec<RegionCounters>,
+}
+
 impl CameraParts<'_> {
-    /// Registers `camera`'s engine stream (its results go to MQTT, a state change to the
-    /// snapshots) and starts its source, switched off if `paused`. An error is the
-    /// engine's (it is shut down); a source that cannot start is logged and shown
-    /// without counters (`None`).
+    /// Registers `camera`'s engine streams, the whole frame `{camera}` (unless `whole =
+    /// false`) and each region `{camera}/{region}` (their results go to MQTT, a state
+    /// change to the snapshots, a region's cut to its box), and starts its source,
+    /// switched off if `paused`. An error is the engine's; a source that cannot start is
+    /// logged and shown without source counters.
     pub(crate) fn start_camera(
         &self,
         camera: &SourceSettings,
         paused: bool,
-    ) -> crate::Result<(Option<Source>, Arc<StreamCounters>)> {
-        let p = self.publisher.clone();
-        let snapshots = self.snapshots.cloned();
-        let on_result = Arc::new(move |mut r: Classified| {
-            let original = r.original.take();
-            let stream = r.stream.clone();
-            let (_, state) = p.classification_tracked(Classification::from(r));
-            if let (Some(_), Some(original), Some(snapshots)) = (state, original, &snapshots) {
-                snapshots.request(&stream, original, None);
-            }
-        });
-        let stream = self.engine.stream(&camera.id, on_result)?;
-        let counters = stream.counters().clone();
+    ) -> crate::Result<StartedCamera> {
+        let stream = |name: &str, bounds: Option<crate::snapshot::Bounds>| {
+            let p = self.publisher.clone();
+            let snapshots = self.snapshots.cloned();
+            let on_result = Arc::new(move |mut r: Classified| {
+                let original = r.original.take();
+                let stream = r.stream.clone();
+                let (_, state) = p.classification_tracked(Classification::from(r));
+                if let (Some(_), Some(original), Some(snapshots)) = (state, original, &snapshots) {
+                    snapshots.request(&stream, original, bounds);
+                }
+            });
+            self.engine.stream(name, on_result)
+        };
+        let whole = if camera.whole {
+            Some(stream(&camera.id, None)?)
+        } else {
+            None
+        };
+        let mut region_streams = Vec::with_capacity(camera.regions.len());
+        let mut regions = Vec::with_capacity(camera.regions.len());
+        for region in &camera.regions {
+            let s = stream(&region.stream_name(&camera.id), Some(region.bounds))?;
+            let counters = s.counters().clone();
+            self.observed
+                .add_region(&camera.id, &region.id, counters.clone());
+            regions.push((camera.id.clone(), region.id.clone(), counters));
+            region_streams.push(s);
+        }
+        // A camera with `whole = false` keeps zero whole-frame counters.
+        let counters = whole
+            .as_ref()
+            .map_or_else(Default::default, |s| s.counters().clone());
         let p = self.publisher.clone();
         let on_state = Arc::new(move |id: &str, status: CameraStatus| {
             p.camera_status(id, status);
         });
-        match Source::spawn_paused(camera, stream, on_state, paused) {
+        let source = match Source::spawn_streams(camera, whole, region_streams, on_state, paused) {
             Ok(source) => {
                 self.observed
                     .add_camera(&camera.id, counters.clone(), Some(source.watch()));
-                Ok((Some(source), counters))
+                Some(source)
             }
             Err(e) => {
                 self.observed.add_camera(&camera.id, counters.clone(), None);
                 tracing::error!(camera = %camera.id, error = %e, "Camera not started.");
-                Ok((None, counters))
+                None
             }
-        }
+        };
+        Ok(StartedCamera {
+            source,
+            counters,
+            regions,
+        })
     }
 }
 
@@ -412,7 +441,12 @@ pub struct Running {
     reloader: Option<Reloader>,
     /// Cameras switched off (`enabled/set` = `OFF`), kept across reloads.
     paused: BTreeSet<String>,
+    /// Per region: camera id, region id, the engine's counters of its stream.
+    regions: Vec<RegionCounters>,
 }
+
+/// A region's camera id, region id and stream counters.
+type RegionCounters = (String, String, Arc<StreamCounters>);
 
 impl Running {
     /// The plan that runs.
@@ -433,6 +467,11 @@ impl Running {
     /// Per camera: the engine's counters (processed, dropped by reason).
     pub fn stream_counters(&self) -> &[(String, Arc<StreamCounters>)] {
         &self.streams
+    }
+
+    /// Per region: camera id, region id, the engine's counters of the region's stream.
+    pub fn region_counters(&self) -> &[(String, String, Arc<StreamCounters>)] {
+        &self.regions
     }
 
     /// Whether every camera has ended (files without `loop`); never for a shard without
@@ -470,6 +509,7 @@ impl Running {
                 let payload = self.stats.build(
                     &self.sources,
                     &self.streams,
+                    &self.regions,
                     snapshot,
                     self.engine.queue_depth(),
                     &self.publisher,
@@ -496,9 +536,14 @@ impl Running {
             snapshots.shutdown();
         }
         // The final counters: every frame accepted into a batch is now published or counted.
-        let payload = self
-            .stats
-            .build(&self.sources, &self.streams, snapshot, 0, &self.publisher);
+        let payload = self.stats.build(
+            &self.sources,
+            &self.streams,
+            &self.regions,
+            snapshot,
+            0,
+            &self.publisher,
+        );
         self.publisher.stats(payload);
         if let Err(e) = self.publisher.clone().shutdown(STOP_PUBLISHER) {
             // Counted as dropped; the broker publishes the Last Will instead.
@@ -531,6 +576,7 @@ impl StatsBuilder {
         &mut self,
         sources: &[Source],
         streams: &[(String, Arc<crate::engine::StreamCounters>)],
+        regions: &[RegionCounters],
         snapshot: crate::engine::EngineSnapshot,
         queue_depth: usize,
         publisher: &Publisher,
@@ -564,6 +610,25 @@ impl StatsBuilder {
             camera.reconnects =
                 source.map_or(0, |s| s.counters().reconnects.load(Ordering::Relaxed));
             cameras.insert(id.clone(), camera);
+        }
+        for (camera, region, counters) in regions {
+            let processed = counters.processed.load(Ordering::Relaxed);
+            let stream = format!("{camera}/{region}");
+            let (_, prev_processed) = self.previous.get(&stream).copied().unwrap_or_default();
+            self.previous.insert(stream, (0, processed));
+            let stats = RegionStats {
+                fps_processed: processed.saturating_sub(prev_processed) as f64 / secs,
+                processed,
+                dropped: counters
+                    .dropped()
+                    .into_iter()
+                    .map(|(reason, n)| (reason.to_owned(), n))
+                    .collect(),
+                mqtt_dropped: 0,
+            };
+            if let Some(c) = cameras.get_mut(camera) {
+                c.regions.insert(region.clone(), stats);
+            }
         }
         StatsPayload {
             uptime_s: self.started.elapsed().as_secs_f64(),

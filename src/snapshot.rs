@@ -46,8 +46,8 @@ impl Default for SnapshotSettings {
     }
 }
 
-/// Part of a frame, `[x1, y1, x2, y2]` as fractions of its width and height.
-pub type Bounds = [f64; 4];
+/// Part of a frame: a region's box.
+pub use crate::video::RegionBox as Bounds;
 
 /// A JPEG picture.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -67,22 +67,6 @@ pub fn snapshot_size(width: u32, height: u32, max_width: u32) -> (u32, u32) {
     (max_width.max(1), h.max(1))
 }
 
-/// The pixel rectangle `(x, y, width, height)` of `bounds` in a `width × height` frame
-/// (at least one pixel each way, inside the frame).
-pub fn pixel_rect(bounds: &Bounds, width: u32, height: u32) -> (u32, u32, u32, u32) {
-    let edge = |f: f64, len: u32| ((f.clamp(0.0, 1.0) * f64::from(len)).round() as u32).min(len);
-    let (x1, x2) = (edge(bounds[0], width), edge(bounds[2], width));
-    let (y1, y2) = (edge(bounds[1], height), edge(bounds[3], height));
-    let x = x1.min(width.saturating_sub(1));
-    let y = y1.min(height.saturating_sub(1));
-    (
-        x,
-        y,
-        x2.saturating_sub(x).max(1),
-        y2.saturating_sub(y).max(1),
-    )
-}
-
 /// Cuts `bounds` (the whole frame if `None`) out of the decoded `original`, scales it to
 /// at most `settings.max_width` and encodes it as JPEG. Any format GStreamer decodes to
 /// works: its video converter does the crop, the scaling and the conversion to RGB.
@@ -93,7 +77,11 @@ pub fn encode(
 ) -> Result<Jpeg> {
     let (buffer, in_info) = crate::video::sample_parts(&original.0)?;
     let (x, y, w, h) = match bounds {
-        Some(b) => pixel_rect(b, in_info.width(), in_info.height()),
+        Some(b) => {
+            let r = b.pixels(in_info.width() as usize, in_info.height() as usize);
+            let px = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+            (px(r.x), px(r.y), px(r.width), px(r.height))
+        }
         None => (0, 0, in_info.width(), in_info.height()),
     };
     let (out_w, out_h) = snapshot_size(w, h, settings.max_width);
@@ -326,22 +314,5 @@ mod tests {
         assert_eq!(snapshot_size(1920, 1080, 640), (640, 360));
         assert_eq!(snapshot_size(320, 240, 640), (320, 240));
         assert_eq!(snapshot_size(4000, 1, 640), (640, 1));
-    }
-
-    #[test]
-    fn rectangles_stay_inside_the_frame() {
-        assert_eq!(
-            pixel_rect(&[0.0, 0.0, 1.0, 1.0], 640, 480),
-            (0, 0, 640, 480)
-        );
-        assert_eq!(
-            pixel_rect(&[0.5, 0.25, 1.0, 0.75], 640, 480),
-            (320, 120, 320, 240)
-        );
-        // A sliver still has a pixel.
-        assert_eq!(
-            pixel_rect(&[0.999, 0.0, 1.0, 0.001], 100, 100),
-            (99, 0, 1, 1)
-        );
     }
 }

@@ -93,11 +93,33 @@ impl FrameScaler {
         frame: &gst_video::VideoFrameRef<T>,
         buffer: Vec<u8>,
     ) -> Result<RgbImage> {
+        self.scale_region(frame, None, buffer)
+    }
+
+    /// The `input_size²` RGB crop of a region of `frame` (the whole frame for `None`),
+    /// written into `buffer` (recycled). The region is cut at the frame's resolution: its
+    /// pixel rectangle ([`RegionBox::pixels`]) is taken as a picture of its own, and the
+    /// eval transform's geometry applies to that picture; no pixel outside it is read.
+    pub fn scale_region<T>(
+        &mut self,
+        frame: &gst_video::VideoFrameRef<T>,
+        region: Option<&RegionBox>,
+        buffer: Vec<u8>,
+    ) -> Result<RgbImage> {
         let (width, height) = (frame.width() as usize, frame.height() as usize);
         if width == 0 || height == 0 {
             return Err(Error::Frame(format!("empty frame {width}x{height}")));
         }
-        let region = self.pre.source_region(width, height);
+        let rect = region.map_or(
+            PixelRect {
+                x: 0,
+                y: 0,
+                width,
+                height,
+            },
+            |r| r.pixels(width, height),
+        );
+        let region = self.pre.source_region(rect.width, rect.height);
         let size = self.pre.input_size;
         let plane = |i: u32| -> Result<(&[u8], usize)> {
             let data = frame
@@ -113,9 +135,27 @@ impl FrameScaler {
         out.resize(size * size * 3, 0);
         match format {
             VideoFormat::I420 | VideoFormat::Yv12 | VideoFormat::Nv12 | VideoFormat::Nv21 => {
-                let y = self.resize::<U8>(plane(0)?, (width, height), region)?;
+                let y = self.resize::<U8>(plane(0)?, (width, height), rect, region)?;
+                // The chroma samples under the rectangle, at the chroma plane's own
+                // resolution: an odd left or top edge starts half a chroma pixel in.
                 let (cw, ch) = (width.div_ceil(2), height.div_ceil(2));
-                let chroma = chroma_region(region, frame.info().chroma_site());
+                let (cx, cy) = (rect.x / 2, rect.y / 2);
+                let chroma_rect = PixelRect {
+                    x: cx,
+                    y: cy,
+                    width: (rect.x + rect.width).div_ceil(2).min(cw) - cx,
+                    height: (rect.y + rect.height).div_ceil(2).min(ch) - cy,
+                };
+                let (left, top, w, h) = region;
+                let chroma = chroma_region(
+                    (
+                        left + (rect.x - 2 * cx) as f64,
+                        top + (rect.y - 2 * cy) as f64,
+                        w,
+                        h,
+                    ),
+                    frame.info().chroma_site(),
+                );
                 let (u, v) = match format {
                     VideoFormat::I420 | VideoFormat::Yv12 => {
                         let (pu, pv) = if format == VideoFormat::I420 {
@@ -123,12 +163,12 @@ impl FrameScaler {
                         } else {
                             (2, 1)
                         };
-                        let u = self.resize::<U8>(plane(pu)?, (cw, ch), chroma)?;
-                        let v = self.resize::<U8>(plane(pv)?, (cw, ch), chroma)?;
+                        let u = self.resize::<U8>(plane(pu)?, (cw, ch), chroma_rect, chroma)?;
+                        let v = self.resize::<U8>(plane(pv)?, (cw, ch), chroma_rect, chroma)?;
                         (u, v)
                     }
                     _ => {
-                        let uv = self.resize::<U8x2>(plane(1)?, (cw, ch), chroma)?;
+                        let uv = self.resize::<U8x2>(plane(1)?, (cw, ch), chroma_rect, chroma)?;
                         let (mut u, mut v): (Vec<u8>, Vec<u8>) =
                             uv.chunks_exact(2).map(|p| (p[0], p[1])).unzip();
                         if format == VideoFormat::Nv21 {
@@ -148,9 +188,9 @@ impl FrameScaler {
                     Error::Frame(format!("{} frames are not supported", format.to_str()))
                 })?;
                 let packed = if bytes == 3 {
-                    self.resize::<U8x3>(plane(0)?, (width, height), region)?
+                    self.resize::<U8x3>(plane(0)?, (width, height), rect, region)?
                 } else {
-                    self.resize::<U8x4>(plane(0)?, (width, height), region)?
+                    self.resize::<U8x4>(plane(0)?, (width, height), rect, region)?
                 };
                 for (px, src) in out.chunks_exact_mut(3).zip(packed.chunks_exact(bytes)) {
                     px.copy_from_slice(&[src[r], src[g], src[b]]);
@@ -164,15 +204,16 @@ impl FrameScaler {
         })
     }
 
-    /// Resizes `region` of a plane of `size` pixels to the `input_size²` crop; returns
-    /// its bytes.
+    /// Resizes `region` (in the coordinates of `rect`) of the rectangle `rect` of a plane
+    /// of `size` pixels to the `input_size²` crop; returns its bytes.
     fn resize<P: fast_image_resize::PixelTrait<Component = u8>>(
         &mut self,
         (data, stride): (&[u8], usize),
         (width, height): (usize, usize),
+        rect: PixelRect,
         (left, top, w, h): (f64, f64, f64, f64),
     ) -> Result<Vec<u8>> {
-        let src = Plane::<P>::new(data, width, height, stride)?;
+        let src = Plane::<P>::new(data, width, height, stride)?.window(rect)?;
         let side = self.pre.input_size as u32;
         let mut dst = TypedImage::<P>::new(side, side);
         let options = self.options.clone().crop(left, top, w, h);
@@ -180,6 +221,80 @@ impl FrameScaler {
             .resize_typed(&src, &mut dst, &options)
             .map_err(|e| Error::Frame(format!("resize failed: {e}")))?;
         Ok(P::components(dst.pixels()).to_vec())
+    }
+}
+
+/// A rectangle of a picture, in its pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PixelRect {
+    pub x: usize,
+    pub y: usize,
+    pub width: usize,
+    pub height: usize,
+}
+
+/// A region of a frame: left, top, right and bottom edges as fractions of the frame's
+/// width and height, `0 ≤ x1 < x2 ≤ 1`, `0 ≤ y1 < y2 ≤ 1` ([`RegionBox::new`] checks).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RegionBox {
+    pub x1: f64,
+    pub y1: f64,
+    pub x2: f64,
+    pub y2: f64,
+}
+
+impl RegionBox {
+    /// Checks `[x1, y1, x2, y2]`: exactly 4 finite numbers, `0 ≤ x1 < x2 ≤ 1` and
+    /// `0 ≤ y1 < y2 ≤ 1`. The error is the reason.
+    ///
+    /// ```
+    /// use effistream::video::RegionBox;
+    ///
+    /// assert!(RegionBox::new(&[0.55, 0.2, 0.95, 0.9]).is_ok());
+    /// assert!(RegionBox::new(&[0.5, 0.2, 0.4, 0.9]).is_err());
+    /// ```
+    pub fn new(values: &[f64]) -> std::result::Result<Self, String> {
+        let &[x1, y1, x2, y2] = values else {
+            return Err(format!(
+                "expected 4 numbers [x1, y1, x2, y2] (fractions of the frame), got {}",
+                values.len()
+            ));
+        };
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err("every value must be a finite number".to_owned());
+        }
+        for (name, lo, hi) in [("x", x1, x2), ("y", y1, y2)] {
+            if !(0.0 <= lo && lo < hi && hi <= 1.0) {
+                return Err(format!(
+                    "needs 0 <= {name}1 < {name}2 <= 1 (fractions of the frame), got {name}1 = {lo}, {name}2 = {hi}"
+                ));
+            }
+        }
+        Ok(Self { x1, y1, x2, y2 })
+    }
+
+    /// The region's pixels in a `width × height` frame: edges rounded to the nearest
+    /// pixel, at least one pixel wide and high, inside the frame.
+    pub fn pixels(&self, width: usize, height: usize) -> PixelRect {
+        let span = |a: f64, b: f64, len: usize| {
+            let start = ((a * len as f64).round() as usize).min(len.saturating_sub(1));
+            let end = ((b * len as f64).round() as usize).clamp(start + 1, len.max(1));
+            (start, end - start)
+        };
+        let (x, w) = span(self.x1, self.x2, width);
+        let (y, h) = span(self.y1, self.y2, height);
+        PixelRect {
+            x,
+            y,
+            width: w,
+            height: h,
+        }
+    }
+}
+
+impl std::fmt::Display for RegionBox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "[{}, {}, {}, {}]", self.x1, self.y1, self.x2, self.y2)
     }
 }
 
@@ -287,6 +402,27 @@ impl<'a, P: InnerPixel> Plane<'a, P> {
             width,
             height,
             stride,
+            pixel: PhantomData,
+        })
+    }
+
+    /// The rectangle `rect` of this plane as a plane of its own (`rect` inside it).
+    fn window(self, rect: PixelRect) -> Result<Self> {
+        if rect.width == 0
+            || rect.height == 0
+            || rect.x + rect.width > self.width
+            || rect.y + rect.height > self.height
+        {
+            return Err(Error::Frame(format!(
+                "region {rect:?} outside a plane of {}x{} pixels",
+                self.width, self.height
+            )));
+        }
+        Ok(Self {
+            data: &self.data[rect.y * self.stride + rect.x * P::size()..],
+            width: rect.width,
+            height: rect.height,
+            stride: self.stride,
             pixel: PhantomData,
         })
     }

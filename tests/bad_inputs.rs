@@ -182,6 +182,71 @@ impl Table {
 
 const CAM: &str = "[[camera]]\nid = \"a\"\nuri = \"test://ball\"\n";
 
+/// `[[camera.region]]` and `whole`: ids as camera ids, unique per camera, boxes of 4
+/// finite fractions with x1 < x2 and y1 < y2.
+fn region_cases(t: &mut Table) {
+    let region =
+        |id: &str, bounds: &str| format!("{CAM}[[camera.region]]\nid = \"{id}\"\nbox = {bounds}\n");
+    t.config(
+        "region-id-slash",
+        &region("a/b", "[0.1, 0.1, 0.5, 0.5]"),
+        &["camera[0].region[0].id", "`/`"],
+    );
+    t.config(
+        "region-id-empty",
+        &region("", "[0.1, 0.1, 0.5, 0.5]"),
+        &["camera[0].region[0].id", "must not be empty"],
+    );
+    t.config(
+        "region-id-duplicate",
+        &format!(
+            "{}[[camera.region]]\nid = \"gate\"\nbox = [0, 0, 1, 1]\n",
+            region("gate", "[0.1, 0.1, 0.5, 0.5]")
+        ),
+        &["camera[0].region[1].id", "duplicate of camera[0].region[0]"],
+    );
+    t.config(
+        "region-box-three",
+        &region("gate", "[0.1, 0.1, 0.5]"),
+        &["camera[0].region[0].box", "expected 4 numbers", "got 3"],
+    );
+    t.config(
+        "region-box-x-order",
+        &region("gate", "[0.6, 0.1, 0.5, 0.5]"),
+        &["camera[0].region[0].box", "0 <= x1 < x2 <= 1", "x1 = 0.6"],
+    );
+    t.config(
+        "region-box-y-above-1",
+        &region("gate", "[0.1, 0.1, 0.5, 1.5]"),
+        &["camera[0].region[0].box", "0 <= y1 < y2 <= 1", "y2 = 1.5"],
+    );
+    t.config(
+        "region-box-negative",
+        &region("gate", "[-0.1, 0.1, 0.5, 0.5]"),
+        &["camera[0].region[0].box", "0 <= x1 < x2 <= 1"],
+    );
+    t.config(
+        "region-box-nan",
+        &region("gate", "[0.1, nan, 0.5, 0.5]"),
+        &["camera[0].region[0].box", "finite"],
+    );
+    t.config(
+        "region-box-string",
+        &region("gate", "\"0.1,0.1,0.5,0.5\""),
+        &["camera[0].region[0].box", "invalid type: string"],
+    );
+    t.config(
+        "region-unknown-key",
+        &format!("{}size = 3\n", region("gate", "[0.1, 0.1, 0.5, 0.5]")),
+        &["unknown field `size`"],
+    );
+    t.config(
+        "whole-false-without-region",
+        &format!("{CAM}whole = false\n"),
+        &["camera[0].whole", "needs at least one [[camera.region]]"],
+    );
+}
+
 fn config_cases(t: &mut Table) {
     let cam = |rest: &str| format!("[[camera]]\nid = \"a\"\n{rest}");
     let uri = |uri: &str| format!("[[camera]]\nid = \"a\"\nuri = \"{uri}\"\n");
@@ -445,6 +510,13 @@ fn config_cases(t: &mut Table) {
         "state-min-score",
         &format!("{CAM}[state]\nmin_score = 2.0\n"),
         &["state.min_score", "must be between 0 and 1"],
+    );
+    t.config(
+        "region-model",
+        &format!(
+            "{CAM}[[camera.region]]\nid = \"gate\"\nbox = [0.1, 0.1, 0.5, 0.5]\nmodel = \"gate-state\"\n"
+        ),
+        &["camera[0].region[0].model", "not implemented yet"],
     );
     t.config(
         "snapshot-max-width",
@@ -1030,6 +1102,7 @@ fn every_bad_input_gets_a_specific_error_and_exit_code_1_without_panic_or_hang()
     let dir = tempfile::tempdir().unwrap();
     let mut table = Table::new(dir.path());
     config_cases(&mut table);
+    region_cases(&mut table);
     weights_cases(&mut table);
     image_cases(&mut table);
     own_model_cases(&mut table);

@@ -40,7 +40,8 @@ const HA_IMAGE_OPTIONS: &[&str] = &[
     "url_topic",
 ];
 
-/// Cameras (id, test pattern, width, height), then `extra` TOML after `[mqtt]`.
+/// Cameras (id, test pattern, width, height), then `extra` TOML after `[mqtt]`. A camera
+/// "door" also has a region "left", its left half.
 fn config(cameras: &[(&str, &str, u32, u32)], mqtt_url: &str, extra: &str) -> String {
     let mut toml = String::from("stats_interval_s = 1\n");
     for (id, pattern, width, height) in cameras {
@@ -48,6 +49,9 @@ fn config(cameras: &[(&str, &str, u32, u32)], mqtt_url: &str, extra: &str) -> St
             "[[camera]]\nid = \"{id}\"\nuri = \"test://{pattern}?width={width}&height={height}\"\n\
              fps = 5.0\n\n"
         );
+        if *id == "door" {
+            toml += "[[camera.region]]\nid = \"left\"\nbox = [0.0, 0.0, 0.5, 1.0]\n\n";
+        }
     }
     toml += &format!(
         "[model]\nname = \"tf_efficientnet_lite0\"\nweights = \"{}\"\ntop_k = 3\n\n\
@@ -95,7 +99,12 @@ fn a_state_change_publishes_a_retained_jpeg_of_that_frame_announced_to_home_assi
     let cameras = [("door", "red", 640, 480), ("yard", "snow", 320, 240)];
     let live = Subscriber::connect(
         broker.port(),
-        &["effistream/+/state", "effistream/+/snapshot"],
+        &[
+            "effistream/+/state",
+            "effistream/+/snapshot",
+            "effistream/+/+/state",
+            "effistream/+/+/snapshot",
+        ],
     );
     let mut daemon = Daemon::start_args(
         &config(
@@ -119,18 +128,16 @@ fn a_state_change_publishes_a_retained_jpeg_of_that_frame_announced_to_home_assi
     messages.extend(live.collect(Duration::from_secs(2)));
 
     // Distinct state payloads: the shutdown says every state again (as after a reconnect).
+    // By stream: a camera, or `{camera}/{region}`.
     let mut state_payloads: BTreeMap<&str, BTreeSet<&[u8]>> = BTreeMap::new();
     let mut snapshots: BTreeMap<&str, Vec<&Message>> = BTreeMap::new();
     for m in &messages {
-        let levels: Vec<&str> = m.topic.split('/').collect();
-        match levels[2] {
+        let (stream, leaf) = m.topic["effistream/".len()..].rsplit_once('/').unwrap();
+        match leaf {
             "state" => {
-                state_payloads
-                    .entry(levels[1])
-                    .or_default()
-                    .insert(&m.payload);
+                state_payloads.entry(stream).or_default().insert(&m.payload);
             }
-            "snapshot" => snapshots.entry(levels[1]).or_default().push(m),
+            "snapshot" => snapshots.entry(stream).or_default().push(m),
             other => panic!("unexpected {other}"),
         }
     }
@@ -155,6 +162,14 @@ fn a_state_change_publishes_a_retained_jpeg_of_that_frame_announced_to_home_assi
     );
     assert_eq!(states["door"], 1, "red holds one state");
     assert_eq!(snapshots["door"].len(), 1);
+    // The region's snapshot is its crop: the left half of 640×480, 200 wide.
+    assert_eq!(states["door/left"], 1);
+    let [left] = snapshots["door/left"].as_slice() else {
+        panic!("door/left: {} snapshots", snapshots["door/left"].len());
+    };
+    let ((width, height), mean) = decode_jpeg(&left.payload);
+    assert_eq!((width, height), (200, 300), "door/left");
+    assert!(mean[0] > 200.0 && mean[1] < 40.0, "door/left: {mean:?}");
     // Exactly one snapshot per state change (none is dropped at this rate; a drop would
     // be logged and counted).
     let (yard_states, yard_shots) = (states["yard"], snapshots["yard"].len());
@@ -198,12 +213,13 @@ fn a_state_change_publishes_a_retained_jpeg_of_that_frame_announced_to_home_assi
         broker.port(),
         &[
             "effistream/+/snapshot",
+            "effistream/+/+/snapshot",
             "homeassistant/image/#",
             "homeassistant/sensor/#",
         ],
     )
     .collect(Duration::from_secs(2));
-    for (camera, _, _, _) in cameras {
+    for camera in ["door", "yard", "door/left"] {
         let topic = format!("effistream/{camera}/snapshot");
         let m = retained
             .iter()
@@ -217,8 +233,17 @@ fn a_state_change_publishes_a_retained_jpeg_of_that_frame_announced_to_home_assi
         );
     }
 
-    // Home Assistant: an image entity per camera, with documented fields only, on the
-    // same device as the camera's sensor.
+    // Home Assistant: an image entity per camera and region, with documented fields
+    // only, on the same device as the camera's sensor.
+    let region_image = retained
+        .iter()
+        .find(|m| {
+            m.topic.starts_with("homeassistant/image/") && m.json()["name"] == "left snapshot"
+        })
+        .expect("the region's image entity")
+        .json();
+    assert_eq!(region_image["image_topic"], "effistream/door/left/snapshot");
+    assert_eq!(region_image["device"]["name"], "door");
     let sensors: Vec<&Message> = retained
         .iter()
         .filter(|m| m.topic.starts_with("homeassistant/sensor/"))
@@ -227,7 +252,8 @@ fn a_state_change_publishes_a_retained_jpeg_of_that_frame_announced_to_home_assi
         let image = retained
             .iter()
             .find(|m| {
-                m.topic.starts_with("homeassistant/image/") && m.json()["device"]["name"] == camera
+                m.topic.starts_with("homeassistant/image/")
+                    && m.json()["image_topic"] == format!("effistream/{camera}/snapshot")
             })
             .unwrap_or_else(|| panic!("no image discovery for {camera}"));
         let levels: Vec<&str> = image.topic.split('/').collect();
@@ -248,7 +274,7 @@ fn a_state_change_publishes_a_retained_jpeg_of_that_frame_announced_to_home_assi
         assert!(entity.starts_with("image."), "{entity}");
         let sensor = sensors
             .iter()
-            .find(|m| m.json()["device"]["name"] == camera)
+            .find(|m| m.json()["state_topic"] == format!("effistream/{camera}/state"))
             .unwrap()
             .json();
         assert_eq!(payload["device"], sensor["device"]);

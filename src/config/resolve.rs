@@ -26,7 +26,7 @@ use crate::mqtt::{
 use crate::plan::{BrokerSettings, HttpSettings, ModelSettings, Overrides, Plan};
 use crate::shard::Shard;
 use crate::snapshot::SnapshotSettings;
-use crate::source::{SourceSettings, SourceSpec};
+use crate::source::{RegionBox, RegionSettings, SourceSettings, SourceSpec};
 
 /// Longest camera id, in characters.
 pub const MAX_CAMERA_ID_CHARS: usize = 64;
@@ -273,6 +273,7 @@ impl Validator<'_> {
         if camera.loop_ && !matches!(source, SourceSpec::File { .. }) {
             return Err(self.bad(key("loop"), true, "only file:// sources can loop"));
         }
+        let regions = self.regions(i, camera)?;
         Ok(SourceSettings {
             id: camera.id.clone(),
             spec: source,
@@ -283,7 +284,49 @@ impl Validator<'_> {
             reconnect_initial: Duration::from_millis(reconnect.initial_ms),
             reconnect_max: Duration::from_millis(reconnect.max_ms),
             keep_frames: false,
+            whole: camera.whole,
+            regions,
         })
+    }
+
+    /// The `[[camera.region]]` tables of camera `i`, and its `whole` setting.
+    fn regions(&self, i: usize, camera: &CameraConfig) -> Result<Vec<RegionSettings>, ConfigError> {
+        let mut regions: Vec<RegionSettings> = Vec::with_capacity(camera.regions.len());
+        for (j, region) in camera.regions.iter().enumerate() {
+            let key = |field: &str| format!("camera[{i}].region[{j}].{field}");
+            check_camera_id(&region.id).map_err(|r| self.bad(key("id"), quoted(&region.id), r))?;
+            if let Some(first) = regions.iter().position(|r| r.id == region.id) {
+                return Err(self.bad(
+                    key("id"),
+                    quoted(&region.id),
+                    format!("duplicate of camera[{i}].region[{first}]"),
+                ));
+            }
+            if let Some(model) = &region.model {
+                return Err(self.bad(
+                    key("model"),
+                    quoted(model),
+                    "several models at once ([[models]]) are not implemented yet: leave it out, \
+                     regions run [model] like the whole frame",
+                ));
+            }
+            let bounds = RegionBox::new(&region.bounds).map_err(|r| {
+                let values: Vec<String> = region.bounds.iter().map(f64::to_string).collect();
+                self.bad(key("box"), format!("[{}]", values.join(", ")), r)
+            })?;
+            regions.push(RegionSettings {
+                id: region.id.clone(),
+                bounds,
+            });
+        }
+        if !camera.whole && regions.is_empty() {
+            return Err(self.bad(
+                format!("camera[{i}].whole"),
+                false,
+                "a camera that does not classify its whole frame needs at least one [[camera.region]]",
+            ));
+        }
+        Ok(regions)
     }
 
     /// `[model]` (or a `[[models]]` entry, its keys under `key`), with the command line's

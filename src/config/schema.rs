@@ -59,6 +59,31 @@ pub struct CameraConfig {
     /// Which frames of a compressed stream are decoded.
     #[serde(default)]
     pub decode: Decode,
+    /// Classify the whole frame (the stream `{camera}`); `false`: only the regions.
+    #[serde(
+        default = "defaults::enabled",
+        skip_serializing_if = "defaults::is_true"
+    )]
+    pub whole: bool,
+    /// Parts of the frame classified as streams of their own, `[[camera.region]]`.
+    #[serde(default, rename = "region", skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<RegionConfig>,
+}
+
+/// A part of a camera's frame, classified as a stream of its own (`{camera}/{region}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionConfig {
+    /// The region's id, one MQTT topic level (the rules of camera ids), unique per camera.
+    pub id: String,
+    /// `[x1, y1, x2, y2]`: left, top, right, bottom as fractions of the frame
+    /// (0 ≤ x1 < x2 ≤ 1, 0 ≤ y1 < y2 ≤ 1).
+    #[serde(rename = "box")]
+    pub bounds: Vec<f64>,
+    /// The id of the model this region runs: reserved for `[[models]]`, which is not
+    /// implemented yet (refused with that reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// The network.
@@ -219,6 +244,9 @@ mod defaults {
     pub fn stall_timeout_s() -> u64 {
         10
     }
+    pub fn is_true(value: &bool) -> bool {
+        *value
+    }
 }
 
 impl Default for Config {
@@ -347,6 +375,8 @@ impl CameraConfig {
             loop_: false,
             stall_timeout_s: defaults::stall_timeout_s(),
             decode: Decode::All,
+            whole: true,
+            regions: Vec::new(),
         }
     }
 }

@@ -40,7 +40,7 @@ use crossbeam_channel::Sender;
 use serde::Serialize;
 
 use super::{Running, STOP_SOURCES};
-use crate::mqtt::{CameraStatus, MqttEndpoint};
+use crate::mqtt::{CameraStatus, MqttEndpoint, homeassistant};
 use crate::plan::Plan;
 use crate::source::SourceSettings;
 
@@ -299,13 +299,6 @@ impl Running {
                     .retain(self.plan.publisher.topics.snapshot(id), Vec::new());
             }
         }
-        if let Some(settings) = &self.plan.homeassistant {
-            crate::mqtt::homeassistant::withdraw(
-                &self.publisher,
-                settings,
-                summary.removed.iter().map(String::as_str),
-            );
-        }
         for camera in &new.cameras {
             if summary.restarted.contains(&camera.id) || summary.added.contains(&camera.id) {
                 let paused = self.paused.contains(&camera.id);
@@ -317,23 +310,26 @@ impl Running {
                 .retain(self.plan.publisher.topics.enabled(id), on_off(true));
         }
         if let Some(settings) = &self.plan.homeassistant {
-            crate::mqtt::homeassistant::announce(
-                &self.publisher,
-                &self.plan.publisher.topics,
-                settings,
-                self.plan.model.variant.name,
-                self.plan.publisher.qos,
-                summary.added.iter().map(String::as_str),
-            );
-            if self.plan.snapshot.is_some() {
-                crate::mqtt::homeassistant::announce_snapshots(
-                    &self.publisher,
-                    &self.plan.publisher.topics,
-                    settings,
-                    self.plan.model.variant.name,
-                    summary.added.iter().map(String::as_str),
-                );
-            }
+            // Removed cameras lose their entities, changed ones those they no longer have
+            // (a region gone); added and changed ones are announced.
+            let options = settings.options(self.plan.model.variant.name, self.plan.publisher.qos);
+            let topics = &self.plan.publisher.topics;
+            let snapshots = self.plan.snapshot.is_some();
+            let touched =
+                |id: &String| summary.restarted.contains(id) || summary.added.contains(id);
+            let announced: Vec<&SourceSettings> =
+                new.cameras.iter().filter(|c| touched(&c.id)).collect();
+            let kept: BTreeSet<String> = announced
+                .iter()
+                .flat_map(|c| homeassistant::camera_discoveries(topics, &options, c, true))
+                .map(|d| d.topic)
+                .collect();
+            let gone =
+                self.plan.cameras.iter().filter(|c| {
+                    summary.removed.contains(&c.id) || summary.restarted.contains(&c.id)
+                });
+            homeassistant::withdraw(&self.publisher, topics, &options, gone, &kept);
+            homeassistant::announce(&self.publisher, topics, &options, announced, snapshots);
         }
         // The sources and streams in the file's order, as at start.
         let order: Vec<&str> = new.cameras.iter().map(|c| c.id.as_str()).collect();
@@ -357,6 +353,7 @@ impl Running {
             source.join(deadline.saturating_duration_since(Instant::now()));
         }
         self.streams.retain(|(stream, _)| stream != id);
+        self.regions.retain(|(camera, _, _)| camera != id);
         self.observed.remove_camera(id);
     }
 
@@ -369,9 +366,10 @@ impl Running {
             snapshots: self.snapshots.as_ref(),
         };
         match parts.start_camera(camera, paused) {
-            Ok((source, counters)) => {
-                self.streams.push((camera.id.clone(), counters));
-                self.sources.extend(source);
+            Ok(started) => {
+                self.streams.push((camera.id.clone(), started.counters));
+                self.regions.extend(started.regions);
+                self.sources.extend(started.source);
             }
             Err(e) => {
                 tracing::error!(camera = %camera.id, error = %e, "Camera not started.");

@@ -22,6 +22,11 @@
 //! | `effistream_ready` | gauge | |
 //! | `effistream_uptime_seconds` | gauge | |
 //! | `effistream_build_info` | gauge (always 1) | `version`, `model` |
+//!
+//! A camera's regions (`[[camera.region]]`) add their own series to
+//! `effistream_camera_processed_total`, `effistream_camera_dropped_total` and
+//! `effistream_camera_mqtt_dropped_total`, labelled `camera` and `region`; the series
+//! without `region` are the whole frame's (0 with `whole = false`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -54,6 +59,15 @@ pub struct Observed {
     reloads: [std::sync::atomic::AtomicU64; 2],
     /// `enabled/set` commands with a payload other than `ON`/`OFF`.
     enabled_ignored: std::sync::atomic::AtomicU64,
+    regions: Mutex<Vec<Region>>,
+}
+
+/// A camera's region: its stream's counters.
+#[derive(Debug, Clone)]
+struct Region {
+    camera: String,
+    id: String,
+    stream: Arc<StreamCounters>,
 }
 
 #[derive(Debug, Clone)]
@@ -76,6 +90,7 @@ impl Observed {
             snapshots: OnceLock::new(),
             reloads: Default::default(),
             enabled_ignored: Default::default(),
+            regions: Mutex::new(Vec::new()),
         }
     }
 
@@ -90,6 +105,10 @@ impl Observed {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|c| c.id != id);
+        self.regions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|r| r.camera != id);
     }
 
     /// Counts a reload: applied (`ok`) or refused.
@@ -121,6 +140,18 @@ impl Observed {
                 id: id.to_owned(),
                 stream,
                 source,
+            });
+    }
+
+    /// A region of `camera` with its stream's engine counters.
+    pub fn add_region(&self, camera: &str, region: &str, stream: Arc<StreamCounters>) {
+        self.regions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Region {
+                camera: camera.to_owned(),
+                id: region.to_owned(),
+                stream,
             });
     }
 
@@ -164,6 +195,11 @@ impl Collector for Observed {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let regions = self
+            .regions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         let counter = |c: &Camera, f: fn(&Camera) -> u64| ConstCounter::new(f(c));
 
         type Read = fn(&Camera) -> u64;
@@ -196,6 +232,13 @@ impl Collector for Observed {
                 let labels = [("camera", c.id.as_str())];
                 counter(c, read).encode(family.encode_family(&labels)?)?;
             }
+            if name == "effistream_camera_processed" {
+                for r in &regions {
+                    let labels = [("camera", r.camera.as_str()), ("region", r.id.as_str())];
+                    ConstCounter::new(r.stream.processed.load(Ordering::Relaxed))
+                        .encode(family.encode_family(&labels)?)?;
+                }
+            }
         }
 
         let mut family = encoder.encode_descriptor(
@@ -207,6 +250,16 @@ impl Collector for Observed {
         for c in &cameras {
             for (reason, n) in c.stream.dropped() {
                 let labels = [("camera", c.id.as_str()), ("reason", reason)];
+                ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        for r in &regions {
+            for (reason, n) in r.stream.dropped() {
+                let labels = [
+                    ("camera", r.camera.as_str()),
+                    ("region", r.id.as_str()),
+                    ("reason", reason),
+                ];
                 ConstCounter::new(n).encode(family.encode_family(&labels)?)?;
             }
         }
@@ -223,6 +276,12 @@ impl Collector for Observed {
             for c in &cameras {
                 let labels = [("camera", c.id.as_str())];
                 ConstCounter::new(dropped.get(&c.id).copied().unwrap_or(0))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+            for r in &regions {
+                let labels = [("camera", r.camera.as_str()), ("region", r.id.as_str())];
+                let stream = format!("{}/{}", r.camera, r.id);
+                ConstCounter::new(dropped.get(&stream).copied().unwrap_or(0))
                     .encode(family.encode_family(&labels)?)?;
             }
         }

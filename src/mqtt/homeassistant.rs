@@ -53,6 +53,18 @@ pub struct HomeAssistantSettings {
     pub node_id: String,
 }
 
+impl HomeAssistantSettings {
+    /// The options of the discovery messages of a daemon running `model` at `qos`.
+    pub fn options<'a>(&'a self, model: &'a str, qos: crate::mqtt::Qos) -> DiscoveryOptions<'a> {
+        DiscoveryOptions {
+            discovery_prefix: &self.discovery_prefix,
+            node_id: &self.node_id,
+            model,
+            qos: qos.level(),
+        }
+    }
+}
+
 /// What the discovery messages are built from.
 #[derive(Debug, Clone, Copy)]
 pub struct DiscoveryOptions<'a> {
@@ -207,53 +219,6 @@ pub fn switch_discovery(
     }
 }
 
-/// Replaces the discovery messages of `cameras` (sensor and switch) by empty retained
-/// messages, so that Home Assistant removes their entities (a camera a reload removed).
-pub fn withdraw<'a>(
-    publisher: &crate::mqtt::Publisher,
-    settings: &HomeAssistantSettings,
-    cameras: impl IntoIterator<Item = &'a str>,
-) {
-    for camera in cameras {
-        let object = object_id(camera);
-        for component in ["sensor", "switch", "image"] {
-            let topic = format!(
-                "{}/{component}/{}/{object}/config",
-                settings.discovery_prefix, settings.node_id
-            );
-            tracing::debug!(%topic, "Home Assistant discovery withdrawn.");
-            publisher.retain(topic, Vec::new());
-        }
-    }
-}
-
-/// Hands the discovery messages (sensor and switch) of every camera to `publisher` (retained, re-published
-/// after every reconnect). `topics` are the publisher's (a shard's status topic included).
-pub fn announce<'a>(
-    publisher: &crate::mqtt::Publisher,
-    topics: &Topics,
-    settings: &HomeAssistantSettings,
-    model: &str,
-    qos: crate::mqtt::Qos,
-    cameras: impl IntoIterator<Item = &'a str>,
-) {
-    let options = DiscoveryOptions {
-        discovery_prefix: &settings.discovery_prefix,
-        node_id: &settings.node_id,
-        model,
-        qos: qos.level(),
-    };
-    for camera in cameras {
-        for d in [
-            discovery(topics, camera, &options),
-            switch_discovery(topics, camera, &options),
-        ] {
-            tracing::debug!(topic = %d.topic, "Home Assistant discovery.");
-            publisher.retain(d.topic, d.payload.to_string().into_bytes());
-        }
-    }
-}
-
 /// The retained discovery message of `camera`'s snapshot: an MQTT `image` entity
 /// (`{discovery_prefix}/image/{node_id}/{object_id}/config`) showing the JPEG retained on
 /// `{prefix}/{camera}/snapshot`, on the camera's device, available like its sensor.
@@ -294,26 +259,132 @@ pub fn snapshot_discovery(
     }
 }
 
-/// Hands the snapshot (`image`) discovery message of every camera to `publisher`
-/// (retained, re-published after every reconnect).
-pub fn announce_snapshots<'a>(
+/// The snapshot (`image`) discovery message of region `region` of `camera`: on the
+/// camera's device, showing `{prefix}/{camera}/{region}/snapshot`.
+pub fn region_snapshot_discovery(
+    topics: &Topics,
+    camera: &str,
+    region: &str,
+    options: &DiscoveryOptions<'_>,
+) -> Discovery {
+    let stream = format!("{camera}/{region}");
+    let object = object_id(&stream);
+    let node = options.node_id;
+    let sensor = region_discovery(topics, camera, region, options).payload;
+    let mut d = snapshot_discovery(topics, camera, options);
+    let entity = sensor["default_entity_id"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("sensor.")
+        .trim_end_matches("_label")
+        .to_owned();
+    d.payload["name"] = json!(format!("{region} snapshot"));
+    d.payload["unique_id"] = json!(format!("{node}_{object}_snapshot"));
+    d.payload["default_entity_id"] = json!(format!("image.{entity}_snapshot"));
+    d.payload["image_topic"] = json!(topics.snapshot(&stream));
+    d.topic = format!("{}/image/{node}/{object}/config", options.discovery_prefix);
+    d
+}
+
+/// Every discovery message of `camera`: its switch; its sensor unless `whole = false`; a
+/// sensor per region; with `snapshots`, an image for the whole frame (unless `whole =
+/// false`) and one per region.
+pub fn camera_discoveries(
+    topics: &Topics,
+    options: &DiscoveryOptions<'_>,
+    camera: &crate::source::SourceSettings,
+    snapshots: bool,
+) -> Vec<Discovery> {
+    let id = camera.id.as_str();
+    let mut all = vec![switch_discovery(topics, id, options)];
+    if camera.whole {
+        all.push(discovery(topics, id, options));
+        if snapshots {
+            all.push(snapshot_discovery(topics, id, options));
+        }
+    }
+    for region in &camera.regions {
+        all.push(region_discovery(topics, id, &region.id, options));
+        if snapshots {
+            all.push(region_snapshot_discovery(topics, id, &region.id, options));
+        }
+    }
+    all
+}
+
+/// Hands [`camera_discoveries`] of each camera to `publisher` (retained, re-published
+/// after every reconnect). `topics` are the publisher's (a shard's status topic included).
+pub fn announce<'a>(
     publisher: &crate::mqtt::Publisher,
     topics: &Topics,
-    settings: &HomeAssistantSettings,
-    model: &str,
-    cameras: impl IntoIterator<Item = &'a str>,
+    options: &DiscoveryOptions<'_>,
+    cameras: impl IntoIterator<Item = &'a crate::source::SourceSettings>,
+    snapshots: bool,
 ) {
-    let options = DiscoveryOptions {
-        discovery_prefix: &settings.discovery_prefix,
-        node_id: &settings.node_id,
-        model,
-        qos: 0,
-    };
     for camera in cameras {
-        let d = snapshot_discovery(topics, camera, &options);
-        tracing::debug!(topic = %d.topic, "Home Assistant discovery.");
-        publisher.retain(d.topic, d.payload.to_string().into_bytes());
+        for d in camera_discoveries(topics, options, camera, snapshots) {
+            tracing::debug!(topic = %d.topic, "Home Assistant discovery.");
+            publisher.retain(d.topic, d.payload.to_string().into_bytes());
+        }
     }
+}
+
+/// Replaces every discovery message `cameras` may have (snapshots included) by an empty
+/// retained message, so that Home Assistant removes their entities (cameras a reload
+/// removed or changed), except the topics in `kept`.
+pub fn withdraw<'a>(
+    publisher: &crate::mqtt::Publisher,
+    topics: &Topics,
+    options: &DiscoveryOptions<'_>,
+    cameras: impl IntoIterator<Item = &'a crate::source::SourceSettings>,
+    kept: &std::collections::BTreeSet<String>,
+) {
+    for camera in cameras {
+        for d in camera_discoveries(topics, options, camera, true) {
+            if kept.contains(&d.topic) {
+                continue;
+            }
+            tracing::debug!(topic = %d.topic, "Home Assistant discovery withdrawn.");
+            publisher.retain(d.topic, Vec::new());
+        }
+    }
+}
+
+/// The retained discovery message of region `region` of `camera`: a sensor of its own on
+/// the camera's device, reading the region's `{prefix}/{camera}/{region}/state` (and
+/// `.../classification` for its attributes), available when the camera is.
+///
+/// Its `object_id` is [`object_id`] of `{camera}/{region}` (always hashed, as `/` is not
+/// allowed: no region can share a topic or unique id with a camera or another region);
+/// its `default_entity_id` is `sensor.{node_id}_{camera}_{region}_label`, cleaned.
+pub fn region_discovery(
+    topics: &Topics,
+    camera: &str,
+    region: &str,
+    options: &DiscoveryOptions<'_>,
+) -> Discovery {
+    let stream = format!("{camera}/{region}");
+    let object = object_id(&stream);
+    let node = options.node_id;
+    let mut d = discovery(topics, camera, options);
+    let entity: String = format!("{node}_{camera}_{region}_label")
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let payload = &mut d.payload;
+    payload["name"] = json!(format!("{region} label"));
+    payload["unique_id"] = json!(format!("{node}_{object}_label"));
+    payload["default_entity_id"] = json!(format!("sensor.{entity}"));
+    payload["state_topic"] = json!(topics.state(&stream));
+    payload["json_attributes_topic"] = json!(topics.classification(&stream));
+    d.topic = format!("{}/sensor/{node}/{object}/config", options.discovery_prefix);
+    d
 }
 
 #[cfg(test)]

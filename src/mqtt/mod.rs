@@ -10,6 +10,12 @@
 //! | `{prefix}/{camera}/classification` | no | every inferred frame | [`ClassificationPayload`], [`CLASSIFICATION_SCHEMA`] |
 //! | `{prefix}/{camera}/state` | yes | the top label changes and holds ([`StateTracker`]) | [`StatePayload`], [`STATE_SCHEMA`] |
 //! | `{prefix}/stats` | no | [`Publisher::stats`] | [`StatsPayload`], [`STATS_SCHEMA`] |
+//! | `{prefix}/{camera}/{region}/classification` | no | every inferred frame of a region | as a camera's, with `"region"` |
+//! | `{prefix}/{camera}/{region}/state` | yes | as a camera's | as a camera's, with `"region"` |
+//!
+//! A region (`[[camera.region]]`) is an engine stream of its own named `{camera}/{region}`;
+//! [`Classification::camera`] holds that stream name, and the payloads split it into
+//! `"camera"` and `"region"` ([`split_stream`]). A whole frame's payloads have no `"region"`.
 //!
 //! Times are RFC 3339 UTC with milliseconds (`2026-11-27T08:00:00.123Z`).
 //!
@@ -86,8 +92,8 @@ use std::time::Duration;
 
 pub use broker::EmbeddedBroker;
 pub use payload::{
-    CameraStats, Classification, ClassificationPayload, InferenceStats, MqttCounters, StatePayload,
-    StatsPayload, format_time,
+    CameraStats, Classification, ClassificationPayload, InferenceStats, MqttCounters, RegionStats,
+    StatePayload, StatsPayload, format_time, split_stream,
 };
 pub use publisher::{MessageHandler, Publisher, probe};
 pub use settings::{

@@ -25,6 +25,8 @@ const REQUIRED_DROP_REASONS: [DropReason; 2] = [DropReason::ChannelFull, DropRea
 /// ([`ClassificationPayload`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Classification {
+    /// The stream: the camera id for its whole frame, `{camera}/{region}` for a region
+    /// (the topic levels between the prefix and `classification`; [`split_stream`]).
     pub camera: Arc<str>,
     /// Frame number within the camera's stream.
     pub seq: u64,
@@ -69,6 +71,9 @@ impl From<Classified> for Classification {
 pub struct ClassificationPayload<'a> {
     /// Camera id.
     pub camera: &'a str,
+    /// Region id, for a region of the camera's frame; absent for the whole frame.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub region: Option<&'a str>,
     /// Frame number within the camera's stream.
     pub seq: u64,
     /// Presentation timestamp of the frame in its stream, if it had one.
@@ -96,8 +101,10 @@ impl<'a> ClassificationPayload<'a> {
         let latency = published_at
             .duration_since(c.captured_at)
             .unwrap_or(Duration::ZERO);
+        let (camera, region) = split_stream(&c.camera);
         Self {
-            camera: &c.camera,
+            camera,
+            region,
             seq: c.seq,
             pts_ns: c.pts_ns,
             captured_at: format_time(c.captured_at),
@@ -117,6 +124,9 @@ impl<'a> ClassificationPayload<'a> {
 pub struct StatePayload {
     /// Camera id.
     pub camera: String,
+    /// Region id, for a region of the camera's frame; absent for the whole frame.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
     /// The label that holds.
     pub label: String,
     /// Its class index.
@@ -174,6 +184,45 @@ pub struct CameraStats {
     /// Every processed frame is a classification delivered or counted here.
     #[serde(default)]
     pub mqtt_dropped: u64,
+    /// The camera's regions by id, each an engine stream of its own; absent for a camera
+    /// without regions. The counters above (`fps_processed`, `processed`, `dropped`,
+    /// `mqtt_dropped`) are those of the whole frame (0 with `whole = false`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub regions: BTreeMap<String, RegionStats>,
+}
+
+/// One region of a camera in [`CameraStats::regions`]: its stream's counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegionStats {
+    /// Frames per second inferred and published.
+    pub fps_processed: f64,
+    /// Frames inferred since start.
+    pub processed: u64,
+    /// Frames dropped since start, by reason ([`DropReason::as_str`]).
+    pub dropped: BTreeMap<String, u64>,
+    /// The region's classification messages the MQTT publisher dropped since start.
+    #[serde(default)]
+    pub mqtt_dropped: u64,
+}
+
+impl Default for RegionStats {
+    fn default() -> Self {
+        Self {
+            fps_processed: 0.0,
+            processed: 0,
+            dropped: required_drops(),
+            mqtt_dropped: 0,
+        }
+    }
+}
+
+/// The drop reasons the schema requires, at 0.
+fn required_drops() -> BTreeMap<String, u64> {
+    REQUIRED_DROP_REASONS
+        .into_iter()
+        .map(|reason| (reason.as_str().to_owned(), 0))
+        .collect()
 }
 
 impl CameraStats {
@@ -193,6 +242,7 @@ impl CameraStats {
                 .collect(),
             reconnects: 0,
             mqtt_dropped: 0,
+            regions: BTreeMap::new(),
         }
     }
 }
@@ -242,7 +292,26 @@ impl StatsPayload {
         for camera in self.cameras.values_mut() {
             camera.fps_in = finite_or_zero(camera.fps_in);
             camera.fps_processed = finite_or_zero(camera.fps_processed);
+            for region in camera.regions.values_mut() {
+                region.fps_processed = finite_or_zero(region.fps_processed);
+            }
         }
+    }
+}
+
+/// The camera and the region of a stream name: `("front", None)` for `front` (a whole
+/// frame), `("front", Some("gate"))` for `front/gate` (camera ids hold no `/`).
+///
+/// ```
+/// use effistream::mqtt::split_stream;
+///
+/// assert_eq!(split_stream("front"), ("front", None));
+/// assert_eq!(split_stream("front/gate"), ("front", Some("gate")));
+/// ```
+pub fn split_stream(stream: &str) -> (&str, Option<&str>) {
+    match stream.split_once('/') {
+        Some((camera, region)) => (camera, Some(region)),
+        None => (stream, None),
     }
 }
 
@@ -389,6 +458,7 @@ mod tests {
     fn state_payload_is_valid() {
         let state = StatePayload {
             camera: "door".into(),
+            region: None,
             label: "espresso".into(),
             class_id: 967,
             score: 0.95,

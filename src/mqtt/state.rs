@@ -102,8 +102,10 @@ impl StateTracker {
             return None;
         }
         state.current = Some(class);
+        let (camera_id, region) = crate::mqtt::payload::split_stream(camera);
         Some(StatePayload {
-            camera: camera.to_string(),
+            camera: camera_id.to_owned(),
+            region: region.map(str::to_owned),
             label: top1.label.clone(),
             class_id: class,
             score: top1.score,

@@ -29,7 +29,7 @@ use crate::util::redact::redact_password_of;
 use crate::util::{Backoff, join_by};
 use crate::video::FrameScaler;
 
-pub use settings::{Decode, SourceSettings, SourceSpec};
+pub use settings::{Decode, RegionBox, RegionSettings, SourceSettings, SourceSpec};
 
 /// A camera's state, as its retained `{prefix}/{camera}/status` topic shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -99,19 +99,49 @@ pub struct Source {
 }
 
 impl Source {
-    /// Starts the camera's thread. GStreamer must be initialised.
+    /// Starts the camera's thread with one engine stream for its whole frame (the
+    /// camera's regions are not classified: see [`Source::spawn_streams`]). GStreamer
+    /// must be initialised.
     pub fn spawn(camera: &SourceSettings, stream: Stream, on_state: StateCallback) -> Result<Self> {
-        Self::spawn_paused(camera, stream, on_state, false)
+        Self::spawn_streams(camera, Some(stream), Vec::new(), on_state, false)
     }
 
-    /// [`Source::spawn`], switched off from the start when `paused` (its status then goes
+    /// Starts the camera's thread: each decoded frame goes to `whole` (the whole frame)
+    /// and to each stream of `regions`, which pairs with `camera.regions` in order (the
+    /// region cut at the frame's resolution, [`FrameScaler::scale_region`]). GStreamer
+    /// must be initialised. `paused`: switched off from the start (its status then goes
     /// straight to [`CameraStatus::Paused`], without building a pipeline).
-    pub fn spawn_paused(
+    pub fn spawn_streams(
         camera: &SourceSettings,
-        stream: Stream,
+        whole: Option<Stream>,
+        regions: Vec<Stream>,
         on_state: StateCallback,
         paused: bool,
     ) -> Result<Self> {
+        if regions.len() > camera.regions.len() {
+            return Err(Error::Source(format!(
+                "camera {}: {} region streams for {} regions",
+                camera.id,
+                regions.len(),
+                camera.regions.len()
+            )));
+        }
+        let targets: Vec<Target> = whole
+            .map(|stream| Target {
+                stream,
+                region: None,
+            })
+            .into_iter()
+            .chain(
+                regions
+                    .into_iter()
+                    .zip(&camera.regions)
+                    .map(|(stream, r)| Target {
+                        stream,
+                        region: Some(r.bounds),
+                    }),
+            )
+            .collect();
         let paused = Arc::new(AtomicBool::new(paused));
         let stop = Arc::new(AtomicBool::new(false));
         let counters = Arc::new(SourceCounters::default());
@@ -131,7 +161,7 @@ impl Source {
             decode: camera.decode,
             stall_timeout: camera.stall_timeout,
             backoff: Backoff::new(camera.reconnect_initial, camera.reconnect_max),
-            stream: Arc::new(stream),
+            targets: Arc::new(targets),
             on_state,
             stop: stop.clone(),
             counters: counters.clone(),
@@ -248,6 +278,25 @@ enum Outcome {
     Paused,
 }
 
+/// An engine stream of a camera and the part of the frame it classifies.
+struct Target {
+    stream: Stream,
+    /// `None`: the whole frame.
+    region: Option<RegionBox>,
+}
+
+/// Whether any of the camera's streams would take a frame now.
+fn any_room(targets: &[Target]) -> bool {
+    targets.iter().any(|t| t.stream.has_room())
+}
+
+/// Counts a frame none of the camera's streams had room for, in each stream.
+fn count_full(targets: &[Target]) {
+    for t in targets {
+        t.stream.count_full();
+    }
+}
+
 struct Supervisor {
     id: String,
     spec: SourceSpec,
@@ -256,7 +305,8 @@ struct Supervisor {
     decode: Decode,
     stall_timeout: Duration,
     backoff: Backoff,
-    stream: Arc<Stream>,
+    /// The engine streams each frame goes to, in order.
+    targets: Arc<Vec<Target>>,
     on_state: StateCallback,
     stop: Arc<AtomicBool>,
     counters: Arc<SourceCounters>,
@@ -394,19 +444,20 @@ impl Supervisor {
             .by_name(pipeline::SINK_NAME)
             .and_then(|e| e.downcast::<gst_app::AppSink>().ok())
             .ok_or_else(|| Error::Source(format!("camera {}: no appsink", self.id)))?;
-        // Admission before conversion: a frame this camera has no room for in the engine
-        // is counted and dropped here, so an overloaded daemon spends no CPU converting
-        // frames it would drop anyway. It still counts as delivered for the watchdog.
+        // Admission before conversion: a frame none of this camera's streams has room for
+        // in the engine is counted (in each stream) and dropped here, so an overloaded
+        // daemon spends no CPU converting frames it would drop anyway. It still counts as
+        // delivered for the watchdog.
         if let Some(pad) = pipeline
             .by_name(pipeline::CONVERT_NAME)
             .and_then(|e| e.static_pad("sink"))
         {
-            let stream = self.stream.clone();
+            let targets = self.targets.clone();
             let counters = self.counters.clone();
             let seq = self.seq.clone();
             let delivered = delivered.clone();
             pad.add_probe(gst::PadProbeType::BUFFER, move |_, info| {
-                if stream.has_room() {
+                if any_room(&targets) {
                     return gst::PadProbeReturn::Ok;
                 }
                 if let Ok(mut d) = delivered.lock() {
@@ -414,7 +465,7 @@ impl Supervisor {
                 }
                 counters.frames.fetch_add(1, Ordering::Relaxed);
                 seq.fetch_add(1, Ordering::Relaxed);
-                stream.count_full();
+                count_full(&targets);
                 consume(info)
             });
         }
@@ -462,13 +513,16 @@ impl Supervisor {
                 }
             });
         }
-        let stream = self.stream.clone();
+        let targets = self.targets.clone();
         let counters = self.counters.clone();
         let seq = self.seq.clone();
         let delivered = delivered.clone();
         let id = self.id.clone();
         let keep_frames = self.keep_frames;
-        let mut scaler = FrameScaler::new(stream.preprocess());
+        let mut scalers: Vec<FrameScaler> = targets
+            .iter()
+            .map(|t| FrameScaler::new(t.stream.preprocess()))
+            .collect();
         sink.set_callbacks(
             gst_app::AppSinkCallbacks::builder()
                 .new_sample(move |sink| {
@@ -477,22 +531,17 @@ impl Supervisor {
                         *d = Some(Instant::now());
                     }
                     counters.frames.fetch_add(1, Ordering::Relaxed);
-                    if !stream.has_room() {
+                    // The camera's frame number: the same in each of its streams.
+                    let number = seq.fetch_add(1, Ordering::Relaxed);
+                    if !any_room(&targets) {
                         // Dropped anyway: skip the conversion.
-                        seq.fetch_add(1, Ordering::Relaxed);
-                        stream.count_full();
+                        count_full(&targets);
                         return Ok(gst::FlowSuccess::Ok);
                     }
-                    match frame_from_sample(&sample, &mut scaler, &seq, stream.buffer()) {
-                        Ok(mut frame) => {
-                            if keep_frames {
-                                frame.original = Some(Original(sample));
-                            }
-                            stream.try_submit(frame);
-                        }
-                        Err(e) => {
-                            tracing::warn!(camera = %id, error = %e, "Unreadable frame skipped.")
-                        }
+                    if let Err(e) =
+                        submit_sample(&sample, &targets, &mut scalers, number, keep_frames)
+                    {
+                        tracing::warn!(camera = %id, error = %e, "Unreadable frame skipped.")
                     }
                     Ok(gst::FlowSuccess::Ok)
                 })
@@ -659,24 +708,35 @@ fn is_video_decoder(element: &gst::Element) -> bool {
     })
 }
 
-/// Scales a decoded sample to the network input (see [`crate::video`]).
-fn frame_from_sample(
+/// Scales a decoded sample to the network input of each stream with room (see
+/// [`crate::video`]) and submits it as frame `number`; a stream without room counts it.
+fn submit_sample(
     sample: &gst::Sample,
-    scaler: &mut FrameScaler,
-    seq: &AtomicU64,
-    recycled: Vec<u8>,
-) -> Result<Frame> {
+    targets: &[Target],
+    scalers: &mut [FrameScaler],
+    number: u64,
+    keep_frames: bool,
+) -> Result<()> {
     let (buffer, info) = crate::video::sample_parts(sample)?;
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
         .map_err(|e| Error::Frame(format!("cannot map buffer: {e}")))?;
-    let image = scaler.scale(&frame, recycled)?;
-    Ok(Frame {
-        seq: seq.fetch_add(1, Ordering::Relaxed),
-        pts_ns: buffer.pts().map(|t| t.nseconds()),
-        captured_at: SystemTime::now(),
-        captured: Instant::now(),
-        image,
-        cropped: true,
-        original: None,
-    })
+    let (captured_at, captured) = (SystemTime::now(), Instant::now());
+    for (target, scaler) in targets.iter().zip(scalers) {
+        let stream = &target.stream;
+        if !stream.has_room() {
+            stream.count_full();
+            continue;
+        }
+        let image = scaler.scale_region(&frame, target.region.as_ref(), stream.buffer())?;
+        stream.try_submit(Frame {
+            seq: number,
+            pts_ns: buffer.pts().map(|t| t.nseconds()),
+            captured_at,
+            captured,
+            image,
+            cropped: true,
+            original: keep_frames.then(|| Original(sample.clone())),
+        });
+    }
+    Ok(())
 }

@@ -60,4 +60,27 @@ pub struct SourceSettings {
     /// Keep each submitted frame's decoded picture with it for a snapshot (`[snapshot]
     /// enabled`).
     pub keep_frames: bool,
+    /// Classify the whole frame as the stream `{id}` (`whole = true`, the default).
+    pub whole: bool,
+    /// Parts of the frame classified as streams of their own, `{id}/{region}`.
+    pub regions: Vec<RegionSettings>,
+}
+
+/// One region of a camera, checked: a part of the frame classified as an engine stream of
+/// its own named `{camera}/{region}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RegionSettings {
+    /// A valid MQTT topic level, unique among the camera's regions.
+    pub id: String,
+    /// Left, top, right, bottom as fractions of the frame: 0 ≤ x1 < x2 ≤ 1, 0 ≤ y1 < y2 ≤ 1.
+    pub bounds: RegionBox,
+}
+
+pub use crate::video::RegionBox;
+
+impl RegionSettings {
+    /// The engine stream (and topic levels) of this region of `camera`: `{camera}/{region}`.
+    pub fn stream_name(&self, camera: &str) -> String {
+        format!("{camera}/{}", self.id)
+    }
 }

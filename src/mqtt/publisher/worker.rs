@@ -222,6 +222,10 @@ impl PublishWorker {
                 let dropped = super::lock(&self.shared.dropped_classifications);
                 for (camera, counters) in &mut stats.cameras {
                     counters.mqtt_dropped = dropped.get(camera.as_str()).copied().unwrap_or(0);
+                    for (region, r) in &mut counters.regions {
+                        let stream = format!("{camera}/{region}");
+                        r.mqtt_dropped = dropped.get(stream.as_str()).copied().unwrap_or(0);
+                    }
                 }
                 drop(dropped);
                 stats.sanitize();
