@@ -377,3 +377,87 @@ fn the_dashboard_shows_each_cameras_snapshot_and_a_timeline_of_state_changes() {
     drop(browser);
     daemon.terminate();
 }
+
+/// Not a check: writes the README's dashboard picture, `docs/dashboard.png` (the demo clip
+/// of real photos, with a region; 30 s). Run by hand:
+/// `scripts/demo-clip && cargo test --release --test snapshots -- --ignored readme`.
+#[test]
+#[ignore = "writes docs/dashboard.png; run by hand"]
+fn readme_dashboard_screenshot() {
+    let _serial = serial();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let clip = root.join("target/demo/clip.avi");
+    assert!(clip.is_file(), "run scripts/demo-clip first");
+    let toml = format!(
+        "[[camera]]\nid = \"kitchen\"\nuri = \"file://{}\"\nfps = 5\nloop = true\n\
+         [[camera.region]]\nid = \"counter\"\nbox = [0.25, 0.2, 0.75, 0.9]\n\n\
+         [model]\nname = \"tf_efficientnet_lite0\"\nweights = \"{}\"\ntop_k = 1\n\n\
+         [state]\nmin_score = 0.2\nmin_consecutive = 2\n\n\
+         [snapshot]\nenabled = true\nmax_width = 320\n\n\
+         [mqtt]\nurl = \"embedded\"\nembedded_listen = \"127.0.0.1:0\"\n\
+         embedded_websocket_listen = \"127.0.0.1:0\"\n\n[http]\nlisten = \"127.0.0.1:0\"\n",
+        clip.display(),
+        effistream_testkit::lite0_weights().display()
+    );
+    let mut daemon = Daemon::start_args(&toml, &[]);
+    let base = daemon.http_url();
+    daemon.wait_log("Online.", Duration::from_secs(60));
+    let mut browser = Chromium::dashboard(&base);
+    browser.call(
+        "Emulation.setDeviceMetricsOverride",
+        serde_json::json!({"width": 900, "height": 820, "deviceScaleFactor": 1, "mobile": false}),
+    );
+    std::thread::sleep(Duration::from_secs(30));
+    browser.screenshot(&root.join("docs/dashboard.png"));
+    drop(browser);
+    daemon.terminate();
+}
+
+/// Kept frames do not hold appsink's own sample: a looping file (new caps on the sample at
+/// every loop) with snapshots on logs no GStreamer CRITICAL (`gst_sample_set_caps` on a
+/// sample that is not writable, found with the demo clip).
+#[test]
+fn a_looping_file_with_snapshots_logs_no_gstreamer_critical() {
+    let _serial = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.avi");
+    let status = std::process::Command::new("gst-launch-1.0")
+        .args([
+            "-q",
+            "videotestsrc",
+            "num-buffers=5",
+            "pattern=smpte",
+            "!",
+            "video/x-raw,width=320,height=240,framerate=10/1",
+            "!",
+            "jpegenc",
+            "!",
+            "avimux",
+            "!",
+            "filesink",
+        ])
+        .arg(format!("location={}", clip.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let broker = Mosquitto::new();
+    let live = Subscriber::connect(broker.port(), &["effistream/clip/snapshot"]);
+    let toml = config(
+        &[],
+        &broker.url(),
+        "[state]\nmin_consecutive = 1\nmin_score = 0.0\n\n[snapshot]\nenabled = true\n",
+    ) + &format!(
+        "\n[[camera]]\nid = \"clip\"\nuri = \"file://{}\"\nfps = 10\nloop = true\n",
+        clip.display()
+    );
+    let mut daemon = Daemon::start_args(&toml, &[]);
+    daemon.wait_log("Online.", Duration::from_secs(60));
+    // Several loops of the half-second clip.
+    std::thread::sleep(Duration::from_secs(4));
+    // Fails on any GLib CRITICAL or WARNING line in the daemon's log.
+    daemon.terminate();
+    assert!(
+        !live.collect(Duration::from_secs(1)).is_empty(),
+        "no snapshot of the clip"
+    );
+}

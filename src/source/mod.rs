@@ -721,6 +721,15 @@ fn submit_sample(
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, &info)
         .map_err(|e| Error::Frame(format!("cannot map buffer: {e}")))?;
     let (captured_at, captured) = (SystemTime::now(), Instant::now());
+    // A sample of our own on the same buffer and caps: appsink reuses the sample it hands
+    // out and sets new caps on it (a file that loops, a camera that changes its size),
+    // which GStreamer refuses with a CRITICAL while another reference holds it.
+    let original = match (keep_frames, sample.buffer_owned(), sample.caps_owned()) {
+        (true, Some(buffer), Some(caps)) => Some(Original(
+            gst::Sample::builder().buffer(&buffer).caps(&caps).build(),
+        )),
+        _ => None,
+    };
     for (target, scaler) in targets.iter().zip(scalers) {
         let stream = &target.stream;
         if !stream.has_room() {
@@ -735,7 +744,7 @@ fn submit_sample(
             captured,
             image,
             cropped: true,
-            original: keep_frames.then(|| Original(sample.clone())),
+            original: original.clone(),
         });
     }
     Ok(())
