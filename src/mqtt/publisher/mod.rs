@@ -224,7 +224,10 @@ impl Shared {
 }
 
 enum Data {
-    Classification(Classification),
+    /// A classification, and the camera's new state payload when this frame made one take
+    /// over: published right after it. A state is never dropped with its classification:
+    /// it then goes on the control queue ([`Inner::rescue_state`]).
+    Classification(Classification, Option<Vec<u8>>),
     Stats(Box<StatsPayload>),
 }
 
@@ -232,7 +235,7 @@ impl Data {
     /// The camera of a classification.
     fn camera(&self) -> Option<&Arc<str>> {
         match self {
-            Data::Classification(c) => Some(&c.camera),
+            Data::Classification(c, _) => Some(&c.camera),
             Data::Stats(_) => None,
         }
     }
@@ -398,8 +401,9 @@ impl Publisher {
 
     /// [`Publisher::classification`], which also feeds the state hysteresis first and
     /// returns the camera's new state when this frame made one take over. The state is
-    /// published retained on `{prefix}/{camera}/state` through the control queue: never
-    /// dropped by a full data queue, and re-published after every reconnect.
+    /// published retained on `{prefix}/{camera}/state` right after this classification
+    /// (it takes no room in the queue); if the classification is dropped, the state goes
+    /// on the control queue instead: never dropped, re-published after every reconnect.
     pub fn classification_tracked(
         &self,
         classification: Classification,
@@ -414,20 +418,20 @@ impl Publisher {
                 classification.captured_at,
             )
         };
-        if let Some(state) = &state {
-            match serde_json::to_vec(state) {
-                Ok(bytes) => {
-                    let _ = inner
-                        .control_tx
-                        .send(Control::State(classification.camera.clone(), bytes));
-                }
+        let bytes = state
+            .as_ref()
+            .and_then(|state| match serde_json::to_vec(state) {
+                Ok(bytes) => Some(bytes),
                 Err(e) => {
                     inner.shared.dropped.fetch_add(1, Ordering::AcqRel);
                     warn!(reason = %e, "Cannot publish a state message; dropped.");
+                    None
                 }
-            }
-        }
-        let queued = self.enqueue(Data::Classification(classification), "classification");
+            });
+        let queued = self.enqueue(
+            Data::Classification(classification, bytes),
+            "classification",
+        );
         (queued, state)
     }
 
@@ -513,19 +517,33 @@ impl Publisher {
                         "stats"
                     };
                     inner.shared.count_drop(kind, oldest.camera());
+                    inner.rescue_state(oldest);
                 }
                 match inner.data_tx.try_send(data) {
                     Ok(()) => true,
                     Err(e) => {
-                        inner.shared.count_drop(what, e.into_inner().camera());
+                        let data = e.into_inner();
+                        inner.shared.count_drop(what, data.camera());
+                        inner.rescue_state(data);
                         false
                     }
                 }
             }
             Err(e) => {
-                inner.shared.count_drop(what, e.into_inner().camera());
+                let data = e.into_inner();
+                inner.shared.count_drop(what, data.camera());
+                inner.rescue_state(data);
                 false
             }
+        }
+    }
+}
+
+impl Inner {
+    /// The state a dropped classification carried goes on the control queue.
+    fn rescue_state(&self, dropped: Data) {
+        if let Data::Classification(c, Some(state)) = dropped {
+            let _ = self.control_tx.send(Control::State(c.camera, state));
         }
     }
 }

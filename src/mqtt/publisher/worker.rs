@@ -202,7 +202,7 @@ impl PublishWorker {
 
     fn data(&mut self, data: Data) {
         match data {
-            Data::Classification(mut c) => {
+            Data::Classification(mut c, state) => {
                 for class in &mut c.top {
                     if !class.score.is_finite() {
                         class.score = 0.0;
@@ -215,6 +215,9 @@ impl PublishWorker {
                         self.shared.count_classification_drops(&c.camera, 1);
                         self.unpublishable("classification", &e.to_string());
                     }
+                }
+                if let Some(state) = state {
+                    self.control(Control::State(c.camera.clone(), state));
                 }
             }
             Data::Stats(mut stats) => {
