@@ -4,23 +4,14 @@
 //! Brokers and daemons on 127.0.0.1, ports chosen at run time; one test at a time.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use effistream::shard::Shard;
 use effistream_testkit::daemon::{Daemon, by_camera, config, http_get, serial};
-use effistream_testkit::mosquitto::{Bridge, Message, Mosquitto, MosquittoOptions, Subscriber};
+use effistream_testkit::mosquitto::{
+    Bridge, Message, Mosquitto, MosquittoOptions, Subscriber, publish,
+};
 use serde_json::Value;
-
-/// Publishes `payload` on `topic` at QoS 1 to the broker on `port` (mosquitto_pub).
-fn publish(port: u16, topic: &str, payload: &str) {
-    let status = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
-        .args(["-t", topic, "-m", payload])
-        .status()
-        .expect("running mosquitto_pub");
-    assert!(status.success(), "mosquitto_pub to {port} failed");
-}
 
 /// Waits until a message published on `from` reaches a subscriber on `to` through the
 /// bridge (the bridge connects in the background after the broker starts).

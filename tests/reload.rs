@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use effistream_testkit::daemon::{Daemon, config, effistream_bin, http_get, serial};
-use effistream_testkit::mosquitto::{Message, Mosquitto, Subscriber};
+use effistream_testkit::mosquitto::{Message, Mosquitto, Subscriber, publish};
 
 /// The options of Home Assistant's MQTT switch (https://www.home-assistant.io/integrations/switch.mqtt/).
 const HA_SWITCH_OPTIONS: &[&str] = &[
@@ -51,16 +51,6 @@ const HA_SWITCH_OPTIONS: &[&str] = &[
     "unique_id",
     "value_template",
 ];
-
-/// Publishes `payload` on `topic` at QoS 1 (mosquitto_pub).
-fn publish(port: u16, topic: &str, payload: &str) {
-    let status = Command::new("mosquitto_pub")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
-        .args(["-t", topic, "-m", payload])
-        .status()
-        .expect("running mosquitto_pub");
-    assert!(status.success(), "mosquitto_pub to {port} failed");
-}
 
 fn camera_of(m: &Message) -> &str {
     m.topic.split('/').nth(1).unwrap_or("")

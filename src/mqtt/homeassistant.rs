@@ -76,6 +76,19 @@ pub struct DiscoveryOptions<'a> {
     pub qos: u8,
 }
 
+/// `text` as a part of an entity id: lower-case ASCII letters and digits, `_` for the rest.
+fn entity_part(text: &str) -> String {
+    text.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// The id used for `camera` in discovery topics and unique ids: `[a-zA-Z0-9_-]` only.
 ///
 /// ```
@@ -102,16 +115,7 @@ pub fn discovery(topics: &Topics, camera: &str, options: &DiscoveryOptions<'_>) 
     let object = object_id(camera);
     let node = options.node_id;
     let version = env!("CARGO_PKG_VERSION");
-    let entity: String = format!("{node}_{object}_label")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let entity = entity_part(&format!("{node}_{object}_label"));
     let payload = json!({
         "name": "Label",
         "unique_id": format!("{node}_{object}_label"),
@@ -165,18 +169,9 @@ pub fn switch_discovery(
 ) -> Discovery {
     let object = object_id(camera);
     let node = options.node_id;
-    let version = env!("CARGO_PKG_VERSION");
-    let entity: String = format!("{node}_{object}_enabled")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    let payload = json!({
+    let entity = entity_part(&format!("{node}_{object}_enabled"));
+    let sensor = discovery(topics, camera, options).payload;
+    let mut payload = json!({
         "name": "Enabled",
         "unique_id": format!("{node}_{object}_enabled"),
         "default_entity_id": format!("switch.{entity}"),
@@ -190,6 +185,7 @@ pub fn switch_discovery(
         "optimistic": false,
         "retain": false,
         "qos": options.qos,
+        // A paused camera can be switched back on: only `offline` makes it unavailable.
         "availability": [
             {"topic": topics.status()},
             {
@@ -197,22 +193,16 @@ pub fn switch_discovery(
                 "value_template": "{{ 'offline' if value == 'offline' else 'online' }}",
             },
         ],
-        "availability_mode": "all",
-        "payload_available": "online",
-        "payload_not_available": "offline",
-        "device": {
-            "identifiers": [format!("{node}_{object}")],
-            "name": camera,
-            "manufacturer": "effistream",
-            "model": options.model,
-            "sw_version": version,
-        },
-        "origin": {
-            "name": "effistream",
-            "sw_version": version,
-            "support_url": env!("CARGO_PKG_REPOSITORY"),
-        },
     });
+    for shared in [
+        "availability_mode",
+        "payload_available",
+        "payload_not_available",
+        "device",
+        "origin",
+    ] {
+        payload[shared] = sensor[shared].clone();
+    }
     Discovery {
         topic: format!("{}/switch/{node}/{object}/config", options.discovery_prefix),
         payload,
@@ -367,16 +357,7 @@ pub fn region_discovery(
     let object = object_id(&stream);
     let node = options.node_id;
     let mut d = discovery(topics, camera, options);
-    let entity: String = format!("{node}_{camera}_{region}_label")
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() {
-                c.to_ascii_lowercase()
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let entity = entity_part(&format!("{node}_{camera}_{region}_label"));
     let payload = &mut d.payload;
     payload["name"] = json!(format!("{region} label"));
     payload["unique_id"] = json!(format!("{node}_{object}_label"));

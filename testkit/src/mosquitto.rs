@@ -273,6 +273,16 @@ impl Default for Mosquitto {
     }
 }
 
+/// Publishes `payload` on `topic` at QoS 1 to the broker on `port` (mosquitto_pub).
+pub fn publish(port: u16, topic: &str, payload: &str) {
+    let status = std::process::Command::new("mosquitto_pub")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q", "1"])
+        .args(["-t", topic, "-m", payload])
+        .status()
+        .expect("running mosquitto_pub");
+    assert!(status.success(), "mosquitto_pub to {port} failed");
+}
+
 /// A port on 127.0.0.1 that nothing listens on (right now).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
