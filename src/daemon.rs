@@ -27,11 +27,11 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 
-use crate::engine::{Classified, Engine, StreamCounters};
+use crate::engine::{Classified, Engine, EngineSnapshot, StreamCounters};
 use crate::http::{Dashboard, HttpServer, Observed};
 use crate::mqtt::{
-    CameraStats, CameraStatus, Classification, EmbeddedBroker, InferenceStats, MqttCounters,
-    MqttEndpoint, MqttError, Publisher, RegionStats, StatsPayload,
+    CameraStats, CameraStatus, Classification, EmbeddedBroker, InferenceStats, ModelStats,
+    MqttCounters, MqttEndpoint, MqttError, Publisher, RegionStats, StatsPayload,
 };
 use crate::plan::Plan;
 use crate::snapshot::Snapshotter;
@@ -130,7 +130,7 @@ impl Daemon {
         let (control_tx, control_rx) = crossbeam_channel::unbounded();
         let control = DaemonControl { tx: control_tx };
         // Before the model loads, so that probes get an answer (not ready yet) meanwhile.
-        let observed = Arc::new(Observed::new(plan.model.variant.name));
+        let observed = Arc::new(Observed::new(plan.first_model().model.variant.name));
         let http = match &plan.http {
             Some(settings) => {
                 let dashboard = Dashboard::new(
@@ -163,7 +163,7 @@ impl Daemon {
             crate::mqtt::homeassistant::announce(
                 &publisher,
                 &plan.publisher.topics,
-                &settings.options(plan.model.variant.name, plan.publisher.qos),
+                &settings.options(plan.first_model().model.variant.name, plan.publisher.qos),
                 &plan.cameras,
                 plan.snapshot.is_some(),
             );
@@ -239,30 +239,23 @@ impl Starting {
             control,
             control_rx,
         } = self;
-        let variant = plan.model.variant;
-        let engine = plan
-            .model
-            .load()
-            .map_err(DaemonError::Model)
-            .and_then(|classifier| {
-                Engine::start(Arc::new(classifier), plan.engine.clone())
-                    .map_err(DaemonError::Engine)
-            });
-        let engine = match engine {
-            Ok(engine) => engine,
-            Err(e) => {
+        let mut engines = Engines::default();
+        for model in &plan.models {
+            if let Err(e) = engines.start(model, &observed) {
+                engines.shutdown(STOP_ENGINE);
                 let _ = publisher.shutdown(STOP_PUBLISHER);
                 return Err(e);
             }
-        };
-        observed.set_engine(engine.histograms(), engine.queue_probe());
+        }
+        observed.set_warm();
         publisher.set_online();
+        let first = &plan.first_model().engine;
         tracing::info!(
-            model = variant.name,
+            models = %engines.describe(),
             cameras = plan.cameras.len(),
-            workers = plan.engine.workers,
-            threads = plan.engine.threads,
-            batch = plan.engine.max_batch,
+            workers = first.workers,
+            threads = first.threads,
+            batch = first.max_batch,
             "Online."
         );
 
@@ -276,7 +269,7 @@ impl Starting {
                         Some(s)
                     }
                     Err(e) => {
-                        engine.shutdown(STOP_ENGINE);
+                        engines.shutdown(STOP_ENGINE);
                         let _ = publisher.shutdown(STOP_PUBLISHER);
                         return Err(DaemonError::Engine(e));
                     }
@@ -288,7 +281,7 @@ impl Starting {
         let mut streams = Vec::with_capacity(plan.cameras.len());
         let mut regions = Vec::new();
         let parts = CameraParts {
-            engine: &engine,
+            engines: &engines,
             publisher: &publisher,
             observed: &observed,
             snapshots: snapshots.as_ref(),
@@ -305,7 +298,7 @@ impl Starting {
                         source.request_stop();
                     }
                     drop(sources);
-                    engine.shutdown(STOP_ENGINE);
+                    engines.shutdown(STOP_ENGINE);
                     let _ = publisher.shutdown(STOP_PUBLISHER);
                     return Err(DaemonError::Engine(e));
                 }
@@ -321,7 +314,7 @@ impl Starting {
             http,
             observed,
             publisher,
-            engine,
+            engines,
             sources,
             streams,
             stats,
@@ -336,9 +329,94 @@ impl Starting {
     }
 }
 
+/// The running engines, one per model of the plan (each its own batcher and workers).
+#[derive(Default)]
+pub(crate) struct Engines(Vec<(String, Engine)>);
+
+/// One engine's statistics since the previous stats message.
+pub(crate) struct ModelSnapshot {
+    id: String,
+    snapshot: EngineSnapshot,
+    queue_depth: usize,
+}
+
+impl Engines {
+    /// Loads `model`, starts its engine (warm-up included) and shows it in the metrics.
+    pub(crate) fn start(
+        &mut self,
+        model: &crate::plan::ModelPlan,
+        observed: &Observed,
+    ) -> Result<(), DaemonError> {
+        let classifier = model.model.load().map_err(DaemonError::Model)?;
+        let engine = Engine::start(Arc::new(classifier), model.engine.clone())
+            .map_err(DaemonError::Engine)?;
+        observed.add_engine(
+            &model.id,
+            engine.classifier().variant().name,
+            engine.histograms(),
+            engine.queue_probe(),
+        );
+        self.0.push((model.id.clone(), engine));
+        Ok(())
+    }
+
+    /// The engine of model `id`.
+    pub(crate) fn get(&self, id: &str) -> crate::Result<&Engine> {
+        self.0
+            .iter()
+            .find(|(m, _)| m == id)
+            .map(|(_, e)| e)
+            .ok_or_else(|| crate::Error::Source(format!("model {id:?} is not running")))
+    }
+
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.0.iter().any(|(m, _)| m == id)
+    }
+
+    /// `id=architecture (N classes)` of each, for the log.
+    fn describe(&self) -> String {
+        let all: Vec<String> = self
+            .0
+            .iter()
+            .map(|(id, e)| {
+                let c = e.classifier();
+                format!("{id}={} ({} classes)", c.variant().name, c.num_classes())
+            })
+            .collect();
+        all.join(", ")
+    }
+
+    fn take_snapshots(&self) -> Vec<ModelSnapshot> {
+        self.0
+            .iter()
+            .map(|(id, e)| ModelSnapshot {
+                id: id.clone(),
+                snapshot: e.take_snapshot(),
+                queue_depth: e.queue_depth(),
+            })
+            .collect()
+    }
+
+    /// Stops every engine together within `timeout` (see [`Engine::shutdown`]).
+    fn shutdown(self, timeout: Duration) -> Vec<ModelSnapshot> {
+        for (_, engine) in &self.0 {
+            engine.request_stop();
+        }
+        let deadline = Instant::now() + timeout;
+        self.0
+            .into_iter()
+            .map(|(id, e)| ModelSnapshot {
+                id,
+                snapshot: e.shutdown(deadline.saturating_duration_since(Instant::now())),
+                queue_depth: 0,
+            })
+            .collect()
+    }
+}
+
 /// What a camera runs on: shared by the start and by reloads.
 pub(crate) struct CameraParts<'a> {
-    pub(crate) engine: &'a Engine,
+    pub(crate) engines: &'a Engines,
     pub(crate) publisher: &'a Publisher,
     pub(crate) observed: &'a Arc<Observed>,
     pub(crate) snapshots: Option<&'a Arc<Snapshotter>>,
@@ -365,7 +443,9 @@ impl CameraParts<'_> {
         camera: &SourceSettings,
         paused: bool,
     ) -> crate::Result<StartedCamera> {
-        let stream = |name: &str, bounds: Option<crate::snapshot::Bounds>| {
+        let stream = |name: &str,
+                      model: &crate::source::ModelRef,
+                      bounds: Option<crate::snapshot::Bounds>| {
             let p = self.publisher.clone();
             let snapshots = self.snapshots.cloned();
             let on_result = Arc::new(move |mut r: Classified| {
@@ -376,17 +456,21 @@ impl CameraParts<'_> {
                     snapshots.request(&stream, original, bounds);
                 }
             });
-            self.engine.stream(name, on_result)
+            self.engines.get(&model.id)?.stream(name, on_result)
         };
         let whole = if camera.whole {
-            Some(stream(&camera.id, None)?)
+            Some(stream(&camera.id, &camera.model, None)?)
         } else {
             None
         };
         let mut region_streams = Vec::with_capacity(camera.regions.len());
         let mut regions = Vec::with_capacity(camera.regions.len());
         for region in &camera.regions {
-            let s = stream(&region.stream_name(&camera.id), Some(region.bounds))?;
+            let s = stream(
+                &region.stream_name(&camera.id),
+                &region.model,
+                Some(region.bounds),
+            )?;
             let counters = s.counters().clone();
             self.observed
                 .add_region(&camera.id, &region.id, counters.clone());
@@ -430,7 +514,7 @@ pub struct Running {
     http: Option<HttpServer>,
     observed: Arc<Observed>,
     publisher: Publisher,
-    engine: Engine,
+    engines: Engines,
     sources: Vec<Source>,
     streams: Vec<(String, Arc<StreamCounters>)>,
     stats: StatsBuilder,
@@ -505,13 +589,11 @@ impl Running {
                 && Instant::now() >= at
             {
                 self.next_stats = Some(at + interval);
-                let snapshot = self.engine.take_snapshot();
                 let payload = self.stats.build(
                     &self.sources,
                     &self.streams,
                     &self.regions,
-                    snapshot,
-                    self.engine.queue_depth(),
+                    self.engines.take_snapshots(),
                     &self.publisher,
                 );
                 self.publisher.stats(payload);
@@ -530,7 +612,7 @@ impl Running {
         for source in &mut self.sources {
             source.join(deadline.saturating_duration_since(Instant::now()));
         }
-        let snapshot = self.engine.shutdown(STOP_ENGINE);
+        let snapshots = self.engines.shutdown(STOP_ENGINE);
         if let Some(snapshots) = &self.snapshots {
             // The last results' snapshots go out before the publisher stops.
             snapshots.shutdown();
@@ -540,8 +622,7 @@ impl Running {
             &self.sources,
             &self.streams,
             &self.regions,
-            snapshot,
-            0,
+            snapshots,
             &self.publisher,
         );
         self.publisher.stats(payload);
@@ -577,8 +658,7 @@ impl StatsBuilder {
         sources: &[Source],
         streams: &[(String, Arc<crate::engine::StreamCounters>)],
         regions: &[RegionCounters],
-        snapshot: crate::engine::EngineSnapshot,
-        queue_depth: usize,
+        engines: Vec<ModelSnapshot>,
         publisher: &Publisher,
     ) -> StatsPayload {
         let now = Instant::now();
@@ -630,17 +710,34 @@ impl StatsBuilder {
                 c.regions.insert(region.clone(), stats);
             }
         }
+        let times = |s: &EngineSnapshot| InferenceStats {
+            mean: s.inference_ms.mean(),
+            p50: s.inference_ms.quantile(0.5),
+            p99: s.inference_ms.quantile(0.99),
+        };
+        let mut total = EngineSnapshot::default();
+        let mut queue_depth = 0;
+        let mut models = BTreeMap::new();
+        for m in &engines {
+            total.merge(&m.snapshot);
+            queue_depth += m.queue_depth;
+            models.insert(
+                m.id.clone(),
+                ModelStats {
+                    inference_ms: times(&m.snapshot),
+                    batch_size_mean: m.snapshot.mean_batch_size(),
+                    queue_depth: m.queue_depth as u64,
+                },
+            );
+        }
         StatsPayload {
             uptime_s: self.started.elapsed().as_secs_f64(),
             cameras,
-            inference_ms: InferenceStats {
-                mean: snapshot.inference_ms.mean(),
-                p50: snapshot.inference_ms.quantile(0.5),
-                p99: snapshot.inference_ms.quantile(0.99),
-            },
-            batch_size_mean: snapshot.mean_batch_size(),
+            inference_ms: times(&total),
+            batch_size_mean: total.mean_batch_size(),
             queue_depth: queue_depth as u64,
             mqtt: publisher.counters(),
+            models,
         }
     }
 }

@@ -612,27 +612,45 @@ fn check_config(args: CheckConfigArgs) -> anyhow::Result<ExitCode> {
     let cameras = config.cameras.len();
     let mqtt = plan.publisher.endpoint.to_string();
     if args.probe {
-        let classifier = plan.model.load()?;
-        println!(
-            "{}: model {} loaded ({} classes)",
-            args.file.display(),
-            classifier.variant().name,
-            classifier.num_classes()
-        );
+        for model in &plan.models {
+            let classifier = model.model.load()?;
+            println!(
+                "{}: model {} loaded ({} classes)",
+                args.file.display(),
+                describe_model(&model.id, classifier.variant().name),
+                classifier.num_classes()
+            );
+        }
         let reached = effistream::mqtt::probe(
             &plan.publisher,
             std::time::Duration::from_secs(args.probe_timeout),
         )?;
         println!("{}: mqtt ok ({reached})", args.file.display());
     }
+    let models: Vec<String> = plan
+        .models
+        .iter()
+        .map(|m| describe_model(&m.id, m.model.variant.name))
+        .collect();
     println!(
-        "{}: ok ({cameras} camera{}, {} enabled; model {}; mqtt {mqtt})",
+        "{}: ok ({cameras} camera{}, {} enabled; model{} {}; mqtt {mqtt})",
         args.file.display(),
         if cameras == 1 { "" } else { "s" },
         config.enabled_cameras().count(),
-        plan.model.variant.name,
+        if models.len() == 1 { "" } else { "s" },
+        models.join(", "),
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// A model of the plan for messages: its network, with its id unless it is `[model]`'s
+/// default one.
+fn describe_model(id: &str, name: &str) -> String {
+    if id == effistream::config::DEFAULT_MODEL_ID {
+        name.to_owned()
+    } else {
+        format!("{id} ({name})")
+    }
 }
 
 /// `effistream print-config [FILE]`: the effective configuration as TOML, redacted.

@@ -30,8 +30,11 @@ pub struct Plan {
     pub cameras: Vec<SourceSettings>,
     /// Enabled cameras in the file, before the shard took its part.
     pub enabled_cameras: usize,
-    pub model: ModelSettings,
-    pub engine: EngineSettings,
+    /// The models the cameras run, each with an engine of its own (its batcher and
+    /// workers): `[model]` then the `[[models]]` entries, in file order, those no
+    /// camera or region of this daemon names left out (`[model]` alone when none is
+    /// named at all).
+    pub models: Vec<ModelPlan>,
     pub publisher: PublisherSettings,
     /// Hysteresis of the retained state topics.
     pub state: StateConfig,
@@ -50,6 +53,28 @@ pub struct Plan {
     pub snapshot: Option<SnapshotSettings>,
 }
 
+/// One model of the plan and the engine that runs it.
+#[derive(Debug, Clone)]
+pub struct ModelPlan {
+    /// `[model]`'s id (`default` unless it sets one) or a `[[models]]` entry's.
+    pub id: String,
+    pub model: ModelSettings,
+    /// Its batching, workers (`[batch]`, `[workers]`) and `top_k`/`threshold`.
+    pub engine: EngineSettings,
+}
+
+impl Plan {
+    /// The model of the plan with this id.
+    pub fn model(&self, id: &str) -> Option<&ModelPlan> {
+        self.models.iter().find(|m| m.id == id)
+    }
+
+    /// The first model: `[model]`'s when a camera runs it.
+    pub fn first_model(&self) -> &ModelPlan {
+        &self.models[0]
+    }
+}
+
 /// The network and where its weights come from.
 #[derive(Debug, Clone)]
 pub struct ModelSettings {
@@ -63,6 +88,14 @@ pub struct ModelSettings {
 }
 
 impl ModelSettings {
+    /// How a camera or region of the plan names this model, `id`.
+    pub fn reference(&self, id: &str) -> crate::source::ModelRef {
+        crate::source::ModelRef {
+            id: id.to_owned(),
+            name: self.variant.name,
+        }
+    }
+
     /// Loads the model: weights, `config.json`, labels ([`crate::model::own::load`]).
     pub fn load(&self) -> crate::Result<crate::model::Classifier> {
         crate::model::own::load(&self.source)

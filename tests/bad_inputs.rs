@@ -516,7 +516,46 @@ fn config_cases(t: &mut Table) {
         &format!(
             "{CAM}[[camera.region]]\nid = \"gate\"\nbox = [0.1, 0.1, 0.5, 0.5]\nmodel = \"gate-state\"\n"
         ),
-        &["camera[0].region[0].model", "not implemented yet"],
+        &["camera[0].region[0].model", "\"gate-state\"", "no model has this id", "\"default\""],
+    );
+    t.config(
+        "camera-model-unknown",
+        &format!(
+            "{CAM}model = \"gate\"\n\n[[models]]\nid = \"gate-state\"\nname = \"efficientnet_b2_pruned\"\n"
+        ),
+        &["camera[0].model", "\"gate\"", "no model has this id", "\"gate-state\""],
+    );
+    t.config(
+        "models-without-id",
+        &format!("{CAM}[[models]]\nname = \"efficientnet_b2_pruned\"\n"),
+        &["models[0].id", "every [[models]] table needs an id"],
+    );
+    t.config(
+        "models-duplicate-id",
+        &format!(
+            "{CAM}[[models]]\nid = \"a\"\n\n[[models]]\nid = \"a\"\nname = \"efficientnet_b3_pruned\"\n"
+        ),
+        &["models[1].id", "duplicate of models[0]"],
+    );
+    t.config(
+        "models-id-of-model",
+        &format!("{CAM}[model]\nid = \"main\"\n\n[[models]]\nid = \"main\"\n"),
+        &["models[0].id", "duplicate of [model]'s id"],
+    );
+    t.config(
+        "models-bad-id",
+        &format!("{CAM}[[models]]\nid = \"gate/state\"\n"),
+        &["models[0].id", "must not contain `/`"],
+    );
+    t.config(
+        "models-unknown-name",
+        &format!("{CAM}[[models]]\nid = \"x\"\nname = \"resnet50\"\n"),
+        &["models[0].name", "unknown model"],
+    );
+    t.config(
+        "models-top-k",
+        &format!("{CAM}[[models]]\nid = \"x\"\ntop_k = 0\n"),
+        &["models[0].top_k", "must be between 1 and 1000"],
     );
     t.config(
         "snapshot-max-width",

@@ -104,6 +104,15 @@ fn every_key() -> Vec<String> {
     config.mqtt.ca_file = Some("/ca".into());
     config.mqtt.cert_file = Some("/cert".into());
     config.mqtt.key_file = Some("/key".into());
+    config.model.id = Some("imagenet".into());
+    config.cameras[0].model = Some("imagenet".into());
+    config.models.push(effistream::config::ModelConfig {
+        id: Some("gate-state".into()),
+        weights: Some("/g".into()),
+        labels: Some("/l".into()),
+        hub_id: Some("me/gate".into()),
+        ..Default::default()
+    });
     let table: toml::Table = config.to_toml().unwrap().parse().unwrap();
     let mut keys = Vec::new();
     for (key, value) in &table {

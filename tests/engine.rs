@@ -18,6 +18,7 @@ fn config(workers: usize, threads: usize, max_batch: usize) -> EngineSettings {
         threads,
         top_k: 5,
         threshold: 0.0,
+        model_id: None,
     }
 }
 

@@ -173,8 +173,10 @@ fn check_histogram(scrape: &Scrape, name: &str) -> (f64, f64) {
         previous = (le, b.value);
     }
     assert_eq!(previous.0, f64::INFINITY, "{name}: no +Inf bucket");
-    let count = scrape.value(&format!("{name}_count"), &[]);
-    let sum = scrape.value(&format!("{name}_sum"), &[]);
+    // One model, `[model]`: its id is `default`.
+    let model = [("model", "default")];
+    let count = scrape.value(&format!("{name}_count"), &model);
+    let sum = scrape.value(&format!("{name}_sum"), &model);
     assert_eq!(previous.1, count, "{name}: +Inf bucket != count");
     (count, sum)
 }
@@ -255,6 +257,7 @@ fn readiness_waits_for_the_broker_and_metrics_count_what_the_daemon_does() {
         ("effistream_inference_duration_seconds", "histogram"),
         ("effistream_batch_size", "histogram"),
         ("effistream_queue_depth", "gauge"),
+        ("effistream_model_info", "gauge"),
         ("effistream_mqtt_connected", "gauge"),
         ("effistream_mqtt_published_total", "counter"),
         ("effistream_mqtt_dropped_total", "counter"),
@@ -368,7 +371,17 @@ fn readiness_waits_for_the_broker_and_metrics_count_what_the_daemon_does() {
             > first.value("effistream_mqtt_published_total", &[])
     );
     assert_eq!(second.value("effistream_ready", &[]), 1.0);
-    assert!(second.value("effistream_queue_depth", &[]) >= 0.0);
+    assert!(second.value("effistream_queue_depth", &[("model", "default")]) >= 0.0);
+    assert_eq!(
+        second.value(
+            "effistream_model_info",
+            &[
+                ("model", "default"),
+                ("architecture", "tf_efficientnet_lite0")
+            ]
+        ),
+        1.0
+    );
     assert_eq!(
         second.all("effistream_build_info")[0].labels["model"],
         "tf_efficientnet_lite0"

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use effistream_testkit::daemon::{Daemon, config, http_get, serial, wait_online};
+use effistream_testkit::daemon::{Daemon, config, http_get, last_valid_stats, serial, wait_online};
 use effistream_testkit::mosquitto::{
     Message, Mosquitto, Subscriber, assert_valid, schema_validator as validator,
 };
@@ -74,13 +74,7 @@ fn two_regions_of_an_rtsp_camera_publish_their_own_topics_and_states() {
     );
     assert!(on(&messages, "effistream/side/state").is_empty());
 
-    let stats = validator(effistream::mqtt::STATS_SCHEMA);
-    let last = on(&messages, "effistream/stats")
-        .into_iter()
-        .inspect(|m| assert_valid(&stats, m))
-        .next_back()
-        .expect("a stats message")
-        .json();
+    let last = last_valid_stats(&messages);
     let front = &last["cameras"]["front"];
     assert!(front["processed"].as_u64().unwrap() > 0, "{last}");
     for region in ["gate", "door"] {

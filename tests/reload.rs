@@ -14,7 +14,9 @@ use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use effistream_testkit::daemon::{Daemon, config, effistream_bin, http_get, serial};
+use effistream_testkit::daemon::{
+    Daemon, config, effistream_bin, http_get, metric, reload_cli, serial,
+};
 use effistream_testkit::mosquitto::{Message, Mosquitto, Subscriber, publish};
 
 /// The options of Home Assistant's MQTT switch (https://www.home-assistant.io/integrations/switch.mqtt/).
@@ -82,27 +84,6 @@ fn wait_log_count(daemon: &mut Daemon, needle: &str, n: usize, timeout: Duration
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-/// `effistream reload --url URL`: (success, stdout, stderr).
-fn reload_cli(url: &str) -> (bool, String, String) {
-    let out = Command::new(effistream_bin())
-        .args(["reload", "--url", url])
-        .env("RUST_LOG", "off")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-/// The value of one line of the Prometheus text (`name{labels} value`).
-fn metric(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
 }
 
 #[test]

@@ -132,6 +132,7 @@ pub fn from_structure(s: &gst::StructureRef) -> Result<Classification, String> {
             .map(gst::ClockTime::nseconds),
         captured_at,
         model,
+        model_id: None,
         batch_size: s.get::<u32>("batch-size").map_err(invalid(s))? as usize,
         inference_ms: s.get("inference-ms").map_err(invalid(s))?,
         top,

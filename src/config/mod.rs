@@ -54,7 +54,7 @@ use std::path::Path;
 
 pub use error::ConfigError;
 pub use redact::redact_secrets;
-pub use resolve::{MAX_CAMERA_ID_CHARS, check_camera_id};
+pub use resolve::{DEFAULT_MODEL_ID, MAX_CAMERA_ID_CHARS, check_camera_id};
 pub use schema::*;
 pub use uri::{CAMERA_SCHEMES, TEST_DEFAULT_SIZE, TEST_PATTERNS, TEST_SIZE_RANGE, parse_mqtt_url};
 

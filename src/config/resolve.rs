@@ -23,10 +23,13 @@ use crate::mqtt::{
     ClientCert, Credentials, MqttEndpoint, MqttError, Overflow, Password, PublisherSettings, Qos,
     StateConfig, TlsFiles, Topics, check_topic_prefix,
 };
-use crate::plan::{BrokerSettings, HttpSettings, ModelSettings, Overrides, Plan};
+use crate::plan::{BrokerSettings, HttpSettings, ModelPlan, ModelSettings, Overrides, Plan};
 use crate::shard::Shard;
 use crate::snapshot::SnapshotSettings;
-use crate::source::{RegionBox, RegionSettings, SourceSettings, SourceSpec};
+use crate::source::{ModelRef, RegionBox, RegionSettings, SourceSettings, SourceSpec};
+
+/// The id of `[model]` when it sets none.
+pub const DEFAULT_MODEL_ID: &str = "default";
 
 /// Longest camera id, in characters.
 pub const MAX_CAMERA_ID_CHARS: usize = 64;
@@ -39,9 +42,11 @@ impl Config {
     /// `run` refuses it.
     pub fn resolve(&self, origin: &str, overrides: &Overrides) -> Result<Plan, ConfigError> {
         let v = Validator { origin };
+        let models = v.models(&self.model, &self.models, overrides.weights.as_ref())?;
+        let known: Vec<ModelRef> = models.iter().map(|(id, m)| m.reference(id)).collect();
         let mut cameras = Vec::new();
         for (i, camera) in self.cameras.iter().enumerate() {
-            let settings = v.camera(i, camera, &self.reconnect)?;
+            let settings = v.camera(i, camera, &self.reconnect, &known)?;
             if let Some(first) = self.cameras[..i].iter().position(|c| c.id == camera.id) {
                 return Err(v.bad(
                     format!("camera[{i}].id"),
@@ -53,8 +58,8 @@ impl Config {
                 cameras.push(settings);
             }
         }
-        let model = v.model(&self.model, overrides.weights.as_ref())?;
-        let engine = v.engine(&self.batch, &self.workers, &self.model)?;
+        v.batch(&self.batch)?;
+        v.workers(&self.workers)?;
         v.reconnect(&self.reconnect)?;
         let mut publisher = v.publisher(&self.mqtt)?;
         let state = v.state(&self.state)?;
@@ -111,6 +116,31 @@ impl Config {
         // A full queue drops its oldest message: the newest results matter most to a
         // dashboard, and the drop is counted either way.
         publisher.overflow = Overflow::DropOldest;
+        // An engine per model a camera or region of this daemon runs; `[model]` alone
+        // when none is (a shard without cameras still loads one to answer probes).
+        let used = |id: &str| {
+            cameras.iter().any(|c| {
+                (c.whole && c.model.id == id) || c.regions.iter().any(|r| r.model.id == id)
+            })
+        };
+        let mut running: Vec<((String, ModelSettings), &ModelConfig)> = models
+            .into_iter()
+            .zip(std::iter::once(&self.model).chain(&self.models))
+            .collect();
+        if running.iter().any(|((id, _), _)| used(id)) {
+            running.retain(|((id, _), _)| used(id));
+        } else {
+            running.truncate(1);
+        }
+        let engines = running.len();
+        let models = running
+            .into_iter()
+            .map(|((id, model), config)| ModelPlan {
+                engine: v.engine(&self.batch, &self.workers, config, &id, engines),
+                id,
+                model,
+            })
+            .collect();
         let broker = match publisher.endpoint {
             MqttEndpoint::Embedded(listen) => Some(BrokerSettings { listen, websocket }),
             _ => None,
@@ -118,8 +148,7 @@ impl Config {
         Ok(Plan {
             cameras,
             enabled_cameras,
-            model,
-            engine,
+            models,
             publisher,
             state,
             broker,
@@ -145,7 +174,8 @@ impl Config {
 
 impl CameraConfig {
     /// This camera's source settings, checked as [`Config::resolve`] checks a camera
-    /// (errors start with `origin` and name it `camera[0]`).
+    /// (errors start with `origin` and name it `camera[0]`), with the default `[model]`
+    /// as the only model.
     pub fn resolve(
         &self,
         origin: &str,
@@ -153,7 +183,8 @@ impl CameraConfig {
     ) -> Result<SourceSettings, ConfigError> {
         let v = Validator { origin };
         v.reconnect(reconnect)?;
-        v.camera(0, self, reconnect)
+        let default = v.model(&ModelConfig::default(), None)?;
+        v.camera(0, self, reconnect, &[default.reference(DEFAULT_MODEL_ID)])
     }
 }
 
@@ -224,6 +255,7 @@ impl Validator<'_> {
         i: usize,
         camera: &CameraConfig,
         reconnect: &ReconnectConfig,
+        models: &[ModelRef],
     ) -> Result<SourceSettings, ConfigError> {
         let key = |field: &str| format!("camera[{i}].{field}");
         check_camera_id(&camera.id).map_err(|r| self.bad(key("id"), quoted(&camera.id), r))?;
@@ -273,7 +305,8 @@ impl Validator<'_> {
         if camera.loop_ && !matches!(source, SourceSpec::File { .. }) {
             return Err(self.bad(key("loop"), true, "only file:// sources can loop"));
         }
-        let regions = self.regions(i, camera)?;
+        let model = self.model_ref(key("model"), camera.model.as_deref(), &models[0], models)?;
+        let regions = self.regions(i, camera, &model, models)?;
         Ok(SourceSettings {
             id: camera.id.clone(),
             spec: source,
@@ -286,11 +319,42 @@ impl Validator<'_> {
             keep_frames: false,
             whole: camera.whole,
             regions,
+            model,
+        })
+    }
+
+    /// The model `id` names (at `key`), `inherited` when it is unset.
+    fn model_ref(
+        &self,
+        key: String,
+        id: Option<&str>,
+        inherited: &ModelRef,
+        models: &[ModelRef],
+    ) -> Result<ModelRef, ConfigError> {
+        let Some(id) = id else {
+            return Ok(inherited.clone());
+        };
+        models.iter().find(|m| m.id == id).cloned().ok_or_else(|| {
+            let known: Vec<String> = models.iter().map(|m| quoted(&m.id)).collect();
+            self.bad(
+                key,
+                quoted(id),
+                format!(
+                    "no model has this id; the models are {} ([model] and the [[models]] tables)",
+                    known.join(", ")
+                ),
+            )
         })
     }
 
     /// The `[[camera.region]]` tables of camera `i`, and its `whole` setting.
-    fn regions(&self, i: usize, camera: &CameraConfig) -> Result<Vec<RegionSettings>, ConfigError> {
+    fn regions(
+        &self,
+        i: usize,
+        camera: &CameraConfig,
+        camera_model: &ModelRef,
+        models: &[ModelRef],
+    ) -> Result<Vec<RegionSettings>, ConfigError> {
         let mut regions: Vec<RegionSettings> = Vec::with_capacity(camera.regions.len());
         for (j, region) in camera.regions.iter().enumerate() {
             let key = |field: &str| format!("camera[{i}].region[{j}].{field}");
@@ -302,14 +366,8 @@ impl Validator<'_> {
                     format!("duplicate of camera[{i}].region[{first}]"),
                 ));
             }
-            if let Some(model) = &region.model {
-                return Err(self.bad(
-                    key("model"),
-                    quoted(model),
-                    "several models at once ([[models]]) are not implemented yet: leave it out, \
-                     regions run [model] like the whole frame",
-                ));
-            }
+            let model =
+                self.model_ref(key("model"), region.model.as_deref(), camera_model, models)?;
             let bounds = RegionBox::new(&region.bounds).map_err(|r| {
                 let values: Vec<String> = region.bounds.iter().map(f64::to_string).collect();
                 self.bad(key("box"), format!("[{}]", values.join(", ")), r)
@@ -317,6 +375,7 @@ impl Validator<'_> {
             regions.push(RegionSettings {
                 id: region.id.clone(),
                 bounds,
+                model,
             });
         }
         if !camera.whole && regions.is_empty() {
@@ -327,6 +386,49 @@ impl Validator<'_> {
             ));
         }
         Ok(regions)
+    }
+
+    /// `[model]` and the `[[models]]` entries, by id, `[model]` first; the command
+    /// line's `--weights` replaces `[model]`'s `weights` (and `hub_id`).
+    fn models(
+        &self,
+        default: &ModelConfig,
+        entries: &[ModelConfig],
+        weights_override: Option<&PathBuf>,
+    ) -> Result<Vec<(String, ModelSettings)>, ConfigError> {
+        let default_id = default.id.as_deref().unwrap_or(DEFAULT_MODEL_ID);
+        if let Some(id) = &default.id {
+            check_camera_id(id).map_err(|r| self.bad("model.id", quoted(id), r))?;
+        }
+        let mut models = vec![(
+            default_id.to_owned(),
+            self.model(default, weights_override)?,
+        )];
+        for (i, entry) in entries.iter().enumerate() {
+            let Some(id) = &entry.id else {
+                return Err(self.bad_key(
+                    format!("models[{i}].id"),
+                    "missing: every [[models]] table needs an id, which cameras and regions name it by",
+                ));
+            };
+            check_camera_id(id).map_err(|r| self.bad(format!("models[{i}].id"), quoted(id), r))?;
+            if let Some(first) = models.iter().position(|(other, _)| other == id) {
+                let of = match first {
+                    0 => "[model]'s id".to_owned(),
+                    n => format!("models[{}]", n - 1),
+                };
+                return Err(self.bad(
+                    format!("models[{i}].id"),
+                    quoted(id),
+                    format!("duplicate of {of}"),
+                ));
+            }
+            models.push((
+                id.clone(),
+                self.model_at(&format!("models[{i}]"), entry, None)?,
+            ));
+        }
+        Ok(models)
     }
 
     /// `[model]` (or a `[[models]]` entry, its keys under `key`), with the command line's
@@ -423,23 +525,26 @@ impl Validator<'_> {
         })
     }
 
+    /// The engine of model `id`, one of `engines`: `[batch]` and `[workers]` apply to
+    /// each; `threads = 0` shares the CPU cores among the workers of all of them.
     fn engine(
         &self,
         batch: &BatchConfig,
         workers: &WorkersConfig,
         model: &ModelConfig,
-    ) -> Result<EngineSettings, ConfigError> {
-        self.batch(batch)?;
-        self.workers(workers)?;
-        Ok(EngineSettings {
+        id: &str,
+        engines: usize,
+    ) -> EngineSettings {
+        EngineSettings {
             max_batch: batch.max_size,
             max_wait: Duration::from_millis(batch.max_wait_ms),
             max_frame_age: Duration::from_millis(batch.max_frame_age_ms),
             workers: workers.count,
-            threads: threads_per_worker(workers.threads, workers.count),
+            threads: threads_per_worker(workers.threads, workers.count * engines),
             top_k: model.top_k,
             threshold: model.threshold,
-        })
+            model_id: Some(id.into()),
+        }
     }
 
     fn batch(&self, batch: &BatchConfig) -> Result<(), ConfigError> {
@@ -860,8 +965,9 @@ mod tests {
         config.stats_interval_s = 0;
         config.http.enabled = false;
         let plan = config.resolve("t.toml", &Overrides::default()).unwrap();
-        assert_eq!(plan.engine.threads, threads_per_worker(0, 2));
-        assert!(plan.engine.threads >= 1);
+        let engine = &plan.first_model().engine;
+        assert_eq!(engine.threads, threads_per_worker(0, 2));
+        assert!(engine.threads >= 1);
         assert_eq!(plan.stats_interval, None);
         assert_eq!(plan.http, None);
         let listen: SocketAddr = "127.0.0.1:1883".parse().unwrap();

@@ -17,6 +17,10 @@ pub struct Config {
     #[serde(rename = "camera")]
     pub cameras: Vec<CameraConfig>,
     pub model: ModelConfig,
+    /// More models, as `[[models]]` tables: each has an `id` and the keys of `[model]`;
+    /// a camera or region runs one by naming it (`model = "id"`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub models: Vec<ModelConfig>,
     pub batch: BatchConfig,
     pub workers: WorkersConfig,
     pub reconnect: ReconnectConfig,
@@ -68,6 +72,10 @@ pub struct CameraConfig {
     /// Parts of the frame classified as streams of their own, `[[camera.region]]`.
     #[serde(default, rename = "region", skip_serializing_if = "Vec::is_empty")]
     pub regions: Vec<RegionConfig>,
+    /// The id of the model this camera runs (`[model]`'s or a `[[models]]` entry's);
+    /// unset: `[model]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 /// A part of a camera's frame, classified as a stream of its own (`{camera}/{region}`).
@@ -80,16 +88,20 @@ pub struct RegionConfig {
     /// (0 ≤ x1 < x2 ≤ 1, 0 ≤ y1 < y2 ≤ 1).
     #[serde(rename = "box")]
     pub bounds: Vec<f64>,
-    /// The id of the model this region runs: reserved for `[[models]]`, which is not
-    /// implemented yet (refused with that reason).
+    /// The id of the model this region runs (`[model]`'s or a `[[models]]` entry's);
+    /// unset: its camera's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
 }
 
-/// The network.
+/// The network: `[model]`, the default, or a `[[models]]` entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelConfig {
+    /// The id cameras and regions name it by, in payloads (`model_id`) and metrics
+    /// (`model`): required in `[[models]]`; `[model]`'s defaults to `default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// A variant of `effistream models`; unset: the `architecture` of the weights'
     /// `config.json`, else `efficientnet_b1_pruned`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -255,6 +267,7 @@ impl Default for Config {
             stats_interval_s: 10,
             cameras: Vec::new(),
             model: ModelConfig::default(),
+            models: Vec::new(),
             batch: BatchConfig::default(),
             workers: WorkersConfig::default(),
             reconnect: ReconnectConfig::default(),
@@ -271,6 +284,7 @@ impl Default for Config {
 impl Default for ModelConfig {
     fn default() -> Self {
         Self {
+            id: None,
             name: None,
             weights: None,
             top_k: 5,
@@ -377,6 +391,7 @@ impl CameraConfig {
             decode: Decode::All,
             whole: true,
             regions: Vec::new(),
+            model: None,
         }
     }
 }

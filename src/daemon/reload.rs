@@ -17,10 +17,14 @@
 //!   alone; a camera switched off stays off;
 //! - unchanged: untouched, their pipeline and engine stream run on (`seq` continues).
 //!
-//! `stats_interval_s` applies at once. Every other setting (model, batching, workers,
-//! MQTT, state hysteresis, embedded broker, HTTP, Home Assistant, shard) needs a restart:
-//! if one changed, the reload says which (`restart_required`, and a warning), and keeps
-//! the running values of all of them.
+//! A model (`[model]` or a `[[models]]` entry) that a camera or region names for the first
+//! time is loaded and its engine started; one that runs keeps running, also when no
+//! camera names it any more.
+//!
+//! `stats_interval_s` applies at once. Every other setting (a running model's keys,
+//! batching, workers, MQTT, state hysteresis, embedded broker, HTTP, Home Assistant,
+//! shard, snapshots) needs a restart: if one changed, the reload says which
+//! (`restart_required`, and a warning), and keeps the running values of all of them.
 //!
 //! # Enabled switch
 //!
@@ -137,17 +141,36 @@ pub fn restart_required(old: &Plan, new: &Plan) -> Vec<String> {
         // The running endpoint has the embedded broker's real port (port 0 in the file).
         new_publisher.endpoint = MqttEndpoint::Embedded(*running);
     }
+    // A model that runs and is in the new file too: the one loaded and its engine stay.
+    // (`threads = 0` shares the cores among the engines, so a model added or no longer
+    // named changes `threads` without a change of `[workers]`.)
+    let same_count = old.models.len() == new.models.len();
+    let engine = |e: &crate::engine::EngineSettings, threads: usize| {
+        let mut e = e.clone();
+        e.threads = threads;
+        format!("{e:?}")
+    };
+    let mut models_changed = false;
+    let mut engines_changed = false;
+    for m in &new.models {
+        if let Some(running) = old.model(&m.id) {
+            let (a, b) = (&running.model, &m.model);
+            models_changed |=
+                a.variant.name != b.variant.name || a.weights != b.weights || a.source != b.source;
+            let threads = if same_count { m.engine.threads } else { 0 };
+            engines_changed |= engine(
+                &running.engine,
+                if same_count {
+                    running.engine.threads
+                } else {
+                    0
+                },
+            ) != engine(&m.engine, threads);
+        }
+    }
     let checks = [
-        (
-            "model",
-            old.model.variant.name != new.model.variant.name
-                || old.model.weights != new.model.weights
-                || old.model.source != new.model.source,
-        ),
-        (
-            "batch, workers, model.top_k/threshold",
-            format!("{:?}", old.engine) != format!("{:?}", new.engine),
-        ),
+        ("model, models", models_changed),
+        ("batch, workers, model.top_k/threshold", engines_changed),
         ("mqtt", old.publisher != new_publisher),
         ("state", old.state != new.state),
         ("mqtt (embedded broker)", old.broker != new.broker),
@@ -299,6 +322,20 @@ impl Running {
                     .retain(self.plan.publisher.topics.snapshot(id), Vec::new());
             }
         }
+        // Models named for the first time start now (those that run keep running).
+        for model in &new.models {
+            if !self.engines.contains(&model.id) {
+                match self.engines.start(model, &self.observed) {
+                    Ok(()) => {
+                        tracing::info!(model = %model.id, name = model.model.variant.name, "Model started.");
+                        self.plan.models.push(model.clone());
+                    }
+                    Err(e) => {
+                        tracing::error!(model = %model.id, error = %e, "Model not started; its cameras do not run.");
+                    }
+                }
+            }
+        }
         for camera in &new.cameras {
             if summary.restarted.contains(&camera.id) || summary.added.contains(&camera.id) {
                 let paused = self.paused.contains(&camera.id);
@@ -312,7 +349,10 @@ impl Running {
         if let Some(settings) = &self.plan.homeassistant {
             // Removed cameras lose their entities, changed ones those they no longer have
             // (a region gone); added and changed ones are announced.
-            let options = settings.options(self.plan.model.variant.name, self.plan.publisher.qos);
+            let options = settings.options(
+                self.plan.first_model().model.variant.name,
+                self.plan.publisher.qos,
+            );
             let topics = &self.plan.publisher.topics;
             let snapshots = self.plan.snapshot.is_some();
             let touched =
@@ -360,7 +400,7 @@ impl Running {
     /// Starts `camera` as [`super::Starting::start`] does, switched off if `paused`.
     fn start_camera(&mut self, camera: &SourceSettings, paused: bool) {
         let parts = super::CameraParts {
-            engine: &self.engine,
+            engines: &self.engines,
             publisher: &self.publisher,
             observed: &self.observed,
             snapshots: self.snapshots.as_ref(),

@@ -90,6 +90,8 @@ pub struct Classified {
     pub captured: Instant,
     /// Name of the model that inferred it ([`crate::model::Variant::name`]).
     pub model: &'static str,
+    /// [`EngineSettings::model_id`].
+    pub model_id: Option<Arc<str>>,
     /// Frames in the batch this frame was inferred in.
     pub batch_size: usize,
     /// Time the batch took, preprocessing and network.
@@ -233,6 +235,9 @@ pub struct EngineSettings {
     pub threads: usize,
     pub top_k: usize,
     pub threshold: f32,
+    /// The id of the model in the daemon's plan (`[model]`'s or a `[[models]]` entry's),
+    /// carried by each result ([`Classified::model_id`]); `None` in the plugin.
+    pub model_id: Option<Arc<str>>,
 }
 
 /// The running engine: a batcher thread and worker threads around one shared model.
@@ -375,16 +380,23 @@ impl Engine {
         self.stats.take_snapshot()
     }
 
-    /// Stops: frames still waiting are dropped (counted as `shutdown`), batches already
-    /// formed are finished and their results delivered, then the threads end. Streams
-    /// still registered can no longer submit. Waits at most `timeout` for the threads;
-    /// returns the statistics gathered since the last snapshot.
-    pub fn shutdown(mut self, timeout: Duration) -> EngineSnapshot {
+    /// The first step of [`Engine::shutdown`] without the wait, so that several engines
+    /// stop together: no stream can submit any more, frames still waiting will be
+    /// dropped.
+    pub fn request_stop(&self) {
         self.stopping.store(true, Ordering::SeqCst);
         self.frames_tx
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
+    }
+
+    /// Stops: frames still waiting are dropped (counted as `shutdown`), batches already
+    /// formed are finished and their results delivered, then the threads end. Streams
+    /// still registered can no longer submit. Waits at most `timeout` for the threads;
+    /// returns the statistics gathered since the last snapshot.
+    pub fn shutdown(mut self, timeout: Duration) -> EngineSnapshot {
+        self.request_stop();
         let deadline = Instant::now() + timeout;
         for handle in self.threads.drain(..) {
             if let Err(handle) = join_by(handle, deadline) {

@@ -14,6 +14,13 @@ pub struct EngineSnapshot {
 }
 
 impl EngineSnapshot {
+    /// Adds `other`'s batches, frames and times (another engine's, for totals).
+    pub fn merge(&mut self, other: &EngineSnapshot) {
+        self.batches += other.batches;
+        self.frames += other.frames;
+        self.inference_ms.merge(&other.inference_ms);
+    }
+
     /// Mean frames per batch, 0 without batches.
     pub fn mean_batch_size(&self) -> f64 {
         if self.batches == 0 {

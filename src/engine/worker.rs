@@ -143,6 +143,7 @@ impl InferenceWorker {
                 captured_at: item.frame.captured_at,
                 captured: item.frame.captured,
                 model: self.classifier.variant().name,
+                model_id: self.config.model_id.clone(),
                 batch_size,
                 inference_ms,
                 top,

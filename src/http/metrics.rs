@@ -12,9 +12,10 @@
 //! | `effistream_camera_status` | gauge (1 for the current status) | `camera`, `status` |
 //! | `effistream_snapshots_published_total` | counter (with `[snapshot]` enabled) | `camera` |
 //! | `effistream_snapshots_dropped_total` | counter (with `[snapshot]` enabled) | `camera`, `reason` |
-//! | `effistream_inference_duration_seconds` | histogram | |
-//! | `effistream_batch_size` | histogram | |
-//! | `effistream_queue_depth` | gauge | |
+//! | `effistream_inference_duration_seconds` | histogram | `model` |
+//! | `effistream_batch_size` | histogram | `model` |
+//! | `effistream_queue_depth` | gauge | `model` |
+//! | `effistream_model_info` | gauge (always 1) | `model`, `architecture` |
 //! | `effistream_mqtt_connected` | gauge | |
 //! | `effistream_mqtt_published_total` | counter | |
 //! | `effistream_mqtt_dropped_total` | counter | |
@@ -27,6 +28,9 @@
 //! `effistream_camera_processed_total`, `effistream_camera_dropped_total` and
 //! `effistream_camera_mqtt_dropped_total`, labelled `camera` and `region`; the series
 //! without `region` are the whole frame's (0 with `whole = false`).
+//!
+//! Each model (`[model]`, `[[models]]`) runs its own engine: the engine's series carry
+//! its id in the `model` label (`default` for `[model]` unless it sets an id).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -52,7 +56,8 @@ pub struct Observed {
     warm: AtomicBool,
     stopping: AtomicBool,
     publisher: OnceLock<Publisher>,
-    engine: OnceLock<(EngineHistograms, QueueProbe)>,
+    /// Per model: id, architecture, the engine's histograms and queue.
+    engines: Mutex<Vec<(String, &'static str, EngineHistograms, QueueProbe)>>,
     cameras: Mutex<Vec<Camera>>,
     snapshots: OnceLock<Arc<Snapshotter>>,
     /// Reloads applied and refused ([`Observed::count_reload`]).
@@ -85,7 +90,7 @@ impl Observed {
             warm: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             publisher: OnceLock::new(),
-            engine: OnceLock::new(),
+            engines: Mutex::new(Vec::new()),
             cameras: Mutex::new(Vec::new()),
             snapshots: OnceLock::new(),
             reloads: Default::default(),
@@ -125,9 +130,22 @@ impl Observed {
         let _ = self.publisher.set(publisher.clone());
     }
 
-    /// The engine is warm: the model answers.
-    pub fn set_engine(&self, histograms: EngineHistograms, queue: QueueProbe) {
-        let _ = self.engine.set((histograms, queue));
+    /// The engine of model `id` (architecture `name`) is warm: its metrics are scraped.
+    pub fn add_engine(
+        &self,
+        id: &str,
+        name: &'static str,
+        histograms: EngineHistograms,
+        queue: QueueProbe,
+    ) {
+        self.engines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((id.to_owned(), name, histograms, queue));
+    }
+
+    /// Every model answers: the daemon can become ready.
+    pub fn set_warm(&self) {
         self.warm.store(true, Ordering::Release);
     }
 
@@ -338,29 +356,53 @@ impl Collector for Observed {
             }
         }
 
-        if let Some((histograms, queue)) = self.engine.get() {
-            for (name, help, histogram) in [
+        let engines = self
+            .engines
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if !engines.is_empty() {
+            type Pick = fn(&EngineHistograms) -> &prometheus_client::metrics::histogram::Histogram;
+            let histograms: [(&str, &str, Pick); 2] = [
                 (
                     "effistream_inference_duration_seconds",
-                    "Time each batch took: preprocessing and network.",
-                    &histograms.inference_seconds,
+                    "Time each batch took: preprocessing and network, by model id.",
+                    |h| &h.inference_seconds,
                 ),
                 (
                     "effistream_batch_size",
-                    "Frames per batch.",
-                    &histograms.batch_size,
+                    "Frames per batch, by model id.",
+                    |h| &h.batch_size,
                 ),
-            ] {
-                let family =
-                    encoder.encode_descriptor(name, help, None, histogram.metric_type())?;
-                histogram.encode(family)?;
+            ];
+            for (name, help, pick) in histograms {
+                let mut family =
+                    encoder.encode_descriptor(name, help, None, MetricType::Histogram)?;
+                for (id, _, h, _) in &engines {
+                    pick(h).encode(family.encode_family(&[("model", id.as_str())])?)?;
+                }
             }
-            gauge(
-                &mut encoder,
+            let mut family = encoder.encode_descriptor(
                 "effistream_queue_depth",
-                "Frames waiting in the engine's channel.",
-                queue.depth() as i64,
+                "Frames waiting in the channel of a model's engine.",
+                None,
+                MetricType::Gauge,
             )?;
+            for (id, _, _, queue) in &engines {
+                ConstGauge::new(queue.depth() as i64)
+                    .encode(family.encode_family(&[("model", id.as_str())])?)?;
+            }
+            let mut family = encoder.encode_descriptor(
+                "effistream_model_info",
+                "Always 1 per running model: its id (model) and network (architecture).",
+                None,
+                MetricType::Gauge,
+            )?;
+            for (id, name, _, _) in &engines {
+                ConstGauge::new(1i64).encode(
+                    family.encode_family(&[("model", id.as_str()), ("architecture", name)])?,
+                )?;
+            }
         }
 
         if let Some(publisher) = self.publisher.get() {

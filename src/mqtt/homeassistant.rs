@@ -286,6 +286,12 @@ pub fn camera_discoveries(
     snapshots: bool,
 ) -> Vec<Discovery> {
     let id = camera.id.as_str();
+    // The device shows the network of the camera's whole frame (else its first region's).
+    let model = match (camera.whole, camera.regions.first()) {
+        (false, Some(region)) => region.model.name,
+        _ => camera.model.name,
+    };
+    let options = &DiscoveryOptions { model, ..*options };
     let mut all = vec![switch_discovery(topics, id, options)];
     if camera.whole {
         all.push(discovery(topics, id, options));

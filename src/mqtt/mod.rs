@@ -59,6 +59,7 @@
 //!     pts_ns: Some(0),
 //!     captured_at: SystemTime::now(),
 //!     model: "efficientnet_b1_pruned",
+//!     model_id: None,
 //!     batch_size: 1,
 //!     inference_ms: 30.0,
 //!     top: Vec::new(),
@@ -92,8 +93,8 @@ use std::time::Duration;
 
 pub use broker::EmbeddedBroker;
 pub use payload::{
-    CameraStats, Classification, ClassificationPayload, InferenceStats, MqttCounters, RegionStats,
-    StatePayload, StatsPayload, format_time, split_stream,
+    CameraStats, Classification, ClassificationPayload, InferenceStats, ModelStats, MqttCounters,
+    RegionStats, StatePayload, StatsPayload, format_time, split_stream,
 };
 pub use publisher::{MessageHandler, Publisher, probe};
 pub use settings::{

@@ -35,6 +35,9 @@ pub struct Classification {
     /// Wall-clock capture time.
     pub captured_at: SystemTime,
     pub model: &'static str,
+    /// The id of the model in the daemon's configuration (`[model]`'s or a `[[models]]`
+    /// entry's); `None` in the plugin.
+    pub model_id: Option<Arc<str>>,
     /// Frames in the batch this frame was inferred in.
     pub batch_size: usize,
     /// Time the batch took in the network, milliseconds.
@@ -52,6 +55,7 @@ impl From<Classified> for Classification {
             pts_ns: r.pts_ns,
             captured_at: r.captured_at,
             model: r.model,
+            model_id: r.model_id,
             batch_size: r.batch_size,
             inference_ms: r.inference_ms,
             top: r.top,
@@ -82,8 +86,12 @@ pub struct ClassificationPayload<'a> {
     pub captured_at: String,
     /// Wall-clock time the result was handed to the MQTT client.
     pub published_at: String,
-    /// Model name.
+    /// Model name (the architecture).
     pub model: &'a str,
+    /// The daemon's id of the model (`[model]`'s, `default` unless set, or a
+    /// `[[models]]` entry's); absent from the plugin's payloads.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model_id: Option<&'a str>,
     /// Frames in the batch this frame was inferred in.
     pub batch_size: usize,
     /// Time the batch took in the network, milliseconds.
@@ -110,6 +118,7 @@ impl<'a> ClassificationPayload<'a> {
             captured_at: format_time(c.captured_at),
             published_at: format_time(published_at),
             model: c.model,
+            model_id: c.model_id.as_deref(),
             batch_size: c.batch_size,
             inference_ms: round_ms(finite_or_zero(c.inference_ms)),
             latency_ms: round_ms(latency.as_secs_f64() * 1000.0),
@@ -155,6 +164,23 @@ pub struct StatsPayload {
     pub queue_depth: u64,
     /// The publisher's counters.
     pub mqtt: MqttCounters,
+    /// Per model id (`[model]`'s and the `[[models]]` entries' that run): its engine's
+    /// share of `inference_ms`, `batch_size_mean` and `queue_depth`, which are the
+    /// totals over every model.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub models: BTreeMap<String, ModelStats>,
+}
+
+/// One model's engine in [`StatsPayload`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelStats {
+    /// Batch inference times since the previous stats message, milliseconds.
+    pub inference_ms: InferenceStats,
+    /// Mean frames per batch since the previous stats message.
+    pub batch_size_mean: f64,
+    /// Frames waiting in the model's frame channel.
+    pub queue_depth: u64,
 }
 
 /// One camera in [`StatsPayload`].
@@ -289,6 +315,16 @@ impl StatsPayload {
         ] {
             *v = finite_or_zero(*v);
         }
+        for m in self.models.values_mut() {
+            for v in [
+                &mut m.batch_size_mean,
+                &mut m.inference_ms.mean,
+                &mut m.inference_ms.p50,
+                &mut m.inference_ms.p99,
+            ] {
+                *v = finite_or_zero(*v);
+            }
+        }
         for camera in self.cameras.values_mut() {
             camera.fps_in = finite_or_zero(camera.fps_in);
             camera.fps_processed = finite_or_zero(camera.fps_processed);
@@ -361,6 +397,7 @@ mod tests {
             pts_ns: Some(41_033_333_333),
             captured_at: UNIX_EPOCH + Duration::from_millis(1_795_766_400_123),
             model: "efficientnet_b1_pruned",
+            model_id: None,
             batch_size: 4,
             inference_ms: 31.2,
             top: vec![
@@ -399,6 +436,19 @@ mod tests {
             .collect();
         assert_eq!(keys.len(), 10, "{keys:?}");
         assert_valid(&validator(CLASSIFICATION_SCHEMA), &value);
+    }
+
+    #[test]
+    fn the_daemons_model_id_is_in_the_payload_and_the_schema() {
+        let mut c = classification();
+        c.model_id = Some(Arc::from("gate-state"));
+        let value = serde_json::to_value(ClassificationPayload::new(&c, c.captured_at)).unwrap();
+        assert_eq!(value["model_id"], "gate-state");
+        let v = validator(CLASSIFICATION_SCHEMA);
+        assert_valid(&v, &value);
+        let mut bad = value.clone();
+        bad["model_id"] = json!("a/b");
+        assert!(!v.is_valid(&bad), "{bad}");
     }
 
     #[test]
@@ -508,6 +558,19 @@ mod tests {
                 dropped: 1,
                 queued: 0,
             },
+            models: [(
+                "gate-state".to_owned(),
+                ModelStats {
+                    inference_ms: InferenceStats {
+                        mean: f64::NAN,
+                        p50: 12.0,
+                        p99: 14.0,
+                    },
+                    batch_size_mean: 2.0,
+                    queue_depth: 1,
+                },
+            )]
+            .into(),
         };
         stats.sanitize();
         let v = validator(STATS_SCHEMA);
@@ -522,8 +585,11 @@ mod tests {
         let mut bad = value.clone();
         bad["cameras"]["door"]["dropped"]["too_old"] = json!(-1);
         assert!(!v.is_valid(&bad));
-        let mut bad = value;
+        let mut bad = value.clone();
         bad["cameras"]["door"]["status"] = json!("sleeping");
+        assert!(!v.is_valid(&bad));
+        let mut bad = value;
+        bad["models"]["gate-state"]["queue_depth"] = json!(-1);
         assert!(!v.is_valid(&bad));
     }
 

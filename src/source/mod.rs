@@ -29,7 +29,7 @@ use crate::util::redact::redact_password_of;
 use crate::util::{Backoff, join_by};
 use crate::video::FrameScaler;
 
-pub use settings::{Decode, RegionBox, RegionSettings, SourceSettings, SourceSpec};
+pub use settings::{Decode, ModelRef, RegionBox, RegionSettings, SourceSettings, SourceSpec};
 
 /// A camera's state, as its retained `{prefix}/{camera}/status` topic shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -64,6 +64,18 @@ pub struct SourceSettings {
     pub whole: bool,
     /// Parts of the frame classified as streams of their own, `{id}/{region}`.
     pub regions: Vec<RegionSettings>,
+    /// The model the whole frame runs.
+    pub model: ModelRef,
+}
+
+/// The model a stream runs: the id of a model of the plan ([`crate::plan::ModelPlan`])
+/// and its architecture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRef {
+    /// `[model]`'s id (`default` unless it sets one) or a `[[models]]` entry's.
+    pub id: String,
+    /// The architecture ([`crate::model::Variant::name`]).
+    pub name: &'static str,
 }
 
 /// One region of a camera, checked: a part of the frame classified as an engine stream of
@@ -74,6 +86,8 @@ pub struct RegionSettings {
     pub id: String,
     /// Left, top, right, bottom as fractions of the frame: 0 ≤ x1 < x2 ≤ 1, 0 ≤ y1 < y2 ≤ 1.
     pub bounds: RegionBox,
+    /// The model the region runs (its camera's unless it names another).
+    pub model: ModelRef,
 }
 
 pub use crate::video::RegionBox;

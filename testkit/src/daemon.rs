@@ -216,6 +216,27 @@ pub fn effistream_bin() -> PathBuf {
     bin
 }
 
+/// The value of one line of the Prometheus text (`name{labels} value`).
+pub fn metric(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+}
+
+/// `effistream reload --url URL`: (success, stdout, stderr).
+pub fn reload_cli(url: &str) -> (bool, String, String) {
+    let out = Command::new(effistream_bin())
+        .args(["reload", "--url", url])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A configuration: cameras (id, uri, fps), the mosquitto port, extra TOML.
 pub fn config(cameras: &[(&str, &str, f64)], broker_port: u16, extra: &str) -> String {
     // The HTTP server on a free port: two daemons may run at once.
@@ -258,6 +279,16 @@ pub fn last_stats(messages: &[Message]) -> Value {
         .find(|m| m.topic == "effistream/stats")
         .expect("a stats message")
         .json()
+}
+
+/// [`last_stats`], after checking every `effistream/stats` payload among `messages`
+/// against the stats schema.
+pub fn last_valid_stats(messages: &[Message]) -> Value {
+    let schema = crate::mosquitto::schema_validator(effistream::mqtt::STATS_SCHEMA);
+    for m in messages.iter().filter(|m| m.topic == "effistream/stats") {
+        crate::mosquitto::assert_valid(&schema, m);
+    }
+    last_stats(messages)
 }
 
 /// Receives into `messages` until a stats message says the daemon is connected with an

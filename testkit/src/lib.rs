@@ -85,6 +85,7 @@ pub fn lite0_engine(max_frame_age: Duration, top_k: usize) -> Engine {
             threads: 2,
             top_k,
             threshold: 0.0,
+            model_id: None,
         },
     )
     .unwrap()

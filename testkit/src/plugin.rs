@@ -121,6 +121,7 @@ pub fn classification(camera: &str, seq: u64, label: &str, score: f32) -> Classi
         pts_ns: Some(seq * 100_000_000),
         captured_at: SystemTime::now(),
         model: "tf_efficientnet_lite0",
+        model_id: None,
         batch_size: 1,
         inference_ms: 20.5,
         top: vec![ClassScore {

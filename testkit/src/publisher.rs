@@ -48,6 +48,7 @@ pub fn classification(camera: &str, seq: u64, class_id: usize, score: f32) -> Cl
         pts_ns: Some(seq * 33_333_333),
         captured_at: SystemTime::now(),
         model: "efficientnet_b1_pruned",
+        model_id: None,
         batch_size: 2,
         inference_ms: 31.5,
         top: vec![

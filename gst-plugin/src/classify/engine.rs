@@ -93,6 +93,7 @@ impl SharedEngine {
                 threads,
                 top_k: ENGINE_TOP_K,
                 threshold: 0.0,
+                model_id: None,
             },
         )
         .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{e}")))?;

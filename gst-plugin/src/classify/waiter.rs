@@ -111,6 +111,7 @@ mod tests {
             captured_at: SystemTime::now(),
             captured: Instant::now(),
             model: "efficientnet_b1_pruned",
+            model_id: None,
             batch_size: 1,
             inference_ms: 1.0,
             top: Vec::new(),
