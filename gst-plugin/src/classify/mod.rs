@@ -25,6 +25,7 @@
 mod convert;
 mod engine;
 mod imp;
+mod regions;
 mod waiter;
 
 use gst::glib;
