@@ -105,18 +105,15 @@ pub fn read(buffer: &gst::BufferRef) -> Option<Result<Classification, String>> {
         .map(|s| from_structure(s))
 }
 
-/// Every classification `buffer` carries: the whole frame's first, then the regions' by
-/// region id (a copy of the buffer may hold its metas in another order); each an error
-/// when its meta does not hold the fields above. Empty for a frame that was not inferred.
+/// Every classification `buffer` carries: the whole frame's first, then the regions' in
+/// the order of the buffer's metas (`effnetclassify` attaches them in the order of its
+/// `regions` property, and copies keep it); each an error when its meta does not hold the
+/// fields above. Empty for a frame that was not inferred.
 pub fn read_all(buffer: &gst::BufferRef) -> Vec<Result<Classification, String>> {
     let mut entries = metas(buffer);
-    entries.sort_by(|a, b| region(a).cmp(&region(b)));
+    // Stable: the regions keep their order.
+    entries.sort_by_key(|s| s.has_field("region"));
     entries.iter().map(|s| from_structure(s)).collect()
-}
-
-/// The `region` field of `s`, if it has one.
-fn region(s: &gst::StructureRef) -> Option<&str> {
-    s.get_optional::<&str>("region").ok().flatten()
 }
 
 /// Copies of the structures of `buffer`'s `EffnetClassificationMeta`s.
