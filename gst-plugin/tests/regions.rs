@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use effistream::model::{Classifier, Prediction, Variant};
 use effistream::mqtt::{CLASSIFICATION_SCHEMA, Classification, STATE_SCHEMA};
-use effistream::preprocess::RgbImage;
 use effistream::video::{FrameScaler, RegionBox};
 use effistream_testkit::mosquitto::{
     Message, Mosquitto, Subscriber, assert_valid, schema_validator,
@@ -53,20 +52,6 @@ fn probability(p: &Prediction, class_id: usize) -> f32 {
         .find(|t| t.class_id == class_id)
         .map(|t| t.score)
         .unwrap()
-}
-
-fn crop(image: &RgbImage, bounds: &RegionBox) -> RgbImage {
-    let rect = bounds.pixels(image.width, image.height);
-    let mut data = Vec::with_capacity(rect.width * rect.height * 3);
-    for y in rect.y..rect.y + rect.height {
-        let row = (y * image.width + rect.x) * 3;
-        data.extend_from_slice(&image.data[row..row + rect.width * 3]);
-    }
-    RgbImage {
-        width: rect.width,
-        height: rect.height,
-        data,
-    }
 }
 
 #[test]
@@ -172,7 +157,7 @@ fn each_region_is_classified_as_the_library_classifies_its_crop() {
         );
 
         let picture = match &bounds {
-            Some(b) => crop(&image, b),
+            Some(b) => effistream_testkit::crop(&image, b.pixels(image.width, image.height)),
             None => image.clone(),
         };
         let still = classifier.classify(&[picture], all).unwrap().remove(0);
