@@ -7,6 +7,7 @@
 use effistream::model::Variant;
 use effistream::preprocess::{Preprocess, RgbImage};
 use effistream::video::{FrameScaler, PixelRect, RegionBox};
+use effistream_testkit::crop;
 use gst_video::prelude::*;
 
 const WIDTH: usize = 1920;
@@ -43,19 +44,6 @@ fn picture(rect: PixelRect) -> RgbImage {
     RgbImage {
         width: WIDTH,
         height: HEIGHT,
-        data,
-    }
-}
-
-fn crop(image: &RgbImage, rect: PixelRect) -> RgbImage {
-    let mut data = Vec::with_capacity(rect.width * rect.height * 3);
-    for y in rect.y..rect.y + rect.height {
-        let row = (y * image.width + rect.x) * 3;
-        data.extend_from_slice(&image.data[row..row + rect.width * 3]);
-    }
-    RgbImage {
-        width: rect.width,
-        height: rect.height,
         data,
     }
 }

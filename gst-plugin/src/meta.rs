@@ -2,9 +2,16 @@
 //! `effnetclassify` attaches to every inferred buffer and `effnetpublish` reads, and the
 //! `effnet-classification` element message with the same fields.
 //!
+//! A buffer carries one meta per entry: the whole frame's (without `region`) and one per
+//! region of the `regions` property (with `region`), as the element posts one message per
+//! entry. `gst_buffer_get_custom_meta` gives one of them; to read them all, iterate the
+//! buffer's metas (`gst_buffer_iterate_meta`) and keep those for which
+//! `gst_custom_meta_has_name (meta, "EffnetClassificationMeta")` holds.
+//!
 //! | field | type | meaning |
 //! | --- | --- | --- |
 //! | `camera` | string | stream id used in the MQTT topics and payloads |
+//! | `region` | string | region id (topics `{prefix}/{camera}/{region}/…`); absent for the whole frame |
 //! | `seq` | guint64 | frame number within the element's stream, from 0 |
 //! | `pts` | guint64 (ns) | the buffer's presentation timestamp; absent when it has none |
 //! | `captured-at` | string | wall-clock time the frame entered `effnetclassify`, RFC 3339 UTC with milliseconds |
@@ -15,13 +22,14 @@
 //! | `labels` | array of string | their labels |
 //! | `scores` | array of gfloat | their softmax probabilities |
 //!
-//! From Rust, [`read`] gives the meta of a buffer as the
-//! [`effistream::mqtt::Classification`] the MQTT publisher takes.
+//! From Rust, [`read`] gives the whole frame's meta of a buffer and [`read_all`] every
+//! entry, as the [`effistream::mqtt::Classification`] the MQTT publisher takes (whose
+//! `camera` is the stream: `{camera}` or `{camera}/{region}`).
 
 use std::sync::{Arc, Once};
 
 use effistream::model::{ClassScore, Variant};
-use effistream::mqtt::{Classification, format_time};
+use effistream::mqtt::{Classification, format_time, split_stream};
 use gst::glib;
 
 /// Name of the custom meta (`gst_buffer_get_custom_meta (buffer, "EffnetClassificationMeta")`).
@@ -40,9 +48,12 @@ pub fn register() {
     });
 }
 
-/// Writes `c` into `s` as the fields of the table above.
+/// Writes `c` into `s` as the fields of the table above (its stream `{camera}/{region}`
+/// as `camera` and `region`).
 fn fill(s: &mut gst::StructureRef, c: &Classification) {
-    s.set("camera", &*c.camera);
+    let (camera, region) = split_stream(&c.camera);
+    s.set("camera", camera);
+    s.set_if_some("region", region);
     s.set("seq", c.seq);
     s.set_if_some("pts", c.pts_ns.map(gst::ClockTime::from_nseconds));
     s.set("captured-at", format_time(c.captured_at));
@@ -75,7 +86,8 @@ pub fn to_structure(c: &Classification) -> gst::Structure {
     s
 }
 
-/// Attaches `c` to `buffer` as an `EffnetClassificationMeta`.
+/// Attaches `c` to `buffer` as an `EffnetClassificationMeta`: one more entry, besides
+/// those it may already carry (one per stream: the whole frame, each region).
 pub fn attach(buffer: &mut gst::BufferRef, c: &Classification) -> Result<(), glib::BoolError> {
     register();
     let mut meta = gst::meta::CustomMeta::add(buffer, META_NAME)?;
@@ -83,16 +95,47 @@ pub fn attach(buffer: &mut gst::BufferRef, c: &Classification) -> Result<(), gli
     Ok(())
 }
 
-/// The classification `buffer` carries: `None` without the meta (a frame that was not
-/// inferred), an error when the meta does not hold the fields above.
+/// The whole frame's classification `buffer` carries (the entry without `region`):
+/// `None` without it (a frame that was not inferred, or an element with `whole=false`),
+/// an error when the meta does not hold the fields above. [`read_all`] gives the regions'.
 pub fn read(buffer: &gst::BufferRef) -> Option<Result<Classification, String>> {
-    let meta = gst::meta::CustomMeta::from_buffer(buffer, META_NAME).ok()?;
-    Some(from_structure(meta.structure()))
+    metas(buffer)
+        .iter()
+        .find(|s| !s.has_field("region"))
+        .map(|s| from_structure(s))
 }
 
-/// Parses the fields of the table above (from the meta or the message).
+/// Every classification `buffer` carries: the whole frame's first, then the regions' in
+/// the order of the buffer's metas (`effnetclassify` attaches them in the order of its
+/// `regions` property, and copies keep it); each an error when its meta does not hold the
+/// fields above. Empty for a frame that was not inferred.
+pub fn read_all(buffer: &gst::BufferRef) -> Vec<Result<Classification, String>> {
+    let mut entries = metas(buffer);
+    // Stable: the regions keep their order.
+    entries.sort_by_key(|s| s.has_field("region"));
+    entries.iter().map(|s| from_structure(s)).collect()
+}
+
+/// Copies of the structures of `buffer`'s `EffnetClassificationMeta`s.
+fn metas(buffer: &gst::BufferRef) -> Vec<gst::Structure> {
+    buffer
+        .iter_meta::<gst::Meta>()
+        .filter_map(|meta| {
+            meta.try_as_custom_meta()
+                .filter(|m| m.has_name(META_NAME))
+                .map(|m| m.structure().to_owned())
+        })
+        .collect()
+}
+
+/// Parses the fields of the table above (from the meta or the message); a region's
+/// classification has the stream `{camera}/{region}` as its `camera`.
 pub fn from_structure(s: &gst::StructureRef) -> Result<Classification, String> {
     let camera = s.get::<&str>("camera").map_err(invalid(s))?;
+    let camera: Arc<str> = match s.get_optional::<&str>("region").map_err(invalid(s))? {
+        Some(region) => Arc::from(format!("{camera}/{region}")),
+        None => Arc::from(camera),
+    };
     let model = s.get::<&str>("model").map_err(invalid(s))?;
     let model = Variant::by_name(model).map_err(|e| e.to_string())?.name;
     let captured_at = s.get::<&str>("captured-at").map_err(invalid(s))?;
@@ -124,7 +167,7 @@ pub fn from_structure(s: &gst::StructureRef) -> Result<Classification, String> {
         .collect::<Result<Vec<_>, String>>()
         .map_err(|e| format!("{}: top classes: {e}", s.name()))?;
     Ok(Classification {
-        camera: Arc::from(camera),
+        camera,
         seq: s.get("seq").map_err(invalid(s))?,
         pts_ns: s
             .get_optional::<gst::ClockTime>("pts")

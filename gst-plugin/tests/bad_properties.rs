@@ -1,8 +1,8 @@
 //! One table of malformed element properties, each run as a real `gst-launch-1.0` process
 //! loading the built `libgsteffistream.so`, as a user would meet them: every numeric
 //! property of both elements out of its range, models, weights, cameras, broker addresses,
-//! topic prefixes, TLS files, credentials, unknown property names and values that do not
-//! parse. Every case must end within its time limit with gst-launch's exit code for the
+//! topic prefixes, TLS files, credentials, regions, unknown property names and values that
+//! do not parse. Every case must end within its time limit with gst-launch's exit code for the
 //! failure (255: the state change failed; 1: the launch line did not parse), never a crash,
 //! a panic or a GLib warning, with one error line that names the element, the property and
 //! the reason; no case may print the secret. A control run of the same pipeline with good
@@ -237,6 +237,75 @@ fn cases() -> Vec<Case> {
             "empty camera",
             "camera=\"\"",
             &["camera \"\": must not be empty"],
+        ),
+        // Regions (`id:x1,y1,x2,y2;...`), checked as the daemon checks [[camera.region]].
+        classify(
+            "regions entry without id",
+            "regions=gate0.1,0.2,0.3,0.4",
+            &["regions: \"gate0.1,0.2,0.3,0.4\" is not id:x1,y1,x2,y2"],
+        ),
+        classify(
+            "regions with 3 numbers",
+            "regions=gate:0.1,0.2,0.3",
+            &[
+                "regions: region \"gate\" 0.1,0.2,0.3: expected 4 numbers [x1, y1, x2, y2] (fractions of the frame), got 3",
+            ],
+        ),
+        classify(
+            "regions not a number",
+            "regions=gate:0.1,0.2,wide,0.9",
+            &["regions: region \"gate\": \"wide\" is not a number"],
+        ),
+        classify(
+            "regions x2 above 1",
+            "regions=gate:0.55,0.2,1.5,0.9",
+            &[
+                "regions: region \"gate\" 0.55,0.2,1.5,0.9: needs 0 <= x1 < x2 <= 1 (fractions of the frame), got x1 = 0.55, x2 = 1.5",
+            ],
+        ),
+        classify(
+            "regions y1 below 0",
+            "regions=gate:0.1,-0.2,0.5,0.9",
+            &["regions: region \"gate\" 0.1,-0.2,0.5,0.9: needs 0 <= y1 < y2 <= 1"],
+        ),
+        classify(
+            "regions x1 >= x2",
+            "regions=door:0,0,0.3,1;gate:0.95,0.2,0.55,0.9",
+            &[
+                "regions: region \"gate\" 0.95,0.2,0.55,0.9: needs 0 <= x1 < x2 <= 1 (fractions of the frame), got x1 = 0.95, x2 = 0.55",
+            ],
+        ),
+        classify(
+            "regions NaN",
+            "regions=gate:0,0,nan,1",
+            &["regions: region \"gate\" 0,0,nan,1: every value must be a finite number"],
+        ),
+        classify(
+            "regions duplicate id",
+            "regions=gate:0,0,0.5,1;door:0,0,1,1;gate:0.5,0,1,1",
+            &["regions: region \"gate\": duplicate id (regions 1 and 3)"],
+        ),
+        classify(
+            "region id with /",
+            "regions=a/b:0,0,1,1",
+            &["regions: region id \"a/b\": must not contain `/`"],
+        ),
+        classify(
+            "region id with +",
+            "regions=gate:0,0,0.5,1;a+b:0,0,1,1",
+            &["regions: region id \"a+b\": must not contain `+`"],
+        ),
+        classify(
+            "empty region id",
+            "regions=:0,0,1,1",
+            &["regions: region id \"\": must not be empty"],
+        ),
+        classify(
+            "whole=false without regions",
+            "whole=false",
+            &[
+                "whole false: an element that does not classify its whole frame needs at least one region",
+            ],
         ),
         // Numeric properties of effnetpublish.
         publish("qos 3", "qos=3", &["qos 3: must be between 0 and 2"]),

@@ -26,6 +26,8 @@ use std::time::{Duration, Instant};
 
 use effistream::engine::{Engine, EngineSettings};
 use effistream::model::{Classifier, Variant};
+use effistream::preprocess::RgbImage;
+use effistream::video::PixelRect;
 
 /// Photographs fetched from the scikit-image wheel, in golden batch order.
 pub const PHOTOS: [&str; 4] = ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"];
@@ -89,6 +91,20 @@ pub fn lite0_engine(max_frame_age: Duration, top_k: usize) -> Engine {
         },
     )
     .unwrap()
+}
+
+/// The pixels of `rect` of `image`, as a picture of their own.
+pub fn crop(image: &RgbImage, rect: PixelRect) -> RgbImage {
+    let mut data = Vec::with_capacity(rect.width * rect.height * 3);
+    for y in rect.y..rect.y + rect.height {
+        let row = (y * image.width + rect.x) * 3;
+        data.extend_from_slice(&image.data[row..row + rect.width * 3]);
+    }
+    RgbImage {
+        width: rect.width,
+        height: rect.height,
+        data,
+    }
 }
 
 /// A photo of the fetched assets (`coffee.png` is an espresso).

@@ -47,7 +47,52 @@ pub fn lite0_props() -> String {
 
 /// A photo as one RGB video frame (rows padded as GStreamer pads them) and its caps.
 pub fn rgb_frame(name: &str) -> (gst::Caps, gst::Buffer) {
-    let image = RgbImage::open(&crate::photo(name)).unwrap();
+    rgb_buffer(&RgbImage::open(&crate::photo(name)).unwrap())
+}
+
+/// The cat's part of [`cat_and_cup`], as fractions of the picture: its left third, top
+/// 250 of 400 rows.
+pub const CAT_BOX: [f64; 4] = [0.0, 0.0, 0.3333333, 0.625];
+/// The espresso's part of [`cat_and_cup`]: its right two thirds.
+pub const CUP_BOX: [f64; 4] = [0.3333333, 0.0, 1.0, 1.0];
+
+/// A 900×400 picture of two photos side by side, each of which Lite0 names on its own
+/// with some confidence: at [`CAT_BOX`] (pixels 0..300 × 0..250) the left of
+/// `chelsea.png` (its rows 50..300: an Egyptian cat, p ≈ 0.7), black below it, and at
+/// [`CUP_BOX`] (pixels 300..900 × 0..400) all of `coffee.png` (an espresso, p ≈ 0.95).
+pub fn cat_and_cup() -> RgbImage {
+    let (width, height) = (900, 400);
+    let cat = RgbImage::open(&crate::photo("chelsea.png")).unwrap();
+    let cup = RgbImage::open(&crate::photo("coffee.png")).unwrap();
+    assert_eq!((cup.width, cup.height), (600, 400), "coffee.png");
+    assert!(cat.width >= 300 && cat.height >= 300, "chelsea.png");
+    let mut data = vec![0u8; width * height * 3];
+    for (y, row) in data.chunks_exact_mut(width * 3).enumerate() {
+        if y < 250 {
+            let src = ((y + 50) * cat.width) * 3;
+            row[..300 * 3].copy_from_slice(&cat.data[src..src + 300 * 3]);
+        }
+        let src = y * cup.width * 3;
+        row[300 * 3..].copy_from_slice(&cup.data[src..src + 600 * 3]);
+    }
+    RgbImage {
+        width,
+        height,
+        data,
+    }
+}
+
+/// `regions` property text for `regions`: `id:x1,y1,x2,y2;...`.
+pub fn regions_property(regions: &[(&str, [f64; 4])]) -> String {
+    regions
+        .iter()
+        .map(|(id, b)| format!("{id}:{},{},{},{}", b[0], b[1], b[2], b[3]))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+/// `image` as one RGB video frame (rows padded as GStreamer pads them) and its caps.
+pub fn rgb_buffer(image: &RgbImage) -> (gst::Caps, gst::Buffer) {
     let info = gst_video::VideoInfo::builder(
         gst_video::VideoFormat::Rgb,
         image.width as u32,

@@ -9,6 +9,7 @@ use effistream::config::check_camera_id;
 use effistream::engine::{Frame, Stream, StreamCounters};
 use effistream::model::Variant;
 use effistream::mqtt::Classification;
+use effistream::video::RegionBox;
 use gst::glib;
 use gst::prelude::*;
 use gst::subclass::prelude::*;
@@ -16,7 +17,8 @@ use gst_base::subclass::prelude::*;
 
 use super::convert::ToInput;
 use super::engine::{self, EngineProperties, MAX_TOP_K, SharedEngine};
-use super::waiter::{Outcome, Waiter};
+use super::regions;
+use super::waiter::{Outcome, Results, Waiter};
 use crate::element::{
     Range, debug_category, get, lock, metadata, pad_templates, path_value, raw_text, text,
 };
@@ -81,6 +83,10 @@ struct Settings {
     engine: String,
     threads: u32,
     camera: Option<String>,
+    /// The `regions` property as set (parsed and checked at start).
+    regions: String,
+    /// Classify the whole frame (the stream `{camera}`) besides the regions.
+    whole: bool,
     /// Between `start()` and `stop()`: a change of `top-k`, `threshold` or
     /// `inference-interval` takes effect at once, so an out-of-range one is refused.
     running: bool,
@@ -99,6 +105,8 @@ impl Default for Settings {
             engine: String::new(),
             threads: DEFAULT_THREADS,
             camera: None,
+            regions: String::new(),
+            whole: true,
             running: false,
         }
     }
@@ -117,10 +125,19 @@ impl Settings {
     }
 }
 
+/// An engine stream of the element: the whole frame (`{camera}`) or a region
+/// (`{camera}/{region}`, cut from the frame at its full resolution).
+struct Target {
+    stream: Stream,
+    region: Option<RegionBox>,
+}
+
 /// What runs between `start()` and `stop()`.
 struct State {
-    /// Declared before `_engine`: the stream unregisters before the engine may stop.
-    stream: Stream,
+    /// The whole frame's stream first (unless `whole` is false), then the regions' in the
+    /// order of the `regions` property. Declared before `_engine`: the streams unregister
+    /// before the engine may stop.
+    targets: Vec<Target>,
     /// Held, never read: the shared engine runs while an element uses it.
     _engine: Arc<SharedEngine>,
     wait_timeout: Duration,
@@ -155,6 +172,14 @@ impl EffnetClassify {
         check_camera_id(&camera).map_err(|reason| {
             gst::error_msg!(gst::LibraryError::Settings, ("camera {camera:?}: {reason}"))
         })?;
+        let regions = regions::parse(&settings.regions)
+            .map_err(|reason| gst::error_msg!(gst::LibraryError::Settings, ("{reason}")))?;
+        if !settings.whole && regions.is_empty() {
+            return Err(gst::error_msg!(
+                gst::LibraryError::Settings,
+                ("whole false: an element that does not classify its whole frame needs at least one region in regions (id:x1,y1,x2,y2;...)")
+            ));
+        }
         let wait_timeout = Duration::from_millis(settings.batch_timeout_ms.into()) + RESULT_TIMEOUT;
         let weights = settings
             .weights
@@ -162,9 +187,11 @@ impl EffnetClassify {
         gst::info!(
             CAT,
             imp = self,
-            "Starting: model {}, engine {:?}, camera {camera}",
+            "Starting: model {}, engine {:?}, camera {camera}, whole frame {}, {} region(s)",
             settings.model,
-            settings.engine
+            settings.engine,
+            settings.whole,
+            regions.len()
         );
         let engine = engine::acquire(
             &settings.engine,
@@ -177,14 +204,28 @@ impl EffnetClassify {
                 max_frame_age: wait_timeout,
             },
         )?;
-        let waiter = self.waiter.clone();
-        let stream = engine
-            .engine()
-            .stream(&camera, Arc::new(move |result| waiter.deliver(result)))
-            .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{e}")))?;
+        // The daemon's stream names: `{camera}` and `{camera}/{region}`.
+        let wanted = settings
+            .whole
+            .then(|| (camera.clone(), None))
+            .into_iter()
+            .chain(
+                regions
+                    .iter()
+                    .map(|r| (r.stream_name(&camera), Some(r.bounds))),
+            );
+        let mut targets = Vec::new();
+        for (index, (name, region)) in wanted.enumerate() {
+            let waiter = self.waiter.clone();
+            let stream = engine
+                .engine()
+                .stream(&name, Arc::new(move |result| waiter.deliver(index, result)))
+                .map_err(|e| gst::error_msg!(gst::LibraryError::Init, ("{e}")))?;
+            targets.push(Target { stream, region });
+        }
         self.waiter.set_flushing(false);
         *lock(&self.state) = Some(State {
-            stream,
+            targets,
             _engine: engine,
             wait_timeout,
             frames: 0,
@@ -195,9 +236,13 @@ impl EffnetClassify {
         Ok(())
     }
 
-    /// Submits the frame in `buffer` and waits for its result; `Ok(None)` when the buffer
-    /// goes on without one (not its turn, dropped, late).
-    fn classify(&self, buffer: &gst::BufferRef) -> Result<Option<Classification>, gst::FlowError> {
+    /// Submits the frame in `buffer` to each stream (the whole frame, each region) and
+    /// waits for their results; `Ok(None)` when the buffer goes on without any (not its
+    /// turn, dropped, late). The classifications come in the order of the streams.
+    fn classify(
+        &self,
+        buffer: &gst::BufferRef,
+    ) -> Result<Option<Vec<Classification>>, gst::FlowError> {
         let captured_at = SystemTime::now();
         let captured = Instant::now();
         let (top_k, threshold, interval) = {
@@ -222,77 +267,111 @@ impl EffnetClassify {
             gst::element_imp_error!(self, gst::CoreError::Negotiation, ("No caps set"));
             return Err(gst::FlowError::NotNegotiated);
         };
-        let image = to_input.image(buffer).map_err(|e| {
-            gst::element_imp_error!(
-                self,
-                gst::StreamError::Format,
-                ("Cannot read frame {seq}: {e}")
-            );
-            gst::FlowError::Error
-        })?;
+        let targets = &state.targets;
+        let images = to_input
+            .images(
+                buffer,
+                targets
+                    .iter()
+                    .map(|t| (t.region.as_ref(), t.stream.buffer())),
+            )
+            .map_err(|e| {
+                gst::element_imp_error!(
+                    self,
+                    gst::StreamError::Format,
+                    ("Cannot read frame {seq}: {e}")
+                );
+                gst::FlowError::Error
+            })?;
         let pts_ns = buffer.pts().map(gst::ClockTime::nseconds);
-        let frame = Frame {
-            seq,
-            pts_ns,
-            captured_at,
-            captured,
-            image,
-            cropped: true,
-            original: None,
-        };
-        if !self.waiter.expect(seq) {
+        if !self.waiter.expect(seq, targets.len()) {
             return Err(gst::FlowError::Flushing);
         }
-        let counters = state.stream.counters().clone();
-        let dropped_before = drops(&counters);
-        if !state.stream.try_submit(frame) {
-            gst::debug!(
-                CAT,
-                imp = self,
-                "Frame {seq} not inferred: the engine is full"
-            );
+        // Each stream's counters and drops before this frame, to see the engine drop it.
+        let mut watched = Vec::with_capacity(targets.len());
+        let mut submitted = Vec::with_capacity(targets.len());
+        for (index, (target, image)) in targets.iter().zip(images).enumerate() {
+            let counters = target.stream.counters().clone();
+            let dropped_before = drops(&counters);
+            watched.push((counters, dropped_before));
+            let frame = Frame {
+                seq,
+                pts_ns,
+                captured_at,
+                captured,
+                image,
+                cropped: true,
+                original: None,
+            };
+            if target.stream.try_submit(frame) {
+                submitted.push(index);
+            } else {
+                gst::debug!(
+                    CAT,
+                    imp = self,
+                    "Frame {seq} of {} not inferred: the engine is full",
+                    target.stream.name()
+                );
+            }
+        }
+        if submitted.is_empty() {
             return Ok(None);
         }
         let wait_timeout = state.wait_timeout;
         // Wait without the state lock: flushing and stopping must not wait for us.
         drop(guard);
 
-        let result = match self
-            .waiter
-            .wait(wait_timeout, || drops(&counters) > dropped_before)
-        {
-            Outcome::Classified(result) => result,
+        let results: Results = match self.waiter.wait(wait_timeout, &submitted, |i| {
+            drops(&watched[i].0) > watched[i].1
+        }) {
+            Outcome::Done(results) => results,
             Outcome::Flushing => return Err(gst::FlowError::Flushing),
-            Outcome::Dropped => {
-                gst::debug!(CAT, imp = self, "Frame {seq} dropped by the engine");
-                return Ok(None);
-            }
-            Outcome::TimedOut => {
-                self.report_late(seq, wait_timeout);
-                return Ok(None);
+            Outcome::TimedOut(results) => {
+                let missing = submitted.iter().filter(|&&i| results[i].is_none()).count();
+                self.report_late(seq, missing, wait_timeout);
+                results
             }
         };
-        gst::trace!(
-            CAT,
-            imp = self,
-            "Frame {seq} classified in a batch of {} in {:.1} ms",
-            result.batch_size,
-            result.inference_ms
-        );
-        // The result carries this frame's seq, pts, capture time, camera (the engine's
-        // stream) and model.
-        let mut classification = Classification::from(result);
-        classification.top.retain(|c| c.score >= threshold);
-        classification.top.truncate(top_k);
-        Ok(Some(classification))
+        let classifications: Vec<Classification> = results
+            .into_iter()
+            .flatten()
+            .map(|result| {
+                gst::trace!(
+                    CAT,
+                    imp = self,
+                    "Frame {seq} of {} classified in a batch of {} in {:.1} ms",
+                    result.stream,
+                    result.batch_size,
+                    result.inference_ms
+                );
+                // The result carries this frame's seq, pts, capture time, stream (the
+                // camera, or `{camera}/{region}`) and model.
+                let mut classification = Classification::from(result);
+                classification.top.retain(|c| c.score >= threshold);
+                classification.top.truncate(top_k);
+                classification
+            })
+            .collect();
+        if classifications.len() < submitted.len() {
+            gst::debug!(
+                CAT,
+                imp = self,
+                "Frame {seq}: {} of {} stream(s) dropped by the engine or late",
+                submitted.len() - classifications.len(),
+                submitted.len()
+            );
+        }
+        Ok((!classifications.is_empty()).then_some(classifications))
     }
 
-    /// A result that did not come in time: logged, and a rate-limited warning message.
-    fn report_late(&self, seq: u64, waited: Duration) {
+    /// Results that did not come in time (`missing` of the frame's streams): logged, and
+    /// a rate-limited warning message.
+    fn report_late(&self, seq: u64, missing: usize, waited: Duration) {
         gst::warning!(
             CAT,
             imp = self,
-            "No result for frame {seq} after {waited:?}; it goes on unclassified"
+            "No result for frame {seq} from {missing} stream(s) after {waited:?}; it goes on \
+             without them"
         );
         let report = lock(&self.state).as_mut().and_then(|s| s.late.count());
         if let Some(report) = report {
@@ -369,8 +448,10 @@ impl ObjectImpl for EffnetClassify {
                 glib::ParamSpecUInt::builder("batch-size")
                     .nick("Batch size")
                     .blurb(&BATCH_SIZE.blurb(
-                        "Frames per batch. Each element has one frame in flight, so with a \
-                         shared engine set it to the number of elements sharing it",
+                        "Frames per batch. Each element has one frame in flight, submitted once \
+                         for the whole frame and once per region, so set it to the frames \
+                         submitted together: with a shared engine, those of every element \
+                         sharing it (2 regions and the whole frame: 3 per element)",
                     ))
                     .default_value(DEFAULT_BATCH_SIZE)
                     .mutable_ready()
@@ -410,6 +491,29 @@ impl ObjectImpl for EffnetClassify {
                     )
                     .mutable_ready()
                     .build(),
+                glib::ParamSpecString::builder("regions")
+                    .nick("Regions")
+                    .blurb(
+                        "Parts of the frame classified as streams of their own, each cut from the \
+                         frame at its full resolution: id:x1,y1,x2,y2 entries separated by ';', \
+                         edges as fractions of the frame (0 <= x1 < x2 <= 1, 0 <= y1 < y2 <= 1), \
+                         ids unique and valid as camera ids, e.g. \
+                         gate:0.55,0.20,0.95,0.90;door:0,0,0.3,1. Each inferred frame gets a meta \
+                         and a message per region (with a region field), published on \
+                         {prefix}/{camera}/{region}/... by effnetpublish. Empty: no regions",
+                    )
+                    .default_value(Some(""))
+                    .mutable_ready()
+                    .build(),
+                glib::ParamSpecBoolean::builder("whole")
+                    .nick("Whole frame")
+                    .blurb(
+                        "Classify the whole frame too (its meta and message have no region \
+                         field); false: the regions only, which needs regions",
+                    )
+                    .default_value(true)
+                    .mutable_ready()
+                    .build(),
             ]
         });
         PROPERTIES.as_ref()
@@ -435,6 +539,8 @@ impl ObjectImpl for EffnetClassify {
             "engine" => s.engine = text().unwrap_or_default(),
             "threads" => s.threads = get(value),
             "camera" => s.camera = raw_text(value),
+            "regions" => s.regions = text().unwrap_or_default(),
+            "whole" => s.whole = get(value),
             other => unreachable!("no property {other}"),
         }
         // Posted without the lock: a bus handler may read the properties.
@@ -460,6 +566,8 @@ impl ObjectImpl for EffnetClassify {
             "engine" => s.engine.to_value(),
             "threads" => s.threads.to_value(),
             "camera" => s.camera.to_value(),
+            "regions" => s.regions.to_value(),
+            "whole" => s.whole.to_value(),
             other => unreachable!("no property {other}"),
         }
     }
@@ -529,16 +637,19 @@ impl BaseTransformImpl for EffnetClassify {
         lock(&self.settings).running = false;
         self.waiter.set_flushing(true);
         if let Some(state) = lock(&self.state).take() {
-            let counters = state.stream.counters();
-            gst::info!(
-                CAT,
-                imp = self,
-                "Stopped after {} frames: {} inferred, {} dropped by the engine, {} late",
-                state.frames,
-                counters.processed.load(Ordering::Relaxed),
-                drops(counters),
-                state.late.total()
-            );
+            for target in &state.targets {
+                let counters = target.stream.counters();
+                gst::info!(
+                    CAT,
+                    imp = self,
+                    "Stopped after {} frames; {}: {} inferred, {} dropped by the engine",
+                    state.frames,
+                    target.stream.name(),
+                    counters.processed.load(Ordering::Relaxed),
+                    drops(counters)
+                );
+            }
+            gst::info!(CAT, imp = self, "{} frame(s) late", state.late.total());
         }
         Ok(())
     }
@@ -550,7 +661,11 @@ impl BaseTransformImpl for EffnetClassify {
         let Some(state) = guard.as_mut() else {
             return Err(gst::loggable_error!(CAT, "Caps before start"));
         };
-        let to_input = ToInput::new(info, state.stream.preprocess())
+        // Every stream is of the one engine: they share its eval transform.
+        let Some(target) = state.targets.first() else {
+            return Err(gst::loggable_error!(CAT, "No stream"));
+        };
+        let to_input = ToInput::new(info, target.stream.preprocess())
             .map_err(|e| gst::loggable_error!(CAT, "{e}"))?;
         gst::debug!(
             CAT,
@@ -578,18 +693,21 @@ impl BaseTransformImpl for EffnetClassify {
         &self,
         buffer: &mut gst::BufferRef,
     ) -> Result<gst::FlowSuccess, gst::FlowError> {
-        let Some(classification) = self.classify(buffer)? else {
+        let Some(classifications) = self.classify(buffer)? else {
             return Ok(gst::FlowSuccess::Ok);
         };
-        if let Err(e) = meta::attach(buffer, &classification) {
-            gst::warning!(CAT, imp = self, "Cannot attach the meta: {e}");
-        }
+        // One meta and one message per stream: the whole frame, each region.
         let obj = self.obj();
-        let message = gst::message::Element::builder(meta::to_structure(&classification))
-            .src(&*obj)
-            .build();
-        // Without a bus (a bare element) there is nobody to tell.
-        let _ = obj.post_message(message);
+        for classification in &classifications {
+            if let Err(e) = meta::attach(buffer, classification) {
+                gst::warning!(CAT, imp = self, "Cannot attach the meta: {e}");
+            }
+            let message = gst::message::Element::builder(meta::to_structure(classification))
+                .src(&*obj)
+                .build();
+            // Without a bus (a bare element) there is nobody to tell.
+            let _ = obj.post_message(message);
+        }
         Ok(gst::FlowSuccess::Ok)
     }
 }

@@ -16,6 +16,12 @@
 //! releases the wait at once; a result later than `batch-timeout-ms` + 10 s lets the
 //! buffer go on without meta (a warning says so).
 //!
+//! With `regions=id:x1,y1,x2,y2;...` each region is cut from the frame at its full
+//! resolution and submitted as an engine stream of its own, `{camera}/{region}` (the
+//! daemon's naming), besides the whole frame (unless `whole=false`): each inferred buffer
+//! gets one meta and the element posts one message per entry, a region's with a `region`
+//! field.
+//!
 //! ```sh
 //! gst-launch-1.0 -m videotestsrc num-buffers=10 ! videoconvert ! \
 //!     effnetclassify model=tf_efficientnet_lite0 weights=target/test-assets/lite0.pth camera=demo ! \
@@ -25,6 +31,7 @@
 mod convert;
 mod engine;
 mod imp;
+mod regions;
 mod waiter;
 
 use gst::glib;

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use effistream::config::{check_camera_id, parse_mqtt_url, redact_secrets};
 use effistream::mqtt::{
-    CameraStatus, Credentials, Password, Publisher, PublisherSettings, Qos, StateConfig, TlsFiles,
-    Topics,
+    CameraStatus, Classification, Credentials, Password, Publisher, PublisherSettings, Qos,
+    StateConfig, TlsFiles, Topics, split_stream,
 };
 use gst::glib;
 use gst::prelude::*;
@@ -193,36 +193,56 @@ pub struct EffnetPublish {
 }
 
 impl EffnetPublish {
-    /// Hands the buffer's classification to the publisher; never blocks.
+    /// Hands the buffer's classifications (the whole frame's, each region's) to the
+    /// publisher; never blocks.
     fn publish(&self, buffer: &gst::BufferRef) {
-        let Some(parsed) = meta::read(buffer) else {
+        let entries = meta::read_all(buffer);
+        if entries.is_empty() {
             return;
-        };
-        let mut classification = match parsed {
-            Ok(c) => c,
-            Err(e) => {
-                gst::warning!(CAT, imp = self, "Unreadable classification meta: {e}");
-                return;
-            }
-        };
+        }
         let mut guard = lock(&self.state);
         let Some(state) = guard.as_mut() else {
             return;
         };
-        if let Some(camera) = &state.camera {
-            classification.camera = camera.clone();
-        } else if let Err(reason) = check_camera_id(&classification.camera) {
-            gst::warning!(
-                CAT,
-                imp = self,
-                "Not published: camera {:?} {reason}",
-                classification.camera
-            );
+        for entry in entries {
+            match entry {
+                Ok(classification) => self.publish_one(state, classification),
+                Err(e) => gst::warning!(CAT, imp = self, "Unreadable classification meta: {e}"),
+            }
+        }
+        self.watch_connection(state);
+    }
+
+    /// Publishes one classification on `{prefix}/{camera}/…` (the whole frame) or
+    /// `{prefix}/{camera}/{region}/…` (a region), with the `camera` property, when set,
+    /// as the camera; the camera's `online` status first if this element has not
+    /// published it yet.
+    fn publish_one(&self, state: &mut State, mut classification: Classification) {
+        let (camera, region) = split_stream(&classification.camera);
+        let (camera, region): (Arc<str>, Option<String>) = (
+            state.camera.clone().unwrap_or_else(|| Arc::from(camera)),
+            region.map(str::to_owned),
+        );
+        let checked = check_camera_id(&camera)
+            .map_err(|reason| format!("camera {camera:?} {reason}"))
+            .and_then(|()| match &region {
+                Some(region) => {
+                    check_camera_id(region).map_err(|reason| format!("region {region:?} {reason}"))
+                }
+                None => Ok(()),
+            });
+        if let Err(reason) = checked {
+            gst::warning!(CAT, imp = self, "Not published: {reason}");
             return;
         }
+        if let Some(region) = &region {
+            classification.camera = Arc::from(format!("{camera}/{region}"));
+        } else {
+            classification.camera = camera.clone();
+        }
         let publisher = &state.publisher.publisher;
-        if state.online.insert(classification.camera.clone()) {
-            publisher.camera_status(&classification.camera, CameraStatus::Online);
+        if state.online.insert(camera.clone()) {
+            publisher.camera_status(&camera, CameraStatus::Online);
         }
         gst::trace!(
             CAT,
@@ -245,7 +265,6 @@ impl EffnetPublish {
                 ["broker {}, max-queued reached", state.publisher.server]
             );
         }
-        self.watch_connection(state);
     }
 
     /// At EOS, while connected, gives the queued classifications up to [`EOS_DRAIN`] to
@@ -319,14 +338,18 @@ impl ObjectImpl for EffnetPublish {
                     .nick("Topic prefix")
                     .blurb(
                         "First level(s) of every topic: {prefix}/status, \
-                         {prefix}/{camera}/classification, /state, /status",
+                         {prefix}/{camera}/classification, /state, /status, and a region's \
+                         {prefix}/{camera}/{region}/classification, /state",
                     )
                     .default_value(Some(DEFAULT_TOPIC_PREFIX))
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecString::builder("camera")
                     .nick("Camera")
-                    .blurb("Camera id in topics and payloads; unset: the one in each buffer's meta")
+                    .blurb(
+                        "Camera id in topics and payloads (a region's entries keep their region: \
+                         {camera}/{region}); unset: the one in each buffer's meta",
+                    )
                     .mutable_ready()
                     .build(),
                 glib::ParamSpecUInt::builder("qos")
