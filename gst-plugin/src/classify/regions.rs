@@ -6,12 +6,28 @@
 //! ([`RegionBox::new`]).
 
 use effistream::config::check_camera_id;
-use effistream::source::{RegionBox, RegionSettings};
+use effistream::source::RegionBox;
+
+/// One region of the property: the daemon's `[[camera.region]]` without a model (the
+/// element runs one).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Region {
+    pub id: String,
+    pub bounds: RegionBox,
+}
+
+impl Region {
+    /// The engine stream (and topic levels) of this region of `camera`, named as the
+    /// daemon names it ([`effistream::source::RegionSettings::stream_name`]).
+    pub fn stream_name(&self, camera: &str) -> String {
+        format!("{camera}/{}", self.id)
+    }
+}
 
 /// The regions `text` lists, in its order; the error names the region (or the entry that
 /// is not one) and the reason.
-pub(super) fn parse(text: &str) -> Result<Vec<RegionSettings>, String> {
-    let mut regions: Vec<RegionSettings> = Vec::new();
+pub(super) fn parse(text: &str) -> Result<Vec<Region>, String> {
+    let mut regions: Vec<Region> = Vec::new();
     for entry in text.split(';').map(str::trim).filter(|e| !e.is_empty()) {
         let Some((id, values)) = entry.split_once(':') else {
             return Err(format!(
@@ -37,7 +53,7 @@ pub(super) fn parse(text: &str) -> Result<Vec<RegionSettings>, String> {
             .collect::<Result<Vec<f64>, String>>()?;
         let bounds = RegionBox::new(&numbers)
             .map_err(|reason| format!("regions: region {id:?} {}: {reason}", values.trim()))?;
-        regions.push(RegionSettings {
+        regions.push(Region {
             id: id.to_owned(),
             bounds,
         });
