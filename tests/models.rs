@@ -12,7 +12,7 @@ use std::time::Duration;
 use effistream_testkit::daemon::{
     Daemon, http_get, last_valid_stats, metric, reload_cli, serial, wait_online,
 };
-use effistream_testkit::finetuned::{LABELS, write_folder};
+use effistream_testkit::finetuned::{LABELS, cat_checkpoint};
 use effistream_testkit::mosquitto::{
     Message, Mosquitto, Subscriber, assert_valid, publish, schema_validator,
 };
@@ -61,11 +61,8 @@ fn labels(payload: &serde_json::Value, names: Option<&[&str]>) -> Vec<String> {
 #[test]
 fn two_models_run_their_own_streams_and_batches_and_are_named_everywhere() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let folder = dir.path().join("gate-state");
-    let fixture = write_folder(&folder);
-    let cat = &fixture.images[0];
-    assert_eq!(LABELS[fixture.top1[0]], "cat");
+    let checkpoint = cat_checkpoint();
+    let (folder, cat) = (&checkpoint.folder, &checkpoint.cat);
     let coffee = photo("coffee.png");
     let broker = Mosquitto::new();
     let subscriber = Subscriber::connect(broker.port(), &["effistream/#"]);

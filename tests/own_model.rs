@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use effistream::model::{ModelSource, own};
 use effistream_testkit::daemon::{Daemon, by_camera, hermetic_command, serial, wait_online};
-use effistream_testkit::finetuned::{LABELS, write_folder};
+use effistream_testkit::finetuned::{LABELS, cat_checkpoint, write_folder};
 use effistream_testkit::golden::{max_abs_diff, top_k};
 use effistream_testkit::mosquitto::{Mosquitto, Subscriber, assert_valid, schema_validator};
 use effistream_testkit::process::OutputChecked;
@@ -127,11 +127,8 @@ fn classify_prints_timms_label_names_and_a_labels_file_overrides_them() {
 #[test]
 fn the_daemon_publishes_timms_label_names() {
     let _serial = serial();
-    let dir = tempfile::tempdir().unwrap();
-    let folder = dir.path().join("model");
-    let fixture = write_folder(&folder);
-    let cat = &fixture.images[0];
-    assert_eq!(LABELS[fixture.top1[0]], "cat");
+    let checkpoint = cat_checkpoint();
+    let (folder, cat) = (&checkpoint.folder, &checkpoint.cat);
     let broker = Mosquitto::new();
     let subscriber = Subscriber::connect(broker.port(), &["effistream/#"]);
     let config = format!(

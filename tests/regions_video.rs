@@ -7,7 +7,7 @@
 use effistream::model::Variant;
 use effistream::preprocess::{Preprocess, RgbImage};
 use effistream::video::{FrameScaler, PixelRect, RegionBox};
-use effistream_testkit::crop;
+use effistream_testkit::{convert_frame, crop, packed_rgb};
 use gst_video::prelude::*;
 
 const WIDTH: usize = 1920;
@@ -79,30 +79,7 @@ fn convert(
     format: gst_video::VideoFormat,
 ) -> (gst::Buffer, gst_video::VideoInfo) {
     let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info).unwrap();
-    let out_info = gst_video::VideoInfo::builder(format, info.width(), info.height())
-        .build()
-        .unwrap();
-    let converter = gst_video::VideoConverter::new(info, &out_info, None).unwrap();
-    let mut out = gst::Buffer::with_size(out_info.size()).unwrap();
-    {
-        let mut dst =
-            gst_video::VideoFrameRef::from_buffer_ref_writable(out.get_mut().unwrap(), &out_info)
-                .unwrap();
-        converter.frame_ref(&frame, &mut dst);
-    }
-    (out, out_info)
-}
-
-/// The packed RGB picture of an RGB buffer.
-fn rgb_of(buffer: &gst::Buffer, info: &gst_video::VideoInfo) -> RgbImage {
-    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer.as_ref(), info).unwrap();
-    RgbImage::from_frame(
-        frame.plane_data(0).unwrap(),
-        info.width() as usize,
-        info.height() as usize,
-        frame.plane_stride()[0] as usize,
-    )
-    .unwrap()
+    convert_frame(&frame, format)
 }
 
 fn scaled_region(
@@ -206,7 +183,9 @@ fn a_region_is_cut_at_full_resolution_then_eval_transformed() {
     // the bounds tests/video.rs holds video frames to against that path.
     let (i420, i420_info) = convert(&rgb, &rgb_info, gst_video::VideoFormat::I420);
     let (back, back_info) = convert(&i420, &i420_info, gst_video::VideoFormat::Rgb);
-    let want_yuv = pre.to_chw(&crop(&rgb_of(&back, &back_info), rect)).unwrap();
+    let want_yuv = pre
+        .to_chw(&crop(&packed_rgb(&back, &back_info), rect))
+        .unwrap();
     let got_i420 = scaled_region(&mut scaler, &pre, &i420, &i420_info, &region);
     let (max, mean) = (
         max_abs_diff(&got_i420, &want_yuv),

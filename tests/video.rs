@@ -51,36 +51,8 @@ fn photo_as_video(photo: &Path, width: u32, height: u32) -> gst::Sample {
 
 /// The whole frame to packed RGB with GStreamer's converter: what the sources did before.
 fn full_size_rgb(frame: &gst_video::VideoFrameRef<&gst::BufferRef>) -> RgbImage {
-    let (out, out_info) = gstreamer_rgb(frame);
-    let rgb = gst_video::VideoFrameRef::from_buffer_ref_readable(out.as_ref(), &out_info).unwrap();
-    RgbImage::from_frame(
-        rgb.plane_data(0).unwrap(),
-        out_info.width() as usize,
-        out_info.height() as usize,
-        rgb.plane_stride()[0] as usize,
-    )
-    .unwrap()
-}
-
-/// `frame` converted to packed RGB at the same size by GStreamer's converter.
-fn gstreamer_rgb(
-    frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
-) -> (gst::Buffer, gst_video::VideoInfo) {
-    let info = frame.info();
-    let out_info =
-        gst_video::VideoInfo::builder(gst_video::VideoFormat::Rgb, info.width(), info.height())
-            .fps(info.fps())
-            .build()
-            .unwrap();
-    let converter = gst_video::VideoConverter::new(info, &out_info, None).unwrap();
-    let mut out = gst::Buffer::with_size(out_info.size()).unwrap();
-    {
-        let mut dst =
-            gst_video::VideoFrameRef::from_buffer_ref_writable(out.get_mut().unwrap(), &out_info)
-                .unwrap();
-        converter.frame_ref(frame, &mut dst);
-    }
-    (out, out_info)
+    let (out, out_info) = effistream_testkit::convert_frame(frame, gst_video::VideoFormat::Rgb);
+    effistream_testkit::packed_rgb(&out, &out_info)
 }
 
 /// The same samples as the I420 `frame`, with U and V interleaved (NV12).
@@ -279,7 +251,8 @@ fn video_frames_scaled_small_match_the_full_size_path_on_real_photos() {
                 "{photo} {width}x{height}: NV12 and I420 differ"
             );
             // Packed RGB skips only PIL's two-pass order: within a rounding step or two.
-            let (rgb, rgb_info) = gstreamer_rgb(&frame);
+            let (rgb, rgb_info) =
+                effistream_testkit::convert_frame(&frame, gst_video::VideoFormat::Rgb);
             let rgb_frame =
                 gst_video::VideoFrameRef::from_buffer_ref_readable(rgb.as_ref(), &rgb_info)
                     .unwrap();

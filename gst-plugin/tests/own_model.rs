@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use effistream_testkit::finetuned::{LABELS, write_folder};
+use effistream_testkit::finetuned::{LABELS, cat_checkpoint};
 use effistream_testkit::mosquitto::{Mosquitto, Subscriber, assert_valid, schema_validator};
 use gst::prelude::*;
 
@@ -13,11 +13,8 @@ use gst::prelude::*;
 fn a_timm_checkpoint_folder_names_the_classes_in_messages_meta_and_mqtt() {
     let _glib = effistream_testkit::glib_log::check();
     effistream_testkit::plugin::init(gsteffistream::plugin_register_static);
-    let dir = tempfile::tempdir().unwrap();
-    let folder = dir.path().join("model");
-    let fixture = write_folder(&folder);
-    let cat = &fixture.images[0];
-    assert_eq!(LABELS[fixture.top1[0]], "cat");
+    let checkpoint = cat_checkpoint();
+    let (folder, cat) = (&checkpoint.folder, &checkpoint.cat);
     let broker = Mosquitto::new();
     let sub = Subscriber::connect(broker.port(), &["effistream/#"]);
     let pipeline = gst::parse::launch(&format!(

@@ -145,10 +145,9 @@ pub fn restart_required(old: &Plan, new: &Plan) -> Vec<String> {
     // (`threads = 0` shares the cores among the engines, so a model added or no longer
     // named changes `threads` without a change of `[workers]`.)
     let same_count = old.models.len() == new.models.len();
-    let engine = |e: &crate::engine::EngineSettings, threads: usize| {
-        let mut e = e.clone();
-        e.threads = threads;
-        format!("{e:?}")
+    let engine = |e: &crate::engine::EngineSettings| crate::engine::EngineSettings {
+        threads: if same_count { e.threads } else { 0 },
+        ..e.clone()
     };
     let mut models_changed = false;
     let mut engines_changed = false;
@@ -157,15 +156,7 @@ pub fn restart_required(old: &Plan, new: &Plan) -> Vec<String> {
             let (a, b) = (&running.model, &m.model);
             models_changed |=
                 a.variant.name != b.variant.name || a.weights != b.weights || a.source != b.source;
-            let threads = if same_count { m.engine.threads } else { 0 };
-            engines_changed |= engine(
-                &running.engine,
-                if same_count {
-                    running.engine.threads
-                } else {
-                    0
-                },
-            ) != engine(&m.engine, threads);
+            engines_changed |= engine(&running.engine) != engine(&m.engine);
         }
     }
     let checks = [

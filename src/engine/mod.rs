@@ -225,7 +225,7 @@ pub fn threads_per_worker(threads: usize, workers: usize) -> usize {
 }
 
 /// Engine settings.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EngineSettings {
     pub max_batch: usize,
     pub max_wait: Duration,

@@ -194,19 +194,39 @@ pub fn switch_discovery(
             },
         ],
     });
-    for shared in [
-        "availability_mode",
-        "payload_available",
-        "payload_not_available",
-        "device",
-        "origin",
-    ] {
-        payload[shared] = sensor[shared].clone();
-    }
+    copy_fields(&mut payload, &sensor, &SHARED_FIELDS[1..]);
     Discovery {
         topic: format!("{}/switch/{node}/{object}/config", options.discovery_prefix),
         payload,
     }
+}
+
+/// The fields an entity takes from its camera's sensor: availability (the switch has its
+/// own `availability` list, and skips the first), device and origin.
+const SHARED_FIELDS: [&str; 6] = [
+    "availability",
+    "availability_mode",
+    "payload_available",
+    "payload_not_available",
+    "device",
+    "origin",
+];
+
+fn copy_fields(payload: &mut Value, from: &Value, fields: &[&str]) {
+    for field in fields {
+        payload[*field] = from[*field].clone();
+    }
+}
+
+/// A sensor's entity id without its domain and `_label`: what its camera's or region's
+/// other entities are named after.
+fn sensor_entity(sensor: &Value) -> String {
+    sensor["default_entity_id"]
+        .as_str()
+        .unwrap_or_default()
+        .trim_start_matches("sensor.")
+        .trim_end_matches("_label")
+        .to_owned()
 }
 
 /// The retained discovery message of `camera`'s snapshot: an MQTT `image` entity
@@ -220,12 +240,7 @@ pub fn snapshot_discovery(
     let label = discovery(topics, camera, options).payload;
     let object = object_id(camera);
     let node = options.node_id;
-    let entity = label["default_entity_id"]
-        .as_str()
-        .unwrap_or_default()
-        .trim_start_matches("sensor.")
-        .trim_end_matches("_label")
-        .to_owned();
+    let entity = sensor_entity(&label);
     let mut payload = json!({
         "name": "Snapshot",
         "unique_id": format!("{node}_{object}_snapshot"),
@@ -233,16 +248,7 @@ pub fn snapshot_discovery(
         "image_topic": topics.snapshot(camera),
         "content_type": "image/jpeg",
     });
-    for shared in [
-        "availability",
-        "availability_mode",
-        "payload_available",
-        "payload_not_available",
-        "device",
-        "origin",
-    ] {
-        payload[shared] = label[shared].clone();
-    }
+    copy_fields(&mut payload, &label, &SHARED_FIELDS);
     Discovery {
         topic: format!("{}/image/{node}/{object}/config", options.discovery_prefix),
         payload,
@@ -262,12 +268,7 @@ pub fn region_snapshot_discovery(
     let node = options.node_id;
     let sensor = region_discovery(topics, camera, region, options).payload;
     let mut d = snapshot_discovery(topics, camera, options);
-    let entity = sensor["default_entity_id"]
-        .as_str()
-        .unwrap_or_default()
-        .trim_start_matches("sensor.")
-        .trim_end_matches("_label")
-        .to_owned();
+    let entity = sensor_entity(&sensor);
     d.payload["name"] = json!(format!("{region} snapshot"));
     d.payload["unique_id"] = json!(format!("{node}_{object}_snapshot"));
     d.payload["default_entity_id"] = json!(format!("image.{entity}_snapshot"));

@@ -29,6 +29,28 @@ fn dir() -> PathBuf {
     fixtures().join("finetuned")
 }
 
+/// The checkpoint folder in a temporary directory of its own, with the photo timm ranks
+/// `cat` ([`cat_checkpoint`]).
+pub struct CatCheckpoint {
+    /// Holds `folder`; removed when dropped.
+    pub dir: tempfile::TempDir,
+    /// timm's folder ([`write_folder`]).
+    pub folder: PathBuf,
+    /// The first fixture photo, pre-resized; timm's top-1 for it is `cat` (checked).
+    pub cat: PathBuf,
+}
+
+/// Writes the checkpoint folder into a new temporary directory and checks that timm's
+/// top class of its first photo is `cat`.
+pub fn cat_checkpoint() -> CatCheckpoint {
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join("model");
+    let fixture = write_folder(&folder);
+    assert_eq!(LABELS[fixture.top1[0]], "cat");
+    let cat = fixture.images[0].clone();
+    CatCheckpoint { dir, folder, cat }
+}
+
 /// Writes timm's checkpoint folder into `folder` (created): `model.safetensors` as timm
 /// saved it (the script asserts that this reassembly equals it) and timm's `config.json`.
 pub fn write_folder(folder: &Path) -> Finetuned {

@@ -28,6 +28,7 @@ use effistream::engine::{Engine, EngineSettings};
 use effistream::model::{Classifier, Variant};
 use effistream::preprocess::RgbImage;
 use effistream::video::PixelRect;
+use gst_video::prelude::*;
 
 /// Photographs fetched from the scikit-image wheel, in golden batch order.
 pub const PHOTOS: [&str; 4] = ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"];
@@ -89,6 +90,40 @@ pub fn lite0_engine(max_frame_age: Duration, top_k: usize) -> Engine {
             threshold: 0.0,
             model_id: None,
         },
+    )
+    .unwrap()
+}
+
+/// `frame` converted to `format` at the same size (and frame rate) by GStreamer's
+/// converter.
+pub fn convert_frame(
+    frame: &gst_video::VideoFrameRef<&gst::BufferRef>,
+    format: gst_video::VideoFormat,
+) -> (gst::Buffer, gst_video::VideoInfo) {
+    let info = frame.info();
+    let out_info = gst_video::VideoInfo::builder(format, info.width(), info.height())
+        .fps(info.fps())
+        .build()
+        .unwrap();
+    let converter = gst_video::VideoConverter::new(info, &out_info, None).unwrap();
+    let mut out = gst::Buffer::with_size(out_info.size()).unwrap();
+    {
+        let mut dst =
+            gst_video::VideoFrameRef::from_buffer_ref_writable(out.get_mut().unwrap(), &out_info)
+                .unwrap();
+        converter.frame_ref(frame, &mut dst);
+    }
+    (out, out_info)
+}
+
+/// The packed RGB picture of a buffer holding one RGB frame of `info`.
+pub fn packed_rgb(buffer: &gst::BufferRef, info: &gst_video::VideoInfo) -> RgbImage {
+    let frame = gst_video::VideoFrameRef::from_buffer_ref_readable(buffer, info).unwrap();
+    RgbImage::from_frame(
+        frame.plane_data(0).unwrap(),
+        info.width() as usize,
+        info.height() as usize,
+        frame.plane_stride()[0] as usize,
     )
     .unwrap()
 }
